@@ -1,0 +1,89 @@
+/* qemu_plugin_abi.h: qlua's own declarations of the QEMU TCG plugin ABI.
+ * Written from the documented facts (see docs/qemu-versions.md), not copied from QEMU. Only types,
+ * enums and function-pointer types live here: qlua never links a QEMU function directly, it reaches
+ * every one through the table in shim/host.c, so one .so loads on every QEMU version. */
+#ifndef QLUA_QEMU_PLUGIN_ABI_H
+#define QLUA_QEMU_PLUGIN_ABI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t qemu_plugin_id_t;
+
+/* Unchanged from API v0 through v6. */
+typedef struct qemu_info_t {
+    const char *target_name;
+    struct {
+        int min;
+        int cur;
+    } version;
+    bool system_emulation;
+    union {
+        struct {
+            int smp_vcpus;
+            int max_vcpus;
+        } system;
+    };
+} qemu_info_t;
+
+struct qemu_plugin_tb;
+struct qemu_plugin_insn;
+struct qemu_plugin_hwaddr;
+struct qemu_plugin_scoreboard;
+
+/* Opaque per-access word; decoded only through the host's mem_* functions. */
+typedef uint32_t qemu_plugin_meminfo_t;
+
+enum qemu_plugin_cb_flags {
+    QEMU_PLUGIN_CB_NO_REGS = 0,
+    QEMU_PLUGIN_CB_R_REGS = 1,
+    QEMU_PLUGIN_CB_RW_REGS = 2,
+};
+
+enum qemu_plugin_mem_rw {
+    QEMU_PLUGIN_MEM_R = 1,
+    QEMU_PLUGIN_MEM_W = 2,
+    QEMU_PLUGIN_MEM_RW = 3,
+};
+
+/* v1: only ADD_U64 (0). v2+: ADD_U64 = 0, STORE_U64 = 1. */
+enum qemu_plugin_op {
+    QEMU_PLUGIN_INLINE_ADD_U64 = 0,
+    QEMU_PLUGIN_INLINE_STORE_U64 = 1,
+};
+
+/* v3+: conditional callbacks compare a scoreboard entry with an immediate. */
+enum qemu_plugin_cond {
+    QEMU_PLUGIN_COND_NEVER,
+    QEMU_PLUGIN_COND_ALWAYS,
+    QEMU_PLUGIN_COND_EQ,
+    QEMU_PLUGIN_COND_NE,
+    QEMU_PLUGIN_COND_LT,
+    QEMU_PLUGIN_COND_LE,
+    QEMU_PLUGIN_COND_GT,
+    QEMU_PLUGIN_COND_GE,
+};
+
+/* v2+: a u64 at a fixed offset inside every vCPU's scoreboard entry; passed by value. */
+typedef struct {
+    struct qemu_plugin_scoreboard *score;
+    size_t offset;
+} qemu_plugin_u64;
+
+/* Callback types (the v1..v6 shapes; v7 is announced to add userdata everywhere). */
+typedef void (*qemu_plugin_simple_cb_t)(qemu_plugin_id_t id);
+typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
+typedef void (*qemu_plugin_vcpu_simple_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index);
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
+typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+typedef void (*qemu_plugin_vcpu_mem_cb_t)(unsigned int vcpu_index, qemu_plugin_meminfo_t info,
+                                          uint64_t vaddr, void *userdata);
+typedef void (*qemu_plugin_vcpu_syscall_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index,
+                                              int64_t num, uint64_t a1, uint64_t a2, uint64_t a3,
+                                              uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7,
+                                              uint64_t a8);
+typedef void (*qemu_plugin_vcpu_syscall_ret_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index,
+                                                  int64_t num, int64_t ret);
+
+#endif

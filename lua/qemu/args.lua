@@ -1,0 +1,153 @@
+-- qemu.args: parsing of a script's declared arguments.
+-- Pure logic (no QEMU): a declaration and the given key=value pairs in, typed values or one clear
+-- error message out. Boolean words follow QEMU's qemu_plugin_bool_parse (case-sensitive).
+
+local M = {}
+
+local TRUE_WORDS = { on = true, yes = true, ["true"] = true, y = true }
+local FALSE_WORDS = { off = false, no = false, ["false"] = false, n = false }
+M.BOOL_WORDS = "on, off, yes, no, true, false, y, n"
+
+--- Parses a QEMU boolean word; returns true/false, or nil for anything else.
+function M.parse_bool(text)
+  if TRUE_WORDS[text] then return true end
+  if FALSE_WORDS[text] ~= nil then return false end
+  return nil
+end
+
+--- Parses a decimal, 0x-hex or 0b-binary integer, with an optional k/m/g (x1024) suffix.
+function M.parse_int(text)
+  local sign, body = text:match("^([+-]?)(.+)$")
+  if not body then return nil end
+  local scale = 1
+  local suffix = body:match("[kKmMgG]$")
+  if suffix then
+    scale = ({ k = 1024, m = 1024 ^ 2, g = 1024 ^ 3 })[suffix:lower()]
+    body = body:sub(1, -2)
+  end
+  local value
+  if body:match("^0[xX]%x+$") then
+    value = tonumber(body:sub(3), 16)
+  elseif body:match("^0[bB][01]+$") then
+    value = tonumber(body:sub(3), 2)
+  elseif body:match("^%d+$") then
+    value = tonumber(body, 10)
+  end
+  if not value then return nil end
+  value = value * scale
+  if math.type and math.type(value) == "float" and value == math.floor(value) then
+    value = math.tointeger(value) or value
+  end
+  return sign == "-" and -value or value
+end
+
+local TYPES = {}
+
+TYPES.bool = function(spec, text)
+  local v = M.parse_bool(text)
+  if v == nil then return nil, "expected a boolean (" .. M.BOOL_WORDS .. ")" end
+  return v
+end
+
+TYPES.int = function(spec, text)
+  local v = M.parse_int(text)
+  if v == nil then return nil, "expected an integer (decimal, 0x hex, 0b binary; k/m/g suffix)" end
+  if spec.min and v < spec.min then return nil, "expected an integer >= " .. spec.min end
+  if spec.max and v > spec.max then return nil, "expected an integer <= " .. spec.max end
+  return v
+end
+
+TYPES.number = function(spec, text)
+  local v = tonumber(text)
+  if v == nil then return nil, "expected a number" end
+  return v
+end
+
+TYPES.string = function(spec, text)
+  return text
+end
+
+TYPES.enum = function(spec, text)
+  for _, allowed in ipairs(spec.values) do
+    if allowed == text then return text end
+  end
+  return nil, "expected one of " .. table.concat(spec.values, ", ")
+end
+
+local function names_of(decl)
+  local names = {}
+  for _, spec in ipairs(decl) do names[#names + 1] = spec.name end
+  return names
+end
+
+--- Checks a declaration itself (a list of { name=, type=, default=, help=, values= }).
+function M.check_declaration(decl, owner)
+  if type(decl) ~= "table" then
+    error(owner .. ": args must be a list of { name = ..., type = ... } tables", 0)
+  end
+  local seen = {}
+  for i, spec in ipairs(decl) do
+    if type(spec) ~= "table" or type(spec.name) ~= "string" then
+      error(string.format("%s: args[%d] needs a string name", owner, i), 0)
+    end
+    if seen[spec.name] then
+      error(string.format("%s: argument '%s' is declared twice", owner, spec.name), 0)
+    end
+    seen[spec.name] = true
+    spec.type = spec.type or "string"
+    if not TYPES[spec.type] then
+      error(string.format("%s: argument '%s' has unknown type '%s' (types: bool, int, number, string, enum)",
+        owner, spec.name, tostring(spec.type)), 0)
+    end
+    if spec.type == "enum" and type(spec.values) ~= "table" then
+      error(string.format("%s: enum argument '%s' needs values = { ... }", owner, spec.name), 0)
+    end
+  end
+end
+
+--- Parses `given` (a map key -> string, and `order`, the keys in the order given) against `decl`.
+-- Returns the values table (defaults filled in) or nil and an error message naming `owner`.
+function M.parse(decl, given, order, owner)
+  M.check_declaration(decl, owner)
+  local by_name = {}
+  for _, spec in ipairs(decl) do by_name[spec.name] = spec end
+  local values = {}
+  for _, key in ipairs(order or {}) do
+    local spec = by_name[key]
+    if not spec then
+      local names = names_of(decl)
+      local accepted = #names > 0 and table.concat(names, ", ") or "none"
+      return nil, string.format("%s: unknown argument '%s'; accepted: %s", owner, key, accepted)
+    end
+    local v, why = TYPES[spec.type](spec, given[key])
+    if v == nil then
+      return nil, string.format("%s: %s=%s: %s", owner, key, given[key], why)
+    end
+    values[key] = v
+  end
+  for _, spec in ipairs(decl) do
+    if values[spec.name] == nil then
+      if spec.required then
+        return nil, string.format("%s: argument '%s' is required", owner, spec.name)
+      end
+      values[spec.name] = spec.default
+    end
+  end
+  return values
+end
+
+--- A usage text for a declaration, one argument a line.
+function M.usage(decl, name, description)
+  local lines = { name .. (description and (": " .. description) or "") }
+  if #decl == 0 then
+    lines[#lines + 1] = "  (no arguments)"
+  end
+  for _, spec in ipairs(decl) do
+    local kind = spec.type == "enum" and table.concat(spec.values, "|") or spec.type
+    local default = spec.default ~= nil and (" (default " .. tostring(spec.default) .. ")") or ""
+    lines[#lines + 1] = string.format("  %s=%s%s  %s", spec.name, kind, default, spec.help or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+return M

@@ -1,0 +1,129 @@
+-- The `qemu` module: the API scripts use. The C core (qlua.core) offers small primitives; naming,
+-- defaults, argument checks and formatting live here. Also available to scripts as the global `qemu`.
+
+local core = require "qlua.core"
+local args = require "qemu.args"
+
+local qemu = {}
+
+local function check_function(fn, where)
+  if type(fn) ~= "function" then
+    error(string.format("%s expects a function, got %s", where, type(fn)), 3)
+  end
+end
+
+-- Events. Each on_X may be called more than once; handlers run in the order they were added.
+local EVENTS = {
+  on_translate = "translate",     -- fn(tb)
+  on_exit = "exit",               -- fn()
+  on_vcpu_init = "vcpu_init",     -- fn(vcpu)
+  on_vcpu_exit = "vcpu_exit",     -- fn(vcpu)
+  on_vcpu_idle = "vcpu_idle",     -- fn(vcpu)        system mode
+  on_vcpu_resume = "vcpu_resume", -- fn(vcpu)        system mode
+  on_syscall = "syscall",         -- fn(vcpu, num, a1, ..., a8)   user mode
+  on_syscall_ret = "syscall_ret", -- fn(vcpu, num, ret)           user mode
+  on_flush = "flush",             -- fn()
+}
+for name, event in pairs(EVENTS) do
+  qemu[name] = function(fn)
+    check_function(fn, "qemu." .. name)
+    core.on(event, fn)
+  end
+end
+
+--- A native 64-bit counter with one slot per vCPU: c:sum(), c:get(vcpu), c:add(n [, vcpu]),
+-- c:reset(), c:values(). Translated code adds to it through tb:count, insn:count, insn:count_mem.
+qemu.counter = core.counter_new
+
+--- Stops instrumenting: on_exit handlers run, then QEMU unloads the plugin.
+qemu.uninstall = core.uninstall
+
+-- Facts about the host.
+local raw = core.info()
+qemu.info = {
+  target = raw.target,              -- "x86_64", "aarch64", ...
+  system = raw.system,              -- true in system emulation
+  mode = raw.system and "system" or "user",
+  smp_vcpus = raw.smp_vcpus,        -- system mode: -smp value
+  max_vcpus = raw.max_vcpus,
+  api = { min = raw.api_min, cur = raw.api_cur, declared = raw.api_declared },
+  script = raw.script,
+  root = raw.root,
+  version = raw.qlua_version,
+  lua = raw.lua,
+  onerror = raw.onerror,
+}
+
+local FEATURES = {}
+for name in pairs(raw.features) do FEATURES[#FEATURES + 1] = name end
+table.sort(FEATURES)
+
+--- qemu.has(feature) -> boolean. Unknown names are an error listing the known ones.
+function qemu.has(feature)
+  local present, since = core.has(feature)
+  if since == nil then
+    error(string.format("qemu.has: unknown feature '%s'; known: %s", tostring(feature),
+      table.concat(FEATURES, ", ")), 2)
+  end
+  return present
+end
+
+--- qemu.need(feature): an error naming the feature and the QEMU that brings it, where absent.
+function qemu.need(feature)
+  if not qemu.has(feature) then
+    local _, since = core.has(feature)
+    error(string.format("%s needs the '%s' feature, which this QEMU (plugin API %d) lacks: it "
+      .. "comes with %s", qemu.info.script, feature, qemu.info.api.cur, since), 2)
+  end
+end
+
+--- User mode: { path, start_code, end_code, entry } of the guest program; nil in system mode.
+qemu.binary = core.binary
+
+--- The native counter strategy in use ("inline" or "percpu"); see docs/counters.md.
+qemu.counter_mode = core.counter_mode
+
+-- Output: buffered, handed to QEMU's plugin log (shown with -d plugin, or -D FILE), never lost.
+function qemu.print(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = tostring((select(i, ...))) end
+  core.write(table.concat(parts, "\t") .. "\n")
+end
+
+function qemu.printf(fmt, ...)
+  core.write(string.format(fmt, ...))
+end
+
+qemu.write = core.write
+qemu.flush = core.flush
+
+-- Arguments: every KEY=VALUE the plugin does not take itself, as strings, until the script
+-- declares them with qemu.script{}; then typed, checked, defaults filled in.
+local given, order = core.args()
+qemu.args = given
+qemu.parse_bool = args.parse_bool
+qemu.parse_int = args.parse_int
+
+local script_name = (raw.script or "script"):match("([^/]+)$")
+
+--- Declares the script: { name, description, args = { { name=, type=, default=, help=, values= } } }.
+-- Rejects unknown or malformed arguments with the list of accepted ones; returns the typed values
+-- (also stored in qemu.args).
+function qemu.script(desc)
+  if type(desc) ~= "table" then error("qemu.script expects a table", 2) end
+  local decl = desc.args or {}
+  local values, err = args.parse(decl, given, order, script_name)
+  if not values then error(err, 0) end
+  qemu.description = desc
+  qemu.args = values
+  return values
+end
+
+--- The usage text of the declared script.
+function qemu.usage()
+  local desc = qemu.description or {}
+  return args.usage(desc.args or {}, desc.name or script_name, desc.description)
+end
+
+return qemu

@@ -1,0 +1,269 @@
+/* counter.c: native 64-bit counters, one slot per vCPU, and the code that makes translated blocks
+ * add to them without entering Lua.
+ * Strategy (chosen per host, see docs/counters.md):
+ *  - inline: QEMU <= 8.2 can add an immediate to a raw pointer from translated code (~0.3 ns), but
+ *    the add is not atomic, so it is exact only while one vCPU runs. We emit it into slot 0 while
+ *    only one vCPU exists;
+ *  - percpu: a tiny C callback adds to the executing vCPU's own slot (~1-3 ns), exact always.
+ *    Used once a second vCPU appears (events.c then retranslates everything), with -smp > 1, on
+ *    hosts without raw inline ops (QEMU >= 9.0, until scoreboards are wired), or counters=callback. */
+#include <string.h>
+
+#include "internal.h"
+
+#define COUNTER_META "qlua.counter"
+#define SLOT_STRIDE 8   /* u64 per vCPU slot: a 64-byte line, so vCPUs never share a line */
+#define CHUNK_VCPUS 64  /* slots are allocated 64 vCPUs at a time and never move */
+#define MAX_CHUNKS 1024 /* 65536 vCPUs */
+
+struct qlua_counter {
+    uint64_t *chunks[MAX_CHUNKS];
+    struct qlua_counter *next;
+};
+
+typedef struct {
+    qlua_counter *c;
+    uint64_t n;
+} count_rec;
+
+enum count_mode { MODE_INLINE, MODE_PERCPU };
+
+static enum count_mode mode = MODE_PERCPU;
+static bool inline_emitted;
+static unsigned int vcpus_seen;
+static unsigned int max_vcpu; /* highest vCPU index seen */
+static qlua_counter *all_counters;
+
+static uint64_t *chunk_new(qlua_counter *c, unsigned int k)
+{
+    uint64_t *fresh = g_malloc0(sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
+    uint64_t *expected = NULL;
+    if (!__atomic_compare_exchange_n(&c->chunks[k], &expected, fresh, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        g_free(fresh); /* another vCPU won the race; use its chunk */
+        return expected;
+    }
+    return fresh;
+}
+
+static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
+{
+    unsigned int k = vcpu / CHUNK_VCPUS;
+    if (G_UNLIKELY(k >= MAX_CHUNKS)) {
+        g_error("qlua: vCPU index %u is beyond qlua's limit of %d", vcpu,
+                MAX_CHUNKS * CHUNK_VCPUS);
+    }
+    uint64_t *chunk = __atomic_load_n(&c->chunks[k], __ATOMIC_ACQUIRE);
+    if (G_UNLIKELY(chunk == NULL)) {
+        chunk = chunk_new(c, k);
+    }
+    return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
+}
+
+static void count_exec_cb(unsigned int vcpu, void *udata)
+{
+    count_rec *r = udata;
+    *slot(r->c, vcpu) += r->n;
+}
+
+static void count_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
+                         void *udata)
+{
+    (void)info;
+    (void)vaddr;
+    count_rec *r = udata;
+    *slot(r->c, vcpu) += r->n;
+}
+
+static count_rec *rec_new(qlua_counter *c, uint64_t n)
+{
+    count_rec *r = qlua_arena_alloc(sizeof *r);
+    r->c = c;
+    r->n = n;
+    return r;
+}
+
+void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n)
+{
+    if (mode == MODE_INLINE) {
+        inline_emitted = true;
+        qlua_host.register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
+    } else {
+        qlua_host.register_vcpu_tb_exec_cb(tb, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                           rec_new(c, n));
+    }
+}
+
+void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n)
+{
+    if (mode == MODE_INLINE) {
+        inline_emitted = true;
+        qlua_host.register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
+    } else {
+        qlua_host.register_vcpu_insn_exec_cb(insn, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                             rec_new(c, n));
+    }
+}
+
+void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
+                      enum qemu_plugin_mem_rw rw)
+{
+    if (mode == MODE_INLINE) {
+        inline_emitted = true;
+        qlua_host.register_vcpu_mem_inline(insn, rw, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
+    } else {
+        qlua_host.register_vcpu_mem_cb(insn, count_mem_cb, QEMU_PLUGIN_CB_NO_REGS, rw,
+                                       rec_new(c, n));
+    }
+}
+
+/* counters=auto (default) or counters=callback. */
+void qlua_counter_setup(const char *how)
+{
+    bool can_inline = qlua_host.register_vcpu_tb_exec_inline &&
+                      qlua_host.register_vcpu_insn_exec_inline && qlua_host.register_vcpu_mem_inline;
+    bool one_vcpu = !qlua_host.system || qlua_host.smp_vcpus <= 1;
+    mode = (g_str_equal(how, "auto") && can_inline && one_vcpu) ? MODE_INLINE : MODE_PERCPU;
+}
+
+const char *qlua_counter_mode(void)
+{
+    return mode == MODE_INLINE ? "inline" : "percpu";
+}
+
+/* Called for every new vCPU. Returns true when code translated so far used shared inline adds
+ * and must be retranslated now that two vCPUs may run it concurrently. */
+bool qlua_counter_vcpu_init(unsigned int vcpu)
+{
+    if (vcpu > max_vcpu) {
+        max_vcpu = vcpu;
+    }
+    vcpus_seen++;
+    if (mode == MODE_INLINE && vcpus_seen >= 2) {
+        mode = MODE_PERCPU;
+        return inline_emitted;
+    }
+    return false;
+}
+
+qlua_counter *qlua_counter_check(lua_State *L, int idx)
+{
+    return *(qlua_counter **)luaL_checkudata(L, idx, COUNTER_META);
+}
+
+static uint64_t counter_sum(qlua_counter *c)
+{
+    uint64_t sum = 0;
+    for (unsigned int k = 0; k < MAX_CHUNKS; k++) {
+        uint64_t *chunk = __atomic_load_n(&c->chunks[k], __ATOMIC_ACQUIRE);
+        if (chunk) {
+            for (unsigned int i = 0; i < CHUNK_VCPUS; i++) {
+                sum += chunk[i * SLOT_STRIDE];
+            }
+        }
+    }
+    return sum;
+}
+
+/* Counters are referenced by translated code, which outlives any Lua value: they are never freed
+ * before the plugin is (a script should create its counters once, at top level). */
+static int counter_new(lua_State *L)
+{
+    qlua_counter *c = g_new0(qlua_counter, 1);
+    slot(c, 0);
+    c->next = all_counters;
+    all_counters = c;
+    *(qlua_counter **)lua_newuserdata(L, sizeof c) = c;
+    luaL_setmetatable(L, COUNTER_META);
+    return 1;
+}
+
+static unsigned int check_vcpu(lua_State *L, int idx)
+{
+    lua_Integer v = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, v >= 0 && v < MAX_CHUNKS * CHUNK_VCPUS, idx, "expected a vCPU index");
+    return (unsigned int)v;
+}
+
+static int counter_sum_l(lua_State *L)
+{
+    qlua_push_u64(L, counter_sum(qlua_counter_check(L, 1)));
+    return 1;
+}
+
+static int counter_get(lua_State *L)
+{
+    qlua_counter *c = qlua_counter_check(L, 1);
+    qlua_push_u64(L, *slot(c, check_vcpu(L, 2)));
+    return 1;
+}
+
+/* c:add(n [, vcpu = 0]) from Lua (slow path; translated code uses count/count_mem). */
+static int counter_add(lua_State *L)
+{
+    qlua_counter *c = qlua_counter_check(L, 1);
+    uint64_t n = qlua_check_u64(L, 2);
+    unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
+    __atomic_fetch_add(slot(c, vcpu), n, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int counter_reset(lua_State *L)
+{
+    qlua_counter *c = qlua_counter_check(L, 1);
+    for (unsigned int k = 0; k < MAX_CHUNKS; k++) {
+        if (c->chunks[k]) {
+            memset(c->chunks[k], 0, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
+        }
+    }
+    return 0;
+}
+
+/* c:values() -> { [0] = n0, n1, ... } up to the highest vCPU index seen. */
+static int counter_values(lua_State *L)
+{
+    qlua_counter *c = qlua_counter_check(L, 1);
+    lua_createtable(L, (int)max_vcpu, 1);
+    for (unsigned int v = 0; v <= max_vcpu; v++) {
+        qlua_push_u64(L, *slot(c, v));
+        lua_rawseti(L, -2, (int)v);
+    }
+    return 1;
+}
+
+static int counter_tostring(lua_State *L)
+{
+    char text[48];
+    g_snprintf(text, sizeof text, "counter (sum %" G_GUINT64_FORMAT ")",
+               counter_sum(qlua_counter_check(L, 1)));
+    lua_pushstring(L, text);
+    return 1;
+}
+
+void qlua_counter_free_all(void)
+{
+    while (all_counters) {
+        qlua_counter *c = all_counters;
+        all_counters = c->next;
+        for (unsigned int k = 0; k < MAX_CHUNKS; k++) {
+            g_free(c->chunks[k]);
+        }
+        g_free(c);
+    }
+}
+
+void qlua_counter_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {{"sum", counter_sum_l}, {"get", counter_get},
+                                       {"add", counter_add},   {"reset", counter_reset},
+                                       {"values", counter_values}, {NULL, NULL}};
+    luaL_newmetatable(L, COUNTER_META);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, counter_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, counter_new);
+    lua_setfield(L, -2, "counter_new");
+}

@@ -1,0 +1,382 @@
+/* events.c: QEMU's global events (translation, vCPU life cycle, syscalls, flush, exit) dispatched
+ * to the script's handlers, Lua execution callbacks (tb:on_exec, insn:on_exec), and the memory
+ * that per-translation records live in. Records and the Lua values they pin are reclaimed at each
+ * TB flush, when QEMU guarantees no translated code refers to them any more. */
+#include <string.h>
+
+#include "internal.h"
+
+enum event {
+    EV_TRANSLATE,
+    EV_EXIT,
+    EV_VCPU_INIT,
+    EV_VCPU_EXIT,
+    EV_VCPU_IDLE,
+    EV_VCPU_RESUME,
+    EV_SYSCALL,
+    EV_SYSCALL_RET,
+    EV_FLUSH,
+    EV_COUNT
+};
+
+static const char *const event_names[] = {"translate",   "exit",    "vcpu_init",   "vcpu_exit",
+                                          "vcpu_idle",   "vcpu_resume", "syscall", "syscall_ret",
+                                          "flush",       NULL};
+static const char *const event_labels[] = {"on_translate",   "on_exit",    "on_vcpu_init",
+                                           "on_vcpu_exit",   "on_vcpu_idle", "on_vcpu_resume",
+                                           "on_syscall",     "on_syscall_ret", "on_flush"};
+
+static GPtrArray *handlers[EV_COUNT];
+static bool registered[EV_COUNT];
+static uint64_t translate_next;
+
+/* ---- arena: per-translation records, freed wholesale at flush ---- */
+
+#define ARENA_CHUNK (64 * 1024)
+static GSList *arena_chunks;
+static size_t arena_used = ARENA_CHUNK;
+static GArray *arena_refs; /* registry references owned by records */
+static int exec_fns_ref = LUA_NOREF; /* function -> qlua_fn* for the current flush generation */
+static int disabled_fns_ref = LUA_NOREF; /* functions onerror=warn turned off, for good */
+
+void *qlua_arena_alloc(size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (arena_used + size > ARENA_CHUNK) {
+        arena_chunks = g_slist_prepend(arena_chunks, g_malloc(MAX(size, ARENA_CHUNK)));
+        arena_used = 0;
+    }
+    void *p = (char *)arena_chunks->data + arena_used;
+    arena_used += size;
+    memset(p, 0, size);
+    return p;
+}
+
+int qlua_ref_data(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) {
+        return LUA_REFNIL;
+    }
+    lua_pushvalue(L, idx);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    g_array_append_val(arena_refs, ref);
+    return ref;
+}
+
+/* One qlua_fn per distinct Lua function per flush generation, so a block that registers the same
+ * function for each of its instructions costs one registry slot, and onerror=warn disables the
+ * function everywhere at once. */
+qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event)
+{
+    luaL_checktype(L, idx, LUA_TFUNCTION);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, exec_fns_ref);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    qlua_fn *fn = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (fn == NULL) {
+        fn = qlua_arena_alloc(sizeof *fn);
+        fn->event = event;
+        lua_pushvalue(L, idx);
+        fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        g_array_append_val(arena_refs, fn->ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, disabled_fns_ref);
+        lua_pushvalue(L, idx);
+        lua_rawget(L, -2);
+        fn->disabled = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        lua_pushvalue(L, idx);
+        lua_pushlightuserdata(L, fn);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    return fn;
+}
+
+/* Remembers a function that onerror=warn disabled, so it stays off after the next flush. */
+void qlua_events_disable(lua_State *L, qlua_fn *fn)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, disabled_fns_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+static void arena_reclaim(lua_State *L)
+{
+    for (guint i = 0; i < arena_refs->len; i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, g_array_index(arena_refs, int, i));
+    }
+    g_array_set_size(arena_refs, 0);
+    g_slist_free_full(arena_chunks, g_free);
+    arena_chunks = NULL;
+    arena_used = ARENA_CHUNK;
+    lua_newtable(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, exec_fns_ref);
+}
+
+/* ---- execution callbacks ---- */
+
+typedef struct {
+    qlua_fn *fn;
+    int data_ref;
+} exec_rec;
+
+static void exec_cb(unsigned int vcpu, void *udata)
+{
+    exec_rec *r = udata;
+    lua_State *L = qlua_gate_enter(r->fn);
+    if (L == NULL) {
+        return;
+    }
+    lua_pushinteger(L, vcpu);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    qlua_gate_call(r->fn, 2);
+}
+
+static exec_rec *exec_rec_new(lua_State *L, int fn_idx, int data_idx, const char *event)
+{
+    exec_rec *r = qlua_arena_alloc(sizeof *r);
+    r->fn = qlua_exec_fn(L, fn_idx, event);
+    r->data_ref = qlua_ref_data(L, data_idx);
+    return r;
+}
+
+void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx)
+{
+    exec_rec *r = exec_rec_new(L, fn_idx, data_idx, "tb:on_exec");
+    qlua_host.register_vcpu_tb_exec_cb(tb, exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
+}
+
+void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
+                             int data_idx)
+{
+    exec_rec *r = exec_rec_new(L, fn_idx, data_idx, "insn:on_exec");
+    qlua_host.register_vcpu_insn_exec_cb(insn, exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
+}
+
+/* ---- global events ---- */
+
+/* Calls every handler of `ev`; `push` pushes the arguments (n of them). Lock held throughout so
+ * handlers of one event never interleave with another thread's. */
+#define DISPATCH(ev, nargs, push)                                                                  \
+    do {                                                                                           \
+        qlua_lock();                                                                               \
+        for (guint i_ = 0; i_ < handlers[ev]->len; i_++) {                                         \
+            qlua_fn *fn_ = g_ptr_array_index(handlers[ev], i_);                                    \
+            lua_State *L = qlua_gate_enter(fn_);                                                   \
+            if (L) {                                                                               \
+                push;                                                                              \
+                qlua_gate_call(fn_, nargs);                                                        \
+            }                                                                                      \
+        }                                                                                          \
+        qlua_unlock();                                                                             \
+    } while (0)
+
+static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    (void)id;
+    qlua_lock();
+    qlua_translate_gen = ++translate_next;
+    DISPATCH(EV_TRANSLATE, 1, qlua_tb_push(L, tb));
+    qlua_translate_gen = 0;
+    qlua_unlock();
+}
+
+static void register_all(void);
+
+static void after_reset(qemu_plugin_id_t id)
+{
+    (void)id;
+    register_all(); /* reset dropped every callback; vCPUs are stopped until we return */
+}
+
+static void vcpu_init_cb(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    qlua_lock();
+    bool retranslate = qlua_counter_vcpu_init(vcpu);
+    qlua_unlock();
+    if (retranslate) {
+        /* Code translated with shared inline adds must go: reset flushes every block and drops
+         * our callbacks, which after_reset registers again before any vCPU runs. Called without
+         * the Lua lock: reset takes QEMU's plugin lock, which QEMU holds while calling atexit. */
+        qlua_host.reset(id, after_reset);
+    }
+    DISPATCH(EV_VCPU_INIT, 1, lua_pushinteger(L, vcpu));
+}
+
+static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    (void)id;
+    DISPATCH(EV_VCPU_EXIT, 1, lua_pushinteger(L, vcpu));
+    qlua_lock();
+    qlua_out_flush();
+    qlua_unlock();
+}
+
+static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    (void)id;
+    DISPATCH(EV_VCPU_IDLE, 1, lua_pushinteger(L, vcpu));
+}
+
+static void vcpu_resume_cb(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    (void)id;
+    DISPATCH(EV_VCPU_RESUME, 1, lua_pushinteger(L, vcpu));
+}
+
+static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1,
+                       uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
+                       uint64_t a7, uint64_t a8)
+{
+    (void)id;
+    DISPATCH(EV_SYSCALL, 10, {
+        lua_pushinteger(L, vcpu);
+        lua_pushinteger(L, (lua_Integer)num);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a1);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a2);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a3);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a4);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a5);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a6);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a7);
+        lua_pushinteger(L, (lua_Integer)(int64_t)a8);
+    });
+}
+
+static void syscall_ret_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, int64_t ret)
+{
+    (void)id;
+    DISPATCH(EV_SYSCALL_RET, 3, {
+        lua_pushinteger(L, vcpu);
+        lua_pushinteger(L, (lua_Integer)num);
+        lua_pushinteger(L, (lua_Integer)ret);
+    });
+}
+
+static void flush_cb(qemu_plugin_id_t id)
+{
+    (void)id;
+    lua_State *L = qlua_lock();
+    if (L) {
+        arena_reclaim(L);
+    }
+    qlua_unlock();
+    DISPATCH(EV_FLUSH, 0, (void)L);
+}
+
+static void run_exit_handlers(void)
+{
+    qlua_lock();
+    if (!qlua.finished) {
+        DISPATCH(EV_EXIT, 0, (void)L);
+        qlua_out_flush();
+        qlua.finished = true;
+    }
+    qlua_unlock();
+}
+
+static void atexit_cb(qemu_plugin_id_t id, void *udata)
+{
+    (void)id;
+    (void)udata;
+    run_exit_handlers();
+}
+
+static void register_event(enum event ev)
+{
+    qemu_plugin_id_t id = qlua.id;
+    registered[ev] = true;
+    switch (ev) {
+    case EV_TRANSLATE: qlua_host.register_vcpu_tb_trans_cb(id, tb_trans_cb); break;
+    case EV_EXIT: qlua_host.register_atexit_cb(id, atexit_cb, NULL); break;
+    case EV_VCPU_INIT: qlua_host.register_vcpu_init_cb(id, vcpu_init_cb); break;
+    case EV_VCPU_EXIT: qlua_host.register_vcpu_exit_cb(id, vcpu_exit_cb); break;
+    case EV_VCPU_IDLE: qlua_host.register_vcpu_idle_cb(id, vcpu_idle_cb); break;
+    case EV_VCPU_RESUME: qlua_host.register_vcpu_resume_cb(id, vcpu_resume_cb); break;
+    case EV_SYSCALL: qlua_host.register_vcpu_syscall_cb(id, syscall_cb); break;
+    case EV_SYSCALL_RET: qlua_host.register_vcpu_syscall_ret_cb(id, syscall_ret_cb); break;
+    case EV_FLUSH: qlua_host.register_flush_cb(id, flush_cb); break;
+    case EV_COUNT: break;
+    }
+}
+
+/* exit, vCPU init/exit and flush are always needed by qlua itself (report, counter strategy,
+ * output flushing, arena); the others only once the script asks. */
+static void register_all(void)
+{
+    for (int ev = 0; ev < EV_COUNT; ev++) {
+        if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
+            handlers[ev]->len > 0) {
+            register_event((enum event)ev);
+        }
+    }
+}
+
+void qlua_events_install(void)
+{
+    register_all();
+}
+
+/* core.on(event, fn): add a handler; handlers of one event run in the order they were added. */
+static int events_on(lua_State *L)
+{
+    int ev = luaL_checkoption(L, 1, NULL, event_names);
+    if (ev == EV_SYSCALL || ev == EV_SYSCALL_RET) {
+        if (qlua_host.system) {
+            return luaL_error(L, "%s: syscall events exist only in user mode (qemu-ARCH), not in "
+                                 "system emulation",
+                              event_labels[ev]);
+        }
+    }
+    g_ptr_array_add(handlers[ev], qlua_fn_new(L, 2, event_labels[ev]));
+    if (!registered[ev]) {
+        register_event((enum event)ev);
+    }
+    return 0;
+}
+
+static void uninstalled(qemu_plugin_id_t id)
+{
+    (void)id;
+    run_exit_handlers();
+    qlua_state_close();
+    qlua_counter_free_all();
+}
+
+/* core.uninstall(): stop instrumenting; on_exit handlers run, then QEMU unloads the plugin. */
+static int events_uninstall(lua_State *L)
+{
+    if (qlua.loading) {
+        return luaL_error(L, "qemu.uninstall() cannot run while the script loads (QEMU aborts); "
+                             "call it from a callback");
+    }
+    qlua_host.uninstall(qlua.id, uninstalled);
+    return 0;
+}
+
+void qlua_events_open(lua_State *L)
+{
+    static bool ready;
+    if (!ready) {
+        for (int ev = 0; ev < EV_COUNT; ev++) {
+            handlers[ev] = g_ptr_array_new();
+        }
+        arena_refs = g_array_new(FALSE, FALSE, sizeof(int));
+        ready = true;
+    }
+    lua_newtable(L);
+    exec_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    lua_newtable(L); /* weak keys: a disabled function may still be collected */
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    disabled_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushcfunction(L, events_on);
+    lua_setfield(L, -2, "on");
+    lua_pushcfunction(L, events_uninstall);
+    lua_setfield(L, -2, "uninstall");
+}

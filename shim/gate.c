@@ -1,0 +1,291 @@
+/* gate.c: the Lua state and its lock, the one gate through which C calls Lua (pcall + traceback +
+ * error policy), script output buffering, and the fork handlers that keep both consistent.
+ * Lua is single-threaded: every entry takes qlua.lock, a recursive mutex because a Lua callback
+ * may make QEMU call us back on the same thread. */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "internal.h"
+
+struct qlua_state qlua;
+
+/* Output is handed to qemu_plugin_outs in chunks this large (and at exit, errors and forks). */
+#define QLUA_OUT_CHUNK (64 * 1024)
+
+lua_State *qlua_lock(void)
+{
+    g_rec_mutex_lock(&qlua.lock);
+    return qlua.L;
+}
+
+void qlua_unlock(void)
+{
+    g_rec_mutex_unlock(&qlua.lock);
+}
+
+void qlua_out_write(const char *s, size_t len)
+{
+    g_string_append_len(qlua.out, s, len);
+    if (qlua.out->len >= QLUA_OUT_CHUNK) {
+        qlua_out_flush();
+    }
+}
+
+void qlua_out_flush(void)
+{
+    if (qlua.out && qlua.out->len > 0) {
+        qlua_host.outs(qlua.out->str);
+        g_string_truncate(qlua.out, 0);
+    }
+}
+
+/* Errors and warnings go to stderr, not the plugin log: they must be seen even without -d plugin.
+ * Pending script output is flushed first so the log reads in order. */
+void qlua_report(const char *fmt, ...)
+{
+    va_list ap;
+    qlua_out_flush();
+    va_start(ap, fmt);
+    char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "qlua: %s\n", msg);
+    fflush(stderr);
+    g_free(msg);
+}
+
+/* Fail-fast end of the run. _exit, not exit: other vCPU threads may still be running guest code,
+ * and in user mode QEMU itself leaves with _exit after its atexit callbacks. */
+G_NORETURN void qlua_fail_exit(void)
+{
+    qlua.finished = true;
+    qlua_out_flush();
+    fflush(NULL);
+    _exit(1);
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+            msg = lua_tostring(L, -1);
+        } else {
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* The gate, first half: lock, refuse a disabled callback, push the handler and the function.
+ * The caller pushes the arguments and calls qlua_gate_call. NULL means: do not call (unlocked). */
+lua_State *qlua_gate_enter(qlua_fn *fn)
+{
+    lua_State *L = qlua_lock();
+    if (fn->disabled || qlua.finished || L == NULL) {
+        qlua_unlock();
+        return NULL;
+    }
+    lua_pushcfunction(L, traceback);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
+    return L;
+}
+
+/* The gate, second half: run, apply the error policy, restore the stack, unlock. */
+void qlua_gate_call(qlua_fn *fn, int nargs)
+{
+    lua_State *L = qlua.L;
+    int handler = lua_gettop(L) - nargs - 1;
+    if (lua_pcall(L, nargs, 0, handler) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        if (qlua.onerror_warn) {
+            fn->disabled = true;
+            qlua_report("error in %s callback (callback disabled, onerror=warn): %s", fn->event,
+                        msg);
+            lua_pop(L, 1);
+            qlua_events_disable(L, fn);
+        } else {
+            qlua_report("error in %s callback: %s", fn->event, msg);
+            qlua_fail_exit();
+        }
+    }
+    lua_pop(L, 1);
+    qlua_unlock();
+}
+
+qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event)
+{
+    luaL_checktype(L, idx, LUA_TFUNCTION);
+    qlua_fn *fn = g_new0(qlua_fn, 1);
+    lua_pushvalue(L, idx);
+    fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    fn->event = event;
+    return fn;
+}
+
+int qlua_gate_load(const char *path, char **error)
+{
+    lua_State *L = qlua.L;
+    lua_pushcfunction(L, traceback);
+    int handler = lua_gettop(L);
+    /* require "qemu" first so the global exists and the script's chunk sees it */
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "qemu");
+    int rc = lua_pcall(L, 1, 1, handler);
+    if (rc == 0) {
+        lua_setglobal(L, "qemu");
+        rc = luaL_loadfile(L, path);
+        if (rc == 0) {
+            rc = lua_pcall(L, 0, 0, handler);
+        }
+    }
+    if (rc != 0) {
+        *error = g_strdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+void qlua_push_u64(lua_State *L, uint64_t v)
+{
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)v);
+#else
+    lua_pushnumber(L, (lua_Number)v); /* exact below 2^53 */
+#endif
+}
+
+uint64_t qlua_check_u64(lua_State *L, int idx)
+{
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+        return (uint64_t)lua_tointeger(L, idx);
+    }
+#endif
+    lua_Number n = luaL_checknumber(L, idx);
+    luaL_argcheck(L, n >= 0 && n == (lua_Number)(uint64_t)n, idx,
+                  "expected a non-negative integer");
+    return (uint64_t)n;
+}
+
+/* fork: a child must not inherit half-written output (it would be printed twice) nor a lock held
+ * by a thread that does not exist in the child. */
+static void fork_prepare(void)
+{
+    if (qlua.L) {
+        qlua_lock();
+        qlua_out_flush();
+    }
+}
+
+static void fork_parent(void)
+{
+    if (qlua.L) {
+        qlua_unlock();
+    }
+}
+
+/* The forking thread is the only thread in the child and holds the lock: release it. */
+static void fork_child(void)
+{
+    if (qlua.L) {
+        qlua_unlock();
+    }
+}
+
+/* QEMU opens plugins RTLD_LOCAL, which hides lua_* from Lua C modules that `require` loads
+ * (lfs.so fails with "undefined symbol: lua_gettop"). Promote the Lua library to global scope. */
+static void promote_lua_library(void)
+{
+    Dl_info info;
+    if (dladdr((void *)lua_gettop, &info) && info.dli_fname) {
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+    }
+}
+
+/* core.write(s): buffered script output; core.flush(): hand it to QEMU now. */
+static int gate_write(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    qlua_out_write(s, len);
+    return 0;
+}
+
+static int gate_flush(lua_State *L)
+{
+    (void)L;
+    qlua_out_flush();
+    return 0;
+}
+
+void qlua_gate_open(lua_State *L)
+{
+    lua_pushcfunction(L, gate_write);
+    lua_setfield(L, -2, "write");
+    lua_pushcfunction(L, gate_flush);
+    lua_setfield(L, -2, "flush");
+}
+
+static int open_core(lua_State *L)
+{
+    lua_newtable(L);
+    qlua_gate_open(L);
+    qlua_plugin_open(L);
+    qlua_events_open(L);
+    qlua_tb_open(L);
+    qlua_insn_open(L);
+    qlua_mem_open(L);
+    qlua_counter_open(L);
+    return 1;
+}
+
+bool qlua_state_open(char **error)
+{
+    static bool atfork_done;
+    promote_lua_library();
+    g_rec_mutex_init(&qlua.lock);
+    qlua.out = g_string_sized_new(QLUA_OUT_CHUNK + 1024);
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        *error = g_strdup("cannot create a Lua state (out of memory)");
+        return false;
+    }
+    luaL_openlibs(L);
+    /* package.path: our lua/ folder first, so `require "qemu"` finds the shipped module */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", qlua.root, qlua.root,
+                    lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 1);
+    /* the C core, for lua/qemu/init.lua only */
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, open_core);
+    lua_setfield(L, -2, "qlua.core");
+    lua_pop(L, 2);
+    qlua.L = L;
+    if (!atfork_done) {
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
+        atfork_done = true;
+    }
+    return true;
+}
+
+void qlua_state_close(void)
+{
+    lua_State *L = qlua_lock();
+    qlua_out_flush();
+    qlua.finished = true;
+    if (L) {
+        lua_close(L);
+        qlua.L = NULL;
+    }
+    qlua_unlock();
+}

@@ -1,0 +1,121 @@
+/* host.c: the one table of QEMU functions (filled by dlsym), the API version we declare, the
+ * feature flags scripts see through qemu.has(), and the ABI variants chosen by API version.
+ * A new QEMU version is a change here; no other file looks at version numbers. */
+#include <dlfcn.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct qlua_host qlua_host;
+
+/* Functions every supported QEMU (API v1 and later) has; a host without one cannot run qlua. */
+static const char *const required[] = {
+    "register_vcpu_init_cb", "register_vcpu_exit_cb", "register_vcpu_tb_trans_cb",
+    "register_vcpu_tb_exec_cb", "register_vcpu_insn_exec_cb", "register_vcpu_mem_cb",
+    "register_flush_cb", "register_atexit_cb", "tb_n_insns", "tb_vaddr", "tb_get_insn",
+    "insn_data", "insn_size", "insn_vaddr", "insn_disas", "mem_size_shift", "mem_is_store",
+    "outs", "uninstall", "reset",
+};
+
+/* The loader reads qemu_plugin_version after running constructors, so the value can follow the
+ * host: API v2 (QEMU 9.0) removed the raw inline ops and added scoreboards, and raised MIN to 2. */
+int qlua_host_probe_version(void)
+{
+    return dlsym(RTLD_DEFAULT, "qemu_plugin_scoreboard_new") ? 2 : 1;
+}
+
+const char *qlua_host_load(const qemu_info_t *info)
+{
+#define QLUA_HOST_LOOKUP(name, ret, params)                                                         \
+    *(void **)&qlua_host.name = dlsym(RTLD_DEFAULT, "qemu_plugin_" #name);
+    QLUA_HOST_FUNCS(QLUA_HOST_LOOKUP)
+#undef QLUA_HOST_LOOKUP
+    qlua_host.api_min = info->version.min;
+    qlua_host.api_cur = info->version.cur;
+    qlua_host.system = info->system_emulation;
+    qlua_host.target = info->target_name;
+    if (info->system_emulation) {
+        qlua_host.smp_vcpus = info->system.smp_vcpus;
+        qlua_host.max_vcpus = info->system.max_vcpus;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(required); i++) {
+        char symbol[96];
+        g_snprintf(symbol, sizeof symbol, "qemu_plugin_%s", required[i]);
+        if (!dlsym(RTLD_DEFAULT, symbol)) {
+            return required[i];
+        }
+    }
+    return NULL;
+}
+
+/* Features a script may ask about. `present` is evaluated against the filled table. */
+struct feature {
+    const char *name;
+    const char *since; /* where a host lacks it: which QEMU brings it */
+    bool (*present)(void);
+};
+
+static bool has_inline(void) { return qlua_host.register_vcpu_tb_exec_inline != NULL; }
+static bool has_scoreboard(void) { return qlua_host.scoreboard_new != NULL; }
+static bool has_symbol(void) { return qlua_host.insn_symbol != NULL; }
+static bool has_hwaddr(void) { return qlua_host.system && qlua_host.hwaddr_phys_addr != NULL; }
+static bool has_syscalls(void) { return !qlua_host.system; }
+static bool has_binary(void) { return !qlua_host.system && qlua_host.path_to_binary != NULL; }
+static bool has_idle(void) { return qlua_host.system; }
+/* Present on the host but not wired to Lua yet: answered honestly as absent. */
+static bool not_yet(void) { return false; }
+
+static const struct feature features[] = {
+    {"inline", "QEMU 4.2 to 8.2 (raw inline adds; qlua counters work everywhere)", has_inline},
+    {"scoreboard", "QEMU 9.0", has_scoreboard},
+    {"symbol", "QEMU 6.1", has_symbol},
+    {"hwaddr", "QEMU 6.0 in system mode", has_hwaddr},
+    {"syscalls", "user mode (qemu-ARCH)", has_syscalls},
+    {"binary", "QEMU 7.0 in user mode", has_binary},
+    {"idle", "system mode (qemu-system-ARCH)", has_idle},
+    {"cond_cb", "QEMU 9.1 (not yet used by qlua)", not_yet},
+    {"registers", "QEMU 9.0 (not yet used by qlua)", not_yet},
+    {"read_memory", "QEMU 9.2 (not yet used by qlua)", not_yet},
+    {"mem_value", "QEMU 9.2 (not yet used by qlua)", not_yet},
+};
+
+bool qlua_host_has(const char *feature, const char **since)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(features); i++) {
+        if (strcmp(features[i].name, feature) == 0) {
+            *since = features[i].since;
+            return features[i].present();
+        }
+    }
+    *since = NULL;
+    return false;
+}
+
+void qlua_host_features(lua_State *L)
+{
+    lua_createtable(L, 0, G_N_ELEMENTS(features));
+    for (size_t i = 0; i < G_N_ELEMENTS(features); i++) {
+        lua_pushboolean(L, features[i].present());
+        lua_setfield(L, -2, features[i].name);
+    }
+}
+
+/* insn_data: up to API v2 it returns a pointer to the bytes; from v3 (QEMU 9.1) it copies them
+ * into a caller buffer and returns the count. */
+size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, size_t len)
+{
+    void *fn = (void *)qlua_host.insn_data;
+    if (qlua_host.api_cur >= 3) {
+        size_t (*copy)(const struct qemu_plugin_insn *, void *, size_t);
+        *(void **)&copy = fn;
+        return copy(insn, dest, len);
+    }
+    const void *(*ptr)(const struct qemu_plugin_insn *);
+    *(void **)&ptr = fn;
+    size_t n = qlua_host.insn_size(insn);
+    if (n > len) {
+        n = len;
+    }
+    memcpy(dest, ptr(insn), n);
+    return n;
+}

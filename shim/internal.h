@@ -1,0 +1,175 @@
+/* internal.h: what the shim's files share: the QEMU function table, the plugin state, the gate and
+ * the per-file entry points. Nothing here is visible outside libqlua.so (-fvisibility=hidden). */
+#ifndef QLUA_INTERNAL_H
+#define QLUA_INTERNAL_H
+
+#include <glib.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "qemu_plugin_abi.h"
+
+#if LUA_VERSION_NUM < 502
+#define lua_rawlen lua_objlen
+#endif
+
+/* ---- host.c: every QEMU function qlua calls, reached through one table filled by dlsym ---- */
+
+/* X(name, return type, parameter list): `name` is the QEMU symbol without `qemu_plugin_`. */
+#define QLUA_HOST_FUNCS(X)                                                                          \
+    X(uninstall, void, (qemu_plugin_id_t, qemu_plugin_simple_cb_t))                                 \
+    X(reset, void, (qemu_plugin_id_t, qemu_plugin_simple_cb_t))                                     \
+    X(register_vcpu_init_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_simple_cb_t))               \
+    X(register_vcpu_exit_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_simple_cb_t))               \
+    X(register_vcpu_idle_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_simple_cb_t))               \
+    X(register_vcpu_resume_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_simple_cb_t))             \
+    X(register_vcpu_tb_trans_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_tb_trans_cb_t))         \
+    X(register_vcpu_tb_exec_cb, void,                                                               \
+      (struct qemu_plugin_tb *, qemu_plugin_vcpu_udata_cb_t, enum qemu_plugin_cb_flags, void *))    \
+    X(register_vcpu_insn_exec_cb, void,                                                             \
+      (struct qemu_plugin_insn *, qemu_plugin_vcpu_udata_cb_t, enum qemu_plugin_cb_flags, void *))  \
+    X(register_vcpu_mem_cb, void,                                                                   \
+      (struct qemu_plugin_insn *, qemu_plugin_vcpu_mem_cb_t, enum qemu_plugin_cb_flags,             \
+       enum qemu_plugin_mem_rw, void *))                                                            \
+    X(register_vcpu_tb_exec_inline, void,                                                           \
+      (struct qemu_plugin_tb *, enum qemu_plugin_op, void *, uint64_t))                             \
+    X(register_vcpu_insn_exec_inline, void,                                                         \
+      (struct qemu_plugin_insn *, enum qemu_plugin_op, void *, uint64_t))                           \
+    X(register_vcpu_mem_inline, void,                                                               \
+      (struct qemu_plugin_insn *, enum qemu_plugin_mem_rw, enum qemu_plugin_op, void *, uint64_t))  \
+    X(register_vcpu_syscall_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_syscall_cb_t))           \
+    X(register_vcpu_syscall_ret_cb, void, (qemu_plugin_id_t, qemu_plugin_vcpu_syscall_ret_cb_t))   \
+    X(register_flush_cb, void, (qemu_plugin_id_t, qemu_plugin_simple_cb_t))                         \
+    X(register_atexit_cb, void, (qemu_plugin_id_t, qemu_plugin_udata_cb_t, void *))                 \
+    X(tb_n_insns, size_t, (const struct qemu_plugin_tb *))                                          \
+    X(tb_vaddr, uint64_t, (const struct qemu_plugin_tb *))                                          \
+    X(tb_get_insn, struct qemu_plugin_insn *, (const struct qemu_plugin_tb *, size_t))              \
+    X(insn_data, void *, (void))                                                                    \
+    X(insn_size, size_t, (const struct qemu_plugin_insn *))                                         \
+    X(insn_vaddr, uint64_t, (const struct qemu_plugin_insn *))                                      \
+    X(insn_haddr, void *, (const struct qemu_plugin_insn *))                                        \
+    X(insn_disas, char *, (const struct qemu_plugin_insn *))                                        \
+    X(insn_symbol, const char *, (const struct qemu_plugin_insn *))                                 \
+    X(mem_size_shift, unsigned int, (qemu_plugin_meminfo_t))                                        \
+    X(mem_is_sign_extended, bool, (qemu_plugin_meminfo_t))                                          \
+    X(mem_is_big_endian, bool, (qemu_plugin_meminfo_t))                                             \
+    X(mem_is_store, bool, (qemu_plugin_meminfo_t))                                                  \
+    X(get_hwaddr, struct qemu_plugin_hwaddr *, (qemu_plugin_meminfo_t, uint64_t))                   \
+    X(hwaddr_is_io, bool, (const struct qemu_plugin_hwaddr *))                                      \
+    X(hwaddr_phys_addr, uint64_t, (const struct qemu_plugin_hwaddr *))                              \
+    X(hwaddr_device_name, const char *, (const struct qemu_plugin_hwaddr *))                        \
+    X(outs, void, (const char *))                                                                   \
+    X(path_to_binary, const char *, (void))                                                         \
+    X(start_code, uint64_t, (void))                                                                 \
+    X(end_code, uint64_t, (void))                                                                   \
+    X(entry_code, uint64_t, (void))                                                                 \
+    X(scoreboard_new, struct qemu_plugin_scoreboard *, (size_t))                                    \
+    X(num_vcpus, int, (void))                                                                       \
+    X(register_vcpu_tb_exec_cond_cb, void, (void))                                                  \
+    X(get_registers, void *, (void))                                                                \
+    X(read_memory_vaddr, void *, (void))                                                            \
+    X(mem_get_value, void *, (void))
+
+/* Entries typed `(void)` above are probed for presence only: their ABI is chosen where they are
+ * used, from host.api (see host.c). */
+struct qlua_host {
+#define QLUA_HOST_FIELD(name, ret, params) ret(*name) params;
+    QLUA_HOST_FUNCS(QLUA_HOST_FIELD)
+#undef QLUA_HOST_FIELD
+    int api_min, api_cur; /* what the running QEMU says in qemu_info_t */
+    bool system;
+    int smp_vcpus, max_vcpus;
+    const char *target;
+};
+
+extern struct qlua_host qlua_host;
+extern int qlua_declared_version; /* the value of qemu_plugin_version */
+
+int qlua_host_probe_version(void);
+const char *qlua_host_load(const qemu_info_t *info); /* NULL, or the name of a missing function */
+bool qlua_host_has(const char *feature, const char **since);
+void qlua_host_features(lua_State *L); /* pushes a table feature -> bool */
+size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, size_t len);
+
+/* ---- gate.c: the Lua state, its lock, the one gate into Lua, errors and output ---- */
+
+/* A Lua function that C calls back, as a registry reference. */
+typedef struct qlua_fn {
+    int ref;
+    bool disabled;     /* onerror=warn turned it off after an error */
+    const char *event; /* "on_exit", "tb:on_exec", ... for error messages */
+} qlua_fn;
+
+struct qlua_state {
+    qemu_plugin_id_t id;
+    lua_State *L;
+    GRecMutex lock;
+    bool onerror_warn;
+    bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
+    bool finished; /* exit handlers ran; no more Lua */
+    GString *out;  /* script output not yet given to qemu_plugin_outs */
+    char *script;  /* resolved path */
+    char *root;    /* folder holding lua/ and scripts/ */
+};
+extern struct qlua_state qlua;
+
+lua_State *qlua_gate_enter(qlua_fn *fn);
+void qlua_gate_call(qlua_fn *fn, int nargs);
+lua_State *qlua_lock(void);
+void qlua_unlock(void);
+int qlua_gate_load(const char *path, char **error); /* runs the script's top level */
+qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event);
+void qlua_out_write(const char *s, size_t len);
+void qlua_out_flush(void);
+void qlua_report(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+G_NORETURN void qlua_fail_exit(void);
+bool qlua_state_open(char **error);
+void qlua_state_close(void);
+void qlua_push_u64(lua_State *L, uint64_t v);
+uint64_t qlua_check_u64(lua_State *L, int idx);
+
+/* ---- per-file openers: each adds its functions to the core table on top of the stack ---- */
+void qlua_tb_open(lua_State *L);
+void qlua_insn_open(lua_State *L);
+void qlua_mem_open(lua_State *L);
+void qlua_counter_open(lua_State *L);
+void qlua_events_open(lua_State *L);
+void qlua_plugin_open(lua_State *L);
+void qlua_gate_open(lua_State *L);
+
+/* ---- tb.c / insn.c: translation-time handles ---- */
+extern uint64_t qlua_translate_gen; /* non-zero only inside an on_translate callback */
+void qlua_tb_push(lua_State *L, struct qemu_plugin_tb *tb);
+void qlua_insn_push(lua_State *L, struct qemu_plugin_insn *insn, size_t index);
+void *qlua_check_live(lua_State *L, int idx, const char *tname, const char *what);
+
+/* ---- mem.c ---- */
+void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
+                       enum qemu_plugin_mem_rw rw, int data_idx);
+enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx);
+
+/* ---- counter.c ---- */
+typedef struct qlua_counter qlua_counter;
+qlua_counter *qlua_counter_check(lua_State *L, int idx);
+void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n);
+void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n);
+void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
+                      enum qemu_plugin_mem_rw rw);
+void qlua_counter_setup(const char *mode);
+bool qlua_counter_vcpu_init(unsigned int vcpu); /* true: translated code must be redone */
+void qlua_counter_free_all(void);
+const char *qlua_counter_mode(void);
+
+/* ---- events.c: QEMU-level callbacks, per-translation records ---- */
+void *qlua_arena_alloc(size_t size);
+qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event);
+int qlua_ref_data(lua_State *L, int idx);
+void qlua_events_install(void);
+void qlua_events_disable(lua_State *L, qlua_fn *fn);
+void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx);
+void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
+                             int data_idx);
+
+#endif

@@ -1,0 +1,133 @@
+/* mem.c: Lua memory-access callbacks (insn:on_mem) and the `access` handle they receive.
+ * An access is valid only during its callback (QEMU's meminfo and hwaddr die with it): handles
+ * carry the number of the callback that made them and every use checks it. */
+#include "internal.h"
+
+#define ACCESS_META "qlua.access"
+
+typedef struct {
+    qemu_plugin_meminfo_t info;
+    uint64_t gen;
+    uint64_t vaddr;
+} access_handle;
+
+typedef struct {
+    qlua_fn *fn;
+    int data_ref;
+} mem_rec;
+
+/* Number of the memory callback in progress (0 outside); serialized by the Lua lock. */
+static uint64_t access_live;
+static uint64_t access_next;
+
+enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx)
+{
+    static const char *const names[] = {"r", "w", "rw", NULL};
+    static const enum qemu_plugin_mem_rw values[] = {QEMU_PLUGIN_MEM_R, QEMU_PLUGIN_MEM_W,
+                                                     QEMU_PLUGIN_MEM_RW};
+    return values[luaL_checkoption(L, idx, "rw", names)];
+}
+
+static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+    mem_rec *r = udata;
+    qlua_lock(); /* held across the gate so access_live is restored before others run */
+    lua_State *L = qlua_gate_enter(r->fn);
+    if (L == NULL) {
+        qlua_unlock();
+        return;
+    }
+    uint64_t saved = access_live;
+    access_live = ++access_next;
+    lua_pushinteger(L, vcpu);
+    access_handle *h = lua_newuserdata(L, sizeof *h);
+    h->info = info;
+    h->gen = access_live;
+    h->vaddr = vaddr;
+    luaL_setmetatable(L, ACCESS_META);
+    qlua_push_u64(L, vaddr);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    qlua_gate_call(r->fn, 4);
+    access_live = saved;
+    qlua_unlock();
+}
+
+void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
+                       enum qemu_plugin_mem_rw rw, int data_idx)
+{
+    mem_rec *r = qlua_arena_alloc(sizeof *r);
+    r->fn = qlua_exec_fn(L, fn_idx, "insn:on_mem");
+    r->data_ref = qlua_ref_data(L, data_idx);
+    qlua_host.register_vcpu_mem_cb(insn, mem_cb, QEMU_PLUGIN_CB_NO_REGS, rw, r);
+}
+
+static access_handle *check_access(lua_State *L)
+{
+    access_handle *h = luaL_checkudata(L, 1, ACCESS_META);
+    if (h->gen != access_live || access_live == 0) {
+        luaL_error(L, "access used outside its on_mem callback: an access is valid only during "
+                      "the callback that received it (copy what you need, e.g. "
+                      "local size = access.size)");
+    }
+    return h;
+}
+
+static struct qemu_plugin_hwaddr *hwaddr(access_handle *h)
+{
+    return qlua_host.get_hwaddr ? qlua_host.get_hwaddr(h->info, h->vaddr) : NULL;
+}
+
+static int access_index(lua_State *L)
+{
+    access_handle *h = check_access(L);
+    const char *key = luaL_checkstring(L, 2);
+    qemu_plugin_meminfo_t info = h->info;
+    if (g_str_equal(key, "size")) {
+        lua_pushinteger(L, 1 << qlua_host.mem_size_shift(info));
+    } else if (g_str_equal(key, "store")) {
+        lua_pushboolean(L, qlua_host.mem_is_store(info));
+    } else if (g_str_equal(key, "load")) {
+        lua_pushboolean(L, !qlua_host.mem_is_store(info));
+    } else if (g_str_equal(key, "rw")) {
+        lua_pushstring(L, qlua_host.mem_is_store(info) ? "w" : "r");
+    } else if (g_str_equal(key, "signed")) {
+        lua_pushboolean(L, qlua_host.mem_is_sign_extended(info));
+    } else if (g_str_equal(key, "big_endian")) {
+        lua_pushboolean(L, qlua_host.mem_is_big_endian(info));
+    } else if (g_str_equal(key, "vaddr")) {
+        qlua_push_u64(L, h->vaddr);
+    } else if (g_str_equal(key, "io")) {
+        struct qemu_plugin_hwaddr *hw = hwaddr(h);
+        lua_pushboolean(L, hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw));
+    } else if (g_str_equal(key, "phys")) {
+        struct qemu_plugin_hwaddr *hw = hwaddr(h);
+        if (hw && qlua_host.system && qlua_host.hwaddr_phys_addr) {
+            qlua_push_u64(L, qlua_host.hwaddr_phys_addr(hw));
+        } else {
+            lua_pushnil(L);
+        }
+    } else if (g_str_equal(key, "device")) {
+        struct qemu_plugin_hwaddr *hw = hwaddr(h);
+        const char *name = hw && qlua_host.system && qlua_host.hwaddr_device_name
+                               ? qlua_host.hwaddr_device_name(hw)
+                               : NULL;
+        if (name) {
+            lua_pushstring(L, name);
+        } else {
+            lua_pushnil(L);
+        }
+    } else {
+        return luaL_error(L, "access has no field '%s' (fields: size, store, load, rw, signed, "
+                             "big_endian, vaddr, io, phys, device)",
+                          key);
+    }
+    return 1;
+}
+
+void qlua_mem_open(lua_State *L)
+{
+    luaL_newmetatable(L, ACCESS_META);
+    lua_pushcfunction(L, access_index);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,154 @@
+/* tb.c: the `tb` handle given to on_translate callbacks. Valid only during that callback: each
+ * handle carries the generation of the translation that made it, and every use checks it, so a
+ * handle kept for later raises a Lua error instead of touching freed QEMU memory. */
+#include "internal.h"
+
+#define TB_META "qlua.tb"
+
+typedef struct {
+    struct qemu_plugin_tb *tb;
+    uint64_t gen;
+} tb_handle;
+
+uint64_t qlua_translate_gen;
+
+void *qlua_check_live(lua_State *L, int idx, const char *tname, const char *what)
+{
+    uint64_t *gen_field = NULL;
+    void *ud = luaL_checkudata(L, idx, tname);
+    /* every handle type starts with (pointer, generation) */
+    gen_field = (uint64_t *)((char *)ud + sizeof(void *));
+    if (*gen_field == 0 || *gen_field != qlua_translate_gen) {
+        luaL_error(L,
+                   "%s used outside its on_translate callback: translation handles are valid only "
+                   "during the callback that received them (copy what you need, e.g. "
+                   "local pc = %s.vaddr)",
+                   what, what);
+    }
+    return ud;
+}
+
+static struct qemu_plugin_tb *check_tb(lua_State *L, int idx)
+{
+    return ((tb_handle *)qlua_check_live(L, idx, TB_META, "tb"))->tb;
+}
+
+void qlua_tb_push(lua_State *L, struct qemu_plugin_tb *tb)
+{
+    tb_handle *h = lua_newuserdata(L, sizeof *h);
+    h->tb = tb;
+    h->gen = qlua_translate_gen;
+    luaL_setmetatable(L, TB_META);
+}
+
+static int tb_insns_next(lua_State *L)
+{
+    struct qemu_plugin_tb *tb = check_tb(L, lua_upvalueindex(1));
+    size_t i = (size_t)lua_tointeger(L, lua_upvalueindex(2));
+    if (i >= qlua_host.tb_n_insns(tb)) {
+        return 0;
+    }
+    lua_pushinteger(L, (lua_Integer)(i + 1));
+    lua_replace(L, lua_upvalueindex(2));
+    qlua_insn_push(L, qlua_host.tb_get_insn(tb, i), i);
+    return 1;
+}
+
+/* for insn in tb:insns() do ... end */
+static int tb_insns(lua_State *L)
+{
+    check_tb(L, 1);
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, tb_insns_next, 2);
+    return 1;
+}
+
+/* tb:count(counter [, n = 1]): add n each time the block starts executing. */
+static int tb_count(lua_State *L)
+{
+    struct qemu_plugin_tb *tb = check_tb(L, 1);
+    qlua_counter *c = qlua_counter_check(L, 2);
+    uint64_t n = lua_isnoneornil(L, 3) ? 1 : qlua_check_u64(L, 3);
+    qlua_counter_tb(tb, c, n);
+    return 0;
+}
+
+/* tb:on_exec(fn [, data]): fn(vcpu, data) each time the block starts executing. */
+static int tb_on_exec(lua_State *L)
+{
+    struct qemu_plugin_tb *tb = check_tb(L, 1);
+    qlua_exec_register_tb(L, tb, 2, 3);
+    return 0;
+}
+
+static uint64_t tb_size(struct qemu_plugin_tb *tb)
+{
+    size_t n = qlua_host.tb_n_insns(tb);
+    uint64_t size = 0;
+    for (size_t i = 0; i < n; i++) {
+        size += qlua_host.insn_size(qlua_host.tb_get_insn(tb, i));
+    }
+    return size;
+}
+
+static int tb_index(lua_State *L)
+{
+    struct qemu_plugin_tb *tb = check_tb(L, 1);
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Integer i = lua_tointeger(L, 2);
+        if (i < 1 || (size_t)i > qlua_host.tb_n_insns(tb)) {
+            return 0;
+        }
+        qlua_insn_push(L, qlua_host.tb_get_insn(tb, (size_t)(i - 1)), (size_t)(i - 1));
+        return 1;
+    }
+    const char *key = luaL_checkstring(L, 2);
+    if (g_str_equal(key, "vaddr")) {
+        qlua_push_u64(L, qlua_host.tb_vaddr(tb));
+    } else if (g_str_equal(key, "size")) {
+        qlua_push_u64(L, tb_size(tb));
+    } else if (g_str_equal(key, "n")) {
+        lua_pushinteger(L, (lua_Integer)qlua_host.tb_n_insns(tb));
+    } else {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(1)); /* methods */
+    }
+    return 1;
+}
+
+static int tb_len(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)qlua_host.tb_n_insns(check_tb(L, 1)));
+    return 1;
+}
+
+static int tb_tostring(lua_State *L)
+{
+    tb_handle *h = luaL_checkudata(L, 1, TB_META);
+    if (h->gen != qlua_translate_gen) {
+        lua_pushliteral(L, "tb (stale)");
+    } else {
+        char text[64];
+        g_snprintf(text, sizeof text, "tb 0x%" G_GINT64_MODIFIER "x (%zu insns)",
+                   qlua_host.tb_vaddr(h->tb), qlua_host.tb_n_insns(h->tb));
+        lua_pushstring(L, text);
+    }
+    return 1;
+}
+
+void qlua_tb_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"insns", tb_insns}, {"count", tb_count}, {"on_exec", tb_on_exec}, {NULL, NULL}};
+    luaL_newmetatable(L, TB_META);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcclosure(L, tb_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, tb_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, tb_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
