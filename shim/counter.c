@@ -24,6 +24,7 @@ struct qlua_counter {
 typedef struct {
     qlua_counter *c;
     uint64_t n;
+    enum qemu_plugin_mem_rw rw; /* memory records: which accesses count */
 } count_rec;
 
 enum count_mode { MODE_INLINE, MODE_PERCPU };
@@ -69,10 +70,11 @@ static void count_exec_cb(unsigned int vcpu, void *udata)
 static void count_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
                          void *udata)
 {
-    (void)info;
     (void)vaddr;
     count_rec *r = udata;
-    *slot(r->c, vcpu) += r->n;
+    if (qlua_mem_wanted(r->rw, info)) {
+        *slot(r->c, vcpu) += r->n;
+    }
 }
 
 static count_rec *rec_new(qlua_counter *c, uint64_t n)
@@ -80,6 +82,7 @@ static count_rec *rec_new(qlua_counter *c, uint64_t n)
     count_rec *r = qlua_arena_alloc(sizeof *r);
     r->c = c;
     r->n = n;
+    r->rw = QEMU_PLUGIN_MEM_RW;
     return r;
 }
 
@@ -105,15 +108,21 @@ void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t 
     }
 }
 
+/* QEMU 7.2 applies the r/w filter of memory callbacks and inline ops off by one (R selects
+ * stores, W selects everything; see docs/counters.md). Only RW means the same on every host, so
+ * qlua always registers RW and filters in the callback; an inline op is used for "rw" only. */
 void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
                       enum qemu_plugin_mem_rw rw)
 {
-    if (mode == MODE_INLINE) {
+    if (mode == MODE_INLINE && rw == QEMU_PLUGIN_MEM_RW) {
         inline_emitted = true;
-        qlua_host.register_vcpu_mem_inline(insn, rw, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
+        qlua_host.register_vcpu_mem_inline(insn, QEMU_PLUGIN_MEM_RW, QEMU_PLUGIN_INLINE_ADD_U64,
+                                           slot(c, 0), n);
     } else {
-        qlua_host.register_vcpu_mem_cb(insn, count_mem_cb, QEMU_PLUGIN_CB_NO_REGS, rw,
-                                       rec_new(c, n));
+        count_rec *r = rec_new(c, n);
+        r->rw = rw;
+        qlua_host.register_vcpu_mem_cb(insn, count_mem_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                       QEMU_PLUGIN_MEM_RW, r);
     }
 }
 

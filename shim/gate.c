@@ -17,14 +17,19 @@ struct qlua_state qlua;
 /* Output is handed to qemu_plugin_outs in chunks this large (and at exit, errors and forks). */
 #define QLUA_OUT_CHUNK (64 * 1024)
 
+/* How deep the owning thread holds the lock; only touched by the owner. fork_child needs it. */
+static unsigned int lock_depth;
+
 lua_State *qlua_lock(void)
 {
     g_rec_mutex_lock(&qlua.lock);
+    lock_depth++;
     return qlua.L;
 }
 
 void qlua_unlock(void)
 {
+    lock_depth--;
     g_rec_mutex_unlock(&qlua.lock);
 }
 
@@ -191,11 +196,18 @@ static void fork_parent(void)
     }
 }
 
-/* The forking thread is the only thread in the child and holds the lock: release it. */
+/* The forking thread is the only thread in the child and holds the lock, but the mutex records
+ * the parent's thread id, so it cannot simply be unlocked: make a fresh one, held as deep as the
+ * forking thread held it before fork_prepare (a fork from inside a Lua callback unwinds later). */
 static void fork_child(void)
 {
     if (qlua.L) {
-        qlua_unlock();
+        unsigned int depth = lock_depth - 1;
+        g_rec_mutex_init(&qlua.lock);
+        lock_depth = 0;
+        for (unsigned int i = 0; i < depth; i++) {
+            qlua_lock();
+        }
     }
 }
 

@@ -149,6 +149,7 @@ void *qlua_check_live(lua_State *L, int idx, const char *tname, const char *what
 void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
                        enum qemu_plugin_mem_rw rw, int data_idx);
 enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx);
+bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info);
 
 /* ---- counter.c ---- */
 typedef struct qlua_counter qlua_counter;

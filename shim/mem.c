@@ -14,6 +14,7 @@ typedef struct {
 typedef struct {
     qlua_fn *fn;
     int data_ref;
+    enum qemu_plugin_mem_rw rw;
 } mem_rec;
 
 /* Number of the memory callback in progress (0 outside); serialized by the Lua lock. */
@@ -28,9 +29,18 @@ enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx)
     return values[luaL_checkoption(L, idx, "rw", names)];
 }
 
+bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info)
+{
+    return rw == QEMU_PLUGIN_MEM_RW ||
+           (rw == QEMU_PLUGIN_MEM_W) == qlua_host.mem_is_store(info);
+}
+
 static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
 {
     mem_rec *r = udata;
+    if (!qlua_mem_wanted(r->rw, info)) {
+        return;
+    }
     qlua_lock(); /* held across the gate so access_live is restored before others run */
     lua_State *L = qlua_gate_enter(r->fn);
     if (L == NULL) {
@@ -58,7 +68,9 @@ void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
     mem_rec *r = qlua_arena_alloc(sizeof *r);
     r->fn = qlua_exec_fn(L, fn_idx, "insn:on_mem");
     r->data_ref = qlua_ref_data(L, data_idx);
-    qlua_host.register_vcpu_mem_cb(insn, mem_cb, QEMU_PLUGIN_CB_NO_REGS, rw, r);
+    r->rw = rw;
+    /* always RW, filtered above: see qlua_counter_mem for why */
+    qlua_host.register_vcpu_mem_cb(insn, mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, r);
 }
 
 static access_handle *check_access(lua_State *L)

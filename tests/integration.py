@@ -1,0 +1,397 @@
+#!/usr/bin/env python3
+"""Integration tests: run qlua scripts in real QEMU on guests the build made, and check them
+against the oracle plugin (loaded in the same run, so even multi-threaded runs compare exactly)
+or against facts derivable from the guest. Usage: integration.py CASE (meson runs one per test)."""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SRC = os.environ.get("QLUA_SRC", "")
+PLUGIN = os.environ.get("QLUA_PLUGIN", "")
+ORACLE = os.environ.get("QLUA_ORACLE", "")
+GUESTS = os.environ.get("QLUA_GUESTS", "")
+QEMU = os.environ.get("QEMU_X86_64", "qemu-x86_64")
+
+CASES = {}
+
+
+def case(fn):
+    CASES[fn.__name__] = fn
+    return fn
+
+
+class Run:
+    def __init__(self, status, out, err, log):
+        self.status, self.out, self.err, self.log = status, out, err, log
+
+    def __repr__(self):
+        return f"status={self.status}\n--- stdout\n{self.out}\n--- stderr\n{self.err}\n--- log\n{self.log}"
+
+
+def guest(name):
+    return os.path.join(GUESTS, name)
+
+
+def script(name):
+    return os.path.join(SRC, "tests", "scripts", name)
+
+
+def qemu(plugin_args, program, oracle=False, log=True, env=None, timeout=300):
+    """Runs QEMU with qlua (plugin_args: list of key=value) and optionally the oracle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logfile = os.path.join(tmp, "plugin.log")
+        cmd = [QEMU]
+        if oracle:
+            cmd += ["-plugin", ORACLE]
+        cmd += ["-plugin", ",".join([PLUGIN] + plugin_args)]
+        if log:
+            cmd += ["-d", "plugin", "-D", logfile]
+        cmd += program
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, **(env or {})))
+        text = open(logfile).read() if log and os.path.exists(logfile) else ""
+        return Run(p.returncode, p.stdout, p.stderr, text)
+
+
+def fields(text, prefix):
+    """Parses 'prefix: a=1 b=2' into {'a': '1', 'b': '2'} (last such line)."""
+    found = None
+    for line in text.splitlines():
+        if line.startswith(prefix + ":"):
+            found = dict(kv.split("=", 1) for kv in line[len(prefix) + 1:].split())
+    assert found is not None, f"no '{prefix}:' line in:\n{text}"
+    return found
+
+
+def expect(cond, what, run=None):
+    if not cond:
+        raise AssertionError(what + (f"\n{run}" if run is not None else ""))
+
+
+def expect_equal_counts(run, mine, keys):
+    oracle = fields(run.log, "oracle")
+    for k in keys:
+        expect(mine[k] == oracle[k], f"{k}: qlua {mine[k]} != oracle {oracle[k]}", run)
+        expect(int(oracle[k]) > 0, f"{k}: oracle counted nothing", run)
+
+
+# ---- counts against the oracle ----
+
+@case
+def count_matches_oracle():
+    r = qemu(["script=count"], [guest("loop"), "100"], oracle=True)
+    expect(r.status == 0, "guest failed", r)
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    expect(m is not None, "no 'insns: N' line", r)
+    expect(m.group(1) == fields(r.log, "oracle")["insns"], "count.lua differs from oracle", r)
+
+
+@case
+def count_on_real_dynamic_program():
+    r = qemu(["script=count"], ["/bin/ls", "-l", "/"], oracle=True)
+    expect(r.status == 0 and "bin" in r.out, "ls failed", r)
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    expect(m and m.group(1) == fields(r.log, "oracle")["insns"], "count.lua differs", r)
+
+
+def all_events(program, extra=()):
+    r = qemu(["script=" + script("all_events.lua")] + list(extra), program, oracle=True)
+    expect(r.status == 0, "guest failed", r)
+    expect_equal_counts(r, fields(r.log, "native"), ["tbs", "insns", "reads", "writes"])
+    lua = fields(r.log, "lua")
+    keys = ["syscalls", "syscall_rets"]
+    if "lua=off" not in extra:
+        keys += ["tbs", "insns", "reads", "writes"]
+    expect_equal_counts(r, lua, keys)
+    return r
+
+
+@case
+def every_event_kind_matches_oracle_single_thread():
+    r = all_events([guest("loop"), "100"])
+    expect(fields(r.log, "native")["mode"] == "inline", "single thread should use inline", r)
+    expect(fields(r.log, "lua")["vcpus"] == "1", "one vCPU expected", r)
+
+
+@case
+def every_event_kind_matches_oracle_with_8_threads():
+    r = all_events([guest("threads")])
+    expect("threads 8 total" in r.out, "guest output missing", r)
+    expect(fields(r.log, "native")["mode"] == "percpu", "8 threads must switch to percpu", r)
+    expect(int(fields(r.log, "lua")["vcpus"]) == 9, "9 vCPUs (main + 8) expected", r)
+
+
+@case
+def native_counts_exact_with_8_threads_and_no_lua():
+    # Without Lua callbacks serializing the threads, shared inline adds would lose counts.
+    all_events([guest("threads")], ["lua=off"])
+
+
+@case
+def counters_callback_mode_matches_oracle():
+    r = all_events([guest("loop"), "30"], ["counters=callback"])
+    expect(fields(r.log, "native")["mode"] == "percpu", "counters=callback not honoured", r)
+
+
+@case
+def count_matches_oracle_with_8_threads():
+    r = qemu(["script=count"], [guest("threads")], oracle=True)
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    expect(r.status == 0 and m and m.group(1) == fields(r.log, "oracle")["insns"],
+           "count.lua differs under threads", r)
+
+
+# ---- the error policy ----
+
+FAIL_WHERE = {
+    # where: (program, event label in the message)
+    "translate": ("loop", "on_translate"),
+    "tb_exec": ("loop", "tb:on_exec"),
+    "insn_exec": ("loop", "insn:on_exec"),
+    "mem": ("loop", "insn:on_mem"),
+    "syscall": ("loop", "on_syscall"),
+    "syscall_ret": ("loop", "on_syscall_ret"),
+    "vcpu_init": ("loop", "on_vcpu_init"),
+    "vcpu_exit": ("threads", "on_vcpu_exit"),
+    "exit": ("loop", "on_exit"),
+}
+
+
+def fail_run(where, extra=()):
+    program, label = FAIL_WHERE[where]
+    args = [guest(program)] + (["5"] if program == "loop" else [])
+    return qemu(["script=" + script("fail_in.lua"), "where=" + where] + list(extra), args), label
+
+
+@case
+def runtime_error_in_each_callback_kind_stops_the_run():
+    for where in FAIL_WHERE:
+        r, label = fail_run(where)
+        expect(r.status == 1, f"{where}: status {r.status}, expected 1", r)
+        expect(re.search(rf"qlua: error in {re.escape(label)} callback: .*fail_in\.lua:\d+: boom in {where}",
+                         r.err), f"{where}: message lacks event, file:line and text", r)
+        expect("stack traceback:" in r.err, f"{where}: no traceback", r)
+
+
+@case
+def onerror_warn_disables_the_callback_and_the_guest_runs_on():
+    for where in ["translate", "tb_exec", "insn_exec", "mem", "syscall", "vcpu_init", "exit"]:
+        r, label = fail_run(where, ["onerror=warn"])
+        expect(r.status == 0, f"{where}: guest should finish", r)
+        expect("sum " in r.out, f"{where}: guest output missing", r)
+        warnings = r.err.count("callback disabled, onerror=warn")
+        expect(warnings == 1, f"{where}: {warnings} warnings, expected exactly 1", r)
+        if where != "exit":
+            expect("fail_in: errors=1" in r.log, f"{where}: callback ran again after its error", r)
+
+
+@case
+def syntax_error_names_file_and_line():
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("local qemu = require 'qemu'\n\nlocal x = = 1\n")
+    try:
+        r = qemu(["script=" + f.name], [guest("loop"), "1"])
+    finally:
+        os.unlink(f.name)
+    expect(r.status == 1, "QEMU must refuse to start", r)
+    expect(re.search(re.escape(os.path.basename(f.name)) + r":3:", r.err), "no file:line", r)
+    expect("sum" not in r.out, "guest must not run", r)
+
+
+@case
+def error_while_loading_stops_qemu():
+    r = qemu(["script=" + script("fail_in.lua"), "where=top"], [guest("loop"), "1"])
+    expect(r.status == 1 and "boom in top" in r.err and "fail_in.lua:" in r.err, "top-level error", r)
+    expect("error while loading" in r.err and "sum" not in r.out, "guest must not run", r)
+
+
+@case
+def stale_handles_raise_a_lua_error():
+    for handle, rule in [("tb", "tb used outside its on_translate callback"),
+                         ("insn", "insn used outside its on_translate callback"),
+                         ("access", "access used outside its on_mem callback")]:
+        r = qemu(["script=" + script("stale.lua"), "handle=" + handle], [guest("loop"), "2"])
+        expect(r.status == 1, f"{handle}: status {r.status}", r)
+        expect(rule in r.err and "stale.lua:" in r.err, f"{handle}: message", r)
+        expect("about to touch" in r.log, f"{handle}: output before the error was lost", r)
+
+
+@case
+def unknown_argument_is_rejected_with_the_accepted_ones():
+    r = qemu(["script=" + script("all_events.lua"), "lau=off"], [guest("loop"), "1"])
+    expect(r.status == 1, "must refuse", r)
+    expect("all_events.lua: unknown argument 'lau'; accepted: lua" in r.err, "message", r)
+    r = qemu(["script=" + script("all_events.lua"), "lua=maybe"], [guest("loop"), "1"])
+    expect(r.status == 1 and "lua=maybe: expected a boolean (on, off" in r.err, "bad bool", r)
+    r = qemu(["script=count", "foo=1"], [guest("loop"), "1"])
+    expect(r.status == 1 and "count.lua: unknown argument 'foo'; accepted: none" in r.err, "count", r)
+
+
+@case
+def missing_script_and_bad_options_are_explained():
+    r = qemu(["script=nope"], [guest("loop"), "1"])
+    expect(r.status == 1 and "script=nope: no such file (tried nope, " in r.err, "missing", r)
+    expect("scripts/nope.lua" in r.err, "should say where it looked", r)
+    r = qemu([], [guest("loop"), "1"])
+    expect(r.status == 1 and "no script given. Usage:" in r.err and "onerror=" in r.err, "usage", r)
+    r = qemu(["script=count", "onerror=ignore"], [guest("loop"), "1"])
+    expect(r.status == 1 and "onerror=ignore: expected one of fail, warn" in r.err, "onerror", r)
+
+
+# ---- output, arguments, the module ----
+
+def lua_file(text):
+    f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def run_lua(text, program=None, extra=(), **kw):
+    path = lua_file(text)
+    try:
+        return qemu(["script=" + path] + list(extra), program or [guest("loop"), "3"], **kw)
+    finally:
+        os.unlink(path)
+
+
+@case
+def output_goes_to_the_plugin_log_only():
+    r = run_lua("qemu.print('hello', 42)\nqemu.on_exit(function() qemu.printf('bye %d\\n', 7) end)",
+                log=False)
+    expect(r.status == 0 and "hello" not in r.out + r.err, "output must need -d plugin", r)
+    r = run_lua("qemu.print('hello', 42)\nqemu.on_exit(function() qemu.printf('bye %d\\n', 7) end)")
+    expect(r.log == "hello\t42\nbye 7\n", "log content", r)
+
+
+@case
+def large_output_is_never_lost():
+    r = run_lua("qemu.on_exit(function() for i = 1, 200000 do qemu.printf('line %d\\n', i) end end)")
+    lines = r.log.splitlines()
+    expect(len(lines) == 200000 and lines[-1] == "line 200000", f"{len(lines)} lines", None)
+
+
+@case
+def output_is_not_duplicated_by_fork():
+    r = run_lua("qemu.print('before fork')\n"
+                "qemu.on_exit(function() qemu.print('exit report') end)", [guest("forks")])
+    expect(r.status == 0 and "child exited 0" in r.out, "guest", r)
+    expect(r.log.count("before fork") == 1, "buffered output printed twice", r)
+    expect(r.log.count("exit report") == 2, "parent and child both report", r)
+
+
+@case
+def raw_and_declared_arguments():
+    r = run_lua("for _, k in ipairs({'a', 'b'}) do qemu.print(k, qemu.args[k], type(qemu.args[k])) end",
+                extra=["a=1", "b=on"])
+    expect(r.log == "a\t1\tstring\nb\ton\tstring\n", "raw args are strings", r)
+    r = run_lua("local a = qemu.script{ name='t', args={ {name='n', type='int'}, {name='f', type='bool'},"
+                " {name='d', type='int', default=5} } }\nqemu.print(a.n + 1, a.f, a.d, qemu.args.n)",
+                extra=["n=0x10", "f=off"])
+    expect(r.log == "17\tfalse\t5\t16\n", "typed args", r)
+
+
+@case
+def info_and_features_describe_the_host():
+    r = run_lua("local i = qemu.info\n"
+                "qemu.print(i.target, i.mode, i.api.cur, i.api.declared, tostring(i.system))\n"
+                "qemu.print(qemu.has('syscalls'), qemu.has('idle'), qemu.has('inline'))\n"
+                "qemu.print(pcall(qemu.has, 'warp'))\n"
+                "qemu.print(pcall(qemu.need, 'idle'))\n"
+                "qemu.print(pcall(qemu.binary))\n"
+                "qemu.on_syscall(function() local b = qemu.binary(); if b and not done then done = true;"
+                " qemu.print(b.path, b.entry > 0, b.end_code > b.start_code) end end)")
+    lines = r.log.splitlines()
+    expect(lines[0] == "x86_64\tuser\t1\t1\tfalse", "info", r)
+    expect(lines[1] == "true\tfalse\ttrue", "has", r)
+    expect(lines[2].startswith("false\t") and "unknown feature 'warp'; known: " in lines[2], "unknown", r)
+    expect("needs the 'idle' feature" in lines[3] and "system mode" in lines[3], "need", r)
+    expect("not available while the script loads" in lines[4], "binary at load", r)
+    expect(lines[5] == guest("loop") + "\ttrue\ttrue", "binary", r)
+
+
+@case
+def translation_handles_expose_instructions():
+    # The loop guest is static and not stripped: main has a symbol, and its first block starts it.
+    r = run_lua(
+        "local seen = {}\n"
+        "qemu.on_translate(function(tb)\n"
+        "  local size = 0\n"
+        "  for insn in tb:insns() do\n"
+        "    size = size + insn.size\n"
+        "    assert(#insn.bytes == insn.size, 'bytes length')\n"
+        "    assert(type(insn.disas) == 'string' and #insn.disas > 0, 'disas')\n"
+        "  end\n"
+        "  assert(size == tb.size, 'tb.size is the sum of instruction sizes')\n"
+        "  assert(tb[1].vaddr == tb.vaddr and tb[#tb].vaddr < tb.vaddr + tb.size and tb[#tb + 1] == nil)\n"
+        "  local first = tb[1]\n"
+        "  if first.symbol == 'main' and not seen.main then\n"
+        "    seen.main = true\n"
+        "    qemu.printf('main %s %d %s\\n', first.disas, first.index, tostring(first.haddr > 0))\n"
+        "  end\n"
+        "  for insn in tb:insns() do\n"
+        "    if insn.disas == 'syscall ' and not seen.sys then\n"
+        "      seen.sys = true\n"
+        "      qemu.printf('syscall bytes %02x%02x\\n', insn.bytes:byte(1, 2))\n"
+        "    end\n"
+        "  end\n"
+        "end)\n", extra=[])
+    expect(r.status == 0, "script failed", r)
+    expect(re.search(r"^main \S.* 1 true$", r.log, re.M), "main's first instruction", r)
+    expect("syscall bytes 0f05" in r.log, "syscall encoding", r)
+
+
+@case
+def syscall_arguments_and_results_reach_lua():
+    # The loop guest writes "round 0\n" (8 bytes) with write(1, ...): x86_64 syscall 1.
+    r = run_lua("qemu.on_syscall(function(vcpu, num, fd, buf, len)\n"
+                "  if num == 1 and fd == 1 then qemu.printf('write len=%d buf>0=%s\\n', len, tostring(buf > 0)) end end)\n"
+                "qemu.on_syscall_ret(function(vcpu, num, ret)\n"
+                "  if num == 1 then qemu.printf('write ret=%d\\n', ret) end end)")
+    expect("write len=8 buf>0=true" in r.log and "write ret=8" in r.log, "syscall args", r)
+
+
+@case
+def lua_c_modules_load():
+    r = run_lua("local lfs = require 'lfs'\nqemu.print(type(lfs.currentdir()))")
+    expect(r.status == 0 and r.log == "string\n", "require 'lfs' failed", r)
+
+
+@case
+def uninstall_runs_exit_handlers_and_the_guest_finishes():
+    r = run_lua("local n = 0\n"
+                "qemu.on_translate(function(tb) n = n + 1; if n == 10 then qemu.uninstall() end end)\n"
+                "qemu.on_exit(function() qemu.printf('translated %d\\n', n) end)",
+                [guest("loop"), "3"])
+    expect(r.status == 0 and "sum " in r.out, "guest must finish", r)
+    m = re.search(r"^translated (\d+)$", r.log, re.M)
+    expect(m and int(m.group(1)) >= 10, "exit handler output", r)
+    r = run_lua("qemu.uninstall()")
+    expect(r.status == 1 and "cannot run while the script loads" in r.err, "uninstall at load", r)
+
+
+@case
+def counters_from_lua_and_per_vcpu_values():
+    r = run_lua("local c = qemu.counter()\nc:add(5)\nc:add(2, 3)\n"
+                "qemu.print(c:sum(), c:get(0), c:get(3), c:get(1))\nc:reset()\nqemu.print(c:sum())")
+    expect(r.log == "7\t5\t2\t0\n0\n", "counter arithmetic", r)
+
+
+@case
+def handlers_of_one_event_run_in_order():
+    r = run_lua("qemu.on_exit(function() qemu.print('first') end)\n"
+                "qemu.on_exit(function() qemu.print('second') end)")
+    expect(r.log == "first\nsecond\n", "order", r)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(CASES))
+        sys.exit(0)
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        print("usage: integration.py CASE\ncases: " + " ".join(CASES))
+        sys.exit(2)
+    CASES[sys.argv[1]]()
+    print("ok")
