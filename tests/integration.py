@@ -15,11 +15,21 @@ GUESTS = os.environ.get("QLUA_GUESTS", "")
 QEMU = os.environ.get("QEMU_X86_64", "qemu-x86_64")
 
 CASES = {}
+# Cases in which QEMU refuses the plugin and leaves through exit(): with the ASan runtime preloaded
+# into an uninstrumented QEMU, glibc's exit handlers deadlock (p11-kit's destructor), so the
+# sanitizer build skips them; the LuaJIT and Lua 5.4 builds run them.
+EXITS_QEMU = set()
+SKIP = 77  # meson's "skipped" exit status
 
 
 def case(fn):
     CASES[fn.__name__] = fn
     return fn
+
+
+def refused_install(fn):
+    EXITS_QEMU.add(fn.__name__)
+    return case(fn)
 
 
 class Run:
@@ -46,6 +56,7 @@ def qemu(plugin_args, program, oracle=False, log=True, env=None, timeout=300):
         if oracle:
             cmd += ["-plugin", ORACLE]
         cmd += ["-plugin", ",".join([PLUGIN] + plugin_args)]
+        cmd += ["-U", "LD_PRELOAD"]  # the sanitizer build preloads ASan into QEMU, not the guest
         if log:
             cmd += ["-d", "plugin", "-D", logfile]
         cmd += program
@@ -187,7 +198,7 @@ def onerror_warn_disables_the_callback_and_the_guest_runs_on():
             expect("fail_in: errors=1" in r.log, f"{where}: callback ran again after its error", r)
 
 
-@case
+@refused_install
 def syntax_error_names_file_and_line():
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write("local qemu = require 'qemu'\n\nlocal x = = 1\n")
@@ -200,7 +211,7 @@ def syntax_error_names_file_and_line():
     expect("sum" not in r.out, "guest must not run", r)
 
 
-@case
+@refused_install
 def error_while_loading_stops_qemu():
     r = qemu(["script=" + script("fail_in.lua"), "where=top"], [guest("loop"), "1"])
     expect(r.status == 1 and "boom in top" in r.err and "fail_in.lua:" in r.err, "top-level error", r)
@@ -218,7 +229,7 @@ def stale_handles_raise_a_lua_error():
         expect("about to touch" in r.log, f"{handle}: output before the error was lost", r)
 
 
-@case
+@refused_install
 def unknown_argument_is_rejected_with_the_accepted_ones():
     r = qemu(["script=" + script("all_events.lua"), "lau=off"], [guest("loop"), "1"])
     expect(r.status == 1, "must refuse", r)
@@ -229,7 +240,7 @@ def unknown_argument_is_rejected_with_the_accepted_ones():
     expect(r.status == 1 and "count.lua: unknown argument 'foo'; accepted: none" in r.err, "count", r)
 
 
-@case
+@refused_install
 def missing_script_and_bad_options_are_explained():
     r = qemu(["script=nope"], [guest("loop"), "1"])
     expect(r.status == 1 and "script=nope: no such file (tried nope, " in r.err, "missing", r)
@@ -368,6 +379,10 @@ def uninstall_runs_exit_handlers_and_the_guest_finishes():
     expect(r.status == 0 and "sum " in r.out, "guest must finish", r)
     m = re.search(r"^translated (\d+)$", r.log, re.M)
     expect(m and int(m.group(1)) >= 10, "exit handler output", r)
+
+
+@refused_install
+def uninstall_while_loading_is_refused():
     r = run_lua("qemu.uninstall()")
     expect(r.status == 1 and "cannot run while the script loads" in r.err, "uninstall at load", r)
 
@@ -393,5 +408,8 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
         print("usage: integration.py CASE\ncases: " + " ".join(CASES))
         sys.exit(2)
+    if sys.argv[1] in EXITS_QEMU and os.environ.get("QLUA_SANITIZED"):
+        print("skipped: QEMU's exit() deadlocks with the preloaded ASan runtime")
+        sys.exit(SKIP)
     CASES[sys.argv[1]]()
     print("ok")

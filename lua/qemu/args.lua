@@ -15,7 +15,11 @@ function M.parse_bool(text)
   return nil
 end
 
+-- Integers must be exact in every Lua qlua embeds: LuaJIT's numbers are doubles.
+M.INT_LIMIT = 2 ^ 53
+
 --- Parses a decimal, 0x-hex or 0b-binary integer, with an optional k/m/g (x1024) suffix.
+-- Returns nil for anything else, and for magnitudes of 2^53 and beyond (not exact in LuaJIT).
 function M.parse_int(text)
   local sign, body = text:match("^([+-]?)(.+)$")
   if not body then return nil end
@@ -26,18 +30,23 @@ function M.parse_int(text)
     body = body:sub(1, -2)
   end
   local value
+  -- digit by digit in floating point, so that no Lua wraps a long literal around 2^64
+  local digits, base = body, 10
   if body:match("^0[xX]%x+$") then
-    value = tonumber(body:sub(3), 16)
+    digits, base = body:sub(3), 16
   elseif body:match("^0[bB][01]+$") then
-    value = tonumber(body:sub(3), 2)
-  elseif body:match("^%d+$") then
-    value = tonumber(body, 10)
+    digits, base = body:sub(3), 2
+  elseif not body:match("^%d+$") then
+    return nil
   end
-  if not value then return nil end
+  value = 0.0
+  for i = 1, #digits do
+    value = value * base + tonumber(digits:sub(i, i), 16)
+    if value >= M.INT_LIMIT then return nil end
+  end
   value = value * scale
-  if math.type and math.type(value) == "float" and value == math.floor(value) then
-    value = math.tointeger(value) or value
-  end
+  if value >= M.INT_LIMIT then return nil end
+  if math.tointeger then value = math.tointeger(value) end
   return sign == "-" and -value or value
 end
 
@@ -51,7 +60,9 @@ end
 
 TYPES.int = function(spec, text)
   local v = M.parse_int(text)
-  if v == nil then return nil, "expected an integer (decimal, 0x hex, 0b binary; k/m/g suffix)" end
+  if v == nil then
+    return nil, "expected an integer below 2^53 (decimal, 0x hex, 0b binary; k/m/g suffix)"
+  end
   if spec.min and v < spec.min then return nil, "expected an integer >= " .. spec.min end
   if spec.max and v > spec.max then return nil, "expected an integer <= " .. spec.max end
   return v
@@ -99,7 +110,7 @@ function M.check_declaration(decl, owner)
       error(string.format("%s: argument '%s' has unknown type '%s' (types: bool, int, number, string, enum)",
         owner, spec.name, tostring(spec.type)), 0)
     end
-    if spec.type == "enum" and type(spec.values) ~= "table" then
+    if spec.type == "enum" and (type(spec.values) ~= "table" or #spec.values == 0) then
       error(string.format("%s: enum argument '%s' needs values = { ... }", owner, spec.name), 0)
     end
   end
@@ -138,6 +149,7 @@ end
 
 --- A usage text for a declaration, one argument a line.
 function M.usage(decl, name, description)
+  M.check_declaration(decl, name)
   local lines = { name .. (description and (": " .. description) or "") }
   if #decl == 0 then
     lines[#lines + 1] = "  (no arguments)"
