@@ -9,12 +9,13 @@
 #define THREADS 8
 
 static unsigned long results[THREADS];
+static unsigned long rounds = 400;
 
 static void *work(void *arg)
 {
     unsigned long id = (unsigned long)arg, acc = id;
     static __thread unsigned long scratch[512];
-    for (unsigned long r = 0; r < 400; r++) {
+    for (unsigned long r = 0; r < rounds; r++) {
         for (unsigned long i = 0; i < 512; i++) {
             scratch[i] = scratch[i] * 7 + i + r;
             acc += scratch[i] & 0xff;
@@ -27,8 +28,11 @@ static void *work(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        rounds = strtoul(argv[1], NULL, 10);
+    }
     pthread_t t[THREADS];
     for (unsigned long i = 0; i < THREADS; i++) {
         if (pthread_create(&t[i], NULL, work, (void *)i) != 0) {
