@@ -249,6 +249,13 @@ static int counter_tostring(lua_State *L)
     return 1;
 }
 
+/* core.vcpus(): how many vCPU indices exist so far (highest index seen + 1). */
+static int counter_vcpus(lua_State *L)
+{
+    lua_pushinteger(L, vcpus_seen ? (lua_Integer)max_vcpu + 1 : 0);
+    return 1;
+}
+
 void qlua_counter_free_all(void)
 {
     while (all_counters) {
@@ -275,4 +282,6 @@ void qlua_counter_open(lua_State *L)
     lua_pop(L, 1);
     lua_pushcfunction(L, counter_new);
     lua_setfield(L, -2, "counter_new");
+    lua_pushcfunction(L, counter_vcpus);
+    lua_setfield(L, -2, "vcpus");
 }

@@ -148,6 +148,12 @@ describe("qemu", function()
     end)
   end)
 
+  describe("vcpus", function()
+    it("is core.vcpus", function()
+      assert.equal(core.vcpus, qemu.vcpus)
+    end)
+  end)
+
   describe("counter_mode", function()
     it("is core.counter_mode", function()
       assert.equal(core.counter_mode, qemu.counter_mode)

@@ -132,6 +132,7 @@ def every_event_kind_matches_oracle_with_8_threads():
     expect("threads 8 total" in r.out, "guest output missing", r)
     expect(fields(r.log, "native")["mode"] == "percpu", "8 threads must switch to percpu", r)
     expect(int(fields(r.log, "lua")["vcpus"]) == 9, "9 vCPUs (main + 8) expected", r)
+    expect(int(fields(r.log, "lua")["indices"]) == 9, "indices 0..8 expected", r)
 
 
 @case

@@ -80,6 +80,10 @@ end
 --- User mode: { path, start_code, end_code, entry } of the guest program; nil in system mode.
 qemu.binary = core.binary
 
+--- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,
+-- indices are reused after threads exit).
+qemu.vcpus = core.vcpus
+
 --- The native counter strategy in use ("inline" or "percpu"); see docs/counters.md.
 qemu.counter_mode = core.counter_mode
 

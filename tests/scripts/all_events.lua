@@ -38,6 +38,6 @@ qemu.on_syscall_ret(function() syscall_rets = syscall_rets + 1 end)
 qemu.on_exit(function()
   qemu.printf("native: tbs=%d insns=%d reads=%d writes=%d mode=%s\n", tbs:sum(), insns:sum(),
     reads:sum(), writes:sum(), qemu.counter_mode())
-  qemu.printf("lua: tbs=%d insns=%d reads=%d writes=%d syscalls=%d syscall_rets=%d vcpus=%d\n",
-    lua_tbs, lua_insns, lua_reads, lua_writes, syscalls, syscall_rets, #vcpus)
+  qemu.printf("lua: tbs=%d insns=%d reads=%d writes=%d syscalls=%d syscall_rets=%d vcpus=%d indices=%d\n",
+    lua_tbs, lua_insns, lua_reads, lua_writes, syscalls, syscall_rets, #vcpus, qemu.vcpus())
 end)
