@@ -13,11 +13,15 @@
 
 #define COUNTER_META "qlua.counter"
 #define SLOT_STRIDE 8   /* u64 per vCPU slot: a 64-byte line, so vCPUs never share a line */
-#define CHUNK_VCPUS 64  /* slots are allocated 64 vCPUs at a time and never move */
-#define MAX_CHUNKS 1024 /* 65536 vCPUs */
+#define CHUNK_VCPUS 8   /* slots are allocated 8 vCPUs (512 bytes) at a time and never move */
+#define NEAR_CHUNKS 8   /* chunks for vCPUs 0..63 live in the counter itself */
+#define MAX_CHUNKS 8192 /* 65536 vCPUs; chunks past the near ones hang off a table made on demand */
 
+/* A counter costs ~600 bytes until a guest has more than 64 vCPUs, so scripts may make one per
+ * block or per address. */
 struct qlua_counter {
-    uint64_t *chunks[MAX_CHUNKS];
+    uint64_t *near[NEAR_CHUNKS];
+    uint64_t **far; /* MAX_CHUNKS entries (the first NEAR_CHUNKS unused), or NULL */
     struct qlua_counter *next;
 };
 
@@ -35,16 +39,45 @@ static unsigned int vcpus_seen;
 static unsigned int max_vcpu; /* highest vCPU index seen */
 static qlua_counter *all_counters;
 
-static uint64_t *chunk_new(qlua_counter *c, unsigned int k)
+/* Installs a fresh zeroed block at *where unless another vCPU did first; returns the winner. */
+static void *install_zeroed(void **where, size_t size)
 {
-    uint64_t *fresh = g_malloc0(sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
-    uint64_t *expected = NULL;
-    if (!__atomic_compare_exchange_n(&c->chunks[k], &expected, fresh, false, __ATOMIC_ACQ_REL,
+    void *fresh = g_malloc0(size);
+    void *expected = NULL;
+    if (!__atomic_compare_exchange_n(where, &expected, fresh, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE)) {
-        g_free(fresh); /* another vCPU won the race; use its chunk */
+        g_free(fresh);
         return expected;
     }
     return fresh;
+}
+
+/* Where chunk k's pointer lives, or NULL if no chunk table reaches it yet and !create. */
+static uint64_t **chunk_ref(qlua_counter *c, unsigned int k, bool create)
+{
+    if (k < NEAR_CHUNKS) {
+        return &c->near[k];
+    }
+    uint64_t **far = __atomic_load_n(&c->far, __ATOMIC_ACQUIRE);
+    if (far == NULL) {
+        if (!create) {
+            return NULL;
+        }
+        far = install_zeroed((void **)&c->far, sizeof(uint64_t *) * MAX_CHUNKS);
+    }
+    return &far[k];
+}
+
+static uint64_t *chunk_get(qlua_counter *c, unsigned int k)
+{
+    uint64_t **ref = chunk_ref(c, k, false);
+    return ref ? __atomic_load_n(ref, __ATOMIC_ACQUIRE) : NULL;
+}
+
+/* How many chunk positions may hold a chunk: the far table is only walked once it exists. */
+static unsigned int chunk_limit(qlua_counter *c)
+{
+    return __atomic_load_n(&c->far, __ATOMIC_ACQUIRE) ? MAX_CHUNKS : NEAR_CHUNKS;
 }
 
 static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
@@ -54,9 +87,13 @@ static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
         g_error("qlua: vCPU index %u is beyond qlua's limit of %d", vcpu,
                 MAX_CHUNKS * CHUNK_VCPUS);
     }
-    uint64_t *chunk = __atomic_load_n(&c->chunks[k], __ATOMIC_ACQUIRE);
+    uint64_t *chunk = k < NEAR_CHUNKS ? __atomic_load_n(&c->near[k], __ATOMIC_ACQUIRE) : NULL;
     if (G_UNLIKELY(chunk == NULL)) {
-        chunk = chunk_new(c, k);
+        uint64_t **ref = chunk_ref(c, k, true);
+        chunk = __atomic_load_n(ref, __ATOMIC_ACQUIRE);
+        if (chunk == NULL) {
+            chunk = install_zeroed((void **)ref, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
+        }
     }
     return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
 }
@@ -163,8 +200,8 @@ qlua_counter *qlua_counter_check(lua_State *L, int idx)
 static uint64_t counter_sum(qlua_counter *c)
 {
     uint64_t sum = 0;
-    for (unsigned int k = 0; k < MAX_CHUNKS; k++) {
-        uint64_t *chunk = __atomic_load_n(&c->chunks[k], __ATOMIC_ACQUIRE);
+    for (unsigned int k = 0, n = chunk_limit(c); k < n; k++) {
+        uint64_t *chunk = chunk_get(c, k);
         if (chunk) {
             for (unsigned int i = 0; i < CHUNK_VCPUS; i++) {
                 sum += chunk[i * SLOT_STRIDE];
@@ -220,9 +257,10 @@ static int counter_add(lua_State *L)
 static int counter_reset(lua_State *L)
 {
     qlua_counter *c = qlua_counter_check(L, 1);
-    for (unsigned int k = 0; k < MAX_CHUNKS; k++) {
-        if (c->chunks[k]) {
-            memset(c->chunks[k], 0, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
+    for (unsigned int k = 0, n = chunk_limit(c); k < n; k++) {
+        uint64_t *chunk = chunk_get(c, k);
+        if (chunk) {
+            memset(chunk, 0, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
         }
     }
     return 0;
@@ -261,9 +299,10 @@ void qlua_counter_free_all(void)
     while (all_counters) {
         qlua_counter *c = all_counters;
         all_counters = c->next;
-        for (unsigned int k = 0; k < MAX_CHUNKS; k++) {
-            g_free(c->chunks[k]);
+        for (unsigned int k = 0, n = chunk_limit(c); k < n; k++) {
+            g_free(chunk_get(c, k));
         }
+        g_free(c->far);
         g_free(c);
     }
 }

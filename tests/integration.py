@@ -402,6 +402,14 @@ def handlers_of_one_event_run_in_order():
     expect(r.log == "first\nsecond\n", "order", r)
 
 
+# Tests of the shipped scripts live one file per group in tests/script_cases/*.py; they run in
+# this module's namespace, so they use case(), qemu(), guest(), fields(), expect() directly.
+import glob as _glob
+for _path in sorted(_glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "script_cases", "*.py"))):
+    exec(compile(open(_path).read(), _path, "exec"), globals())
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:
         print("\n".join(CASES))
