@@ -24,9 +24,14 @@ local EVENTS = {
   on_syscall_ret = "syscall_ret", -- fn(vcpu, num, ret)           user mode
   on_flush = "flush",             -- fn()
 }
+local USER_ONLY = { syscall = true, syscall_ret = true }
 for name, event in pairs(EVENTS) do
   qemu[name] = function(fn)
     check_function(fn, "qemu." .. name)
+    if USER_ONLY[event] and core.info().system then
+      error(string.format("qemu.%s: syscall events exist only in user mode (qemu-ARCH), not in "
+        .. "system emulation; check qemu.has(\"syscalls\") first", name), 2)
+    end
     core.on(event, fn)
   end
 end

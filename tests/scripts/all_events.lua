@@ -32,8 +32,10 @@ qemu.on_translate(function(tb)
 end)
 
 qemu.on_vcpu_init(function(vcpu) vcpus[#vcpus + 1] = vcpu end)
-qemu.on_syscall(function() syscalls = syscalls + 1 end)
-qemu.on_syscall_ret(function() syscall_rets = syscall_rets + 1 end)
+if qemu.has("syscalls") then
+  qemu.on_syscall(function() syscalls = syscalls + 1 end)
+  qemu.on_syscall_ret(function() syscall_rets = syscall_rets + 1 end)
+end
 
 qemu.on_exit(function()
   qemu.printf("native: tbs=%d insns=%d reads=%d writes=%d mode=%s\n", tbs:sum(), insns:sum(),
