@@ -13,8 +13,14 @@ PLUGIN = os.environ.get("QLUA_PLUGIN", "")
 ORACLE = os.environ.get("QLUA_ORACLE", "")
 GUESTS = os.environ.get("QLUA_GUESTS", "")
 QEMU = os.environ.get("QEMU_X86_64", "qemu-x86_64")
+QEMU_AARCH64 = os.environ.get("QEMU_AARCH64", "qemu-aarch64")
 
 CASES = {}
+
+
+class Skip(Exception):
+    """A case that cannot run on this machine; meson shows it as skipped with the reason."""
+
 # Cases in which QEMU refuses the plugin and leaves through exit(): with the ASan runtime preloaded
 # into an uninstrumented QEMU, glibc's exit handlers deadlock (p11-kit's destructor), so the
 # sanitizer build skips them; the LuaJIT and Lua 5.4 builds run them.
@@ -48,11 +54,11 @@ def script(name):
     return os.path.join(SRC, "tests", "scripts", name)
 
 
-def qemu(plugin_args, program, oracle=False, log=True, env=None, timeout=300):
+def qemu(plugin_args, program, oracle=False, log=True, env=None, timeout=300, binary=None):
     """Runs QEMU with qlua (plugin_args: list of key=value) and optionally the oracle."""
     with tempfile.TemporaryDirectory() as tmp:
         logfile = os.path.join(tmp, "plugin.log")
-        cmd = [QEMU]
+        cmd = [binary or QEMU]
         if oracle:
             cmd += ["-plugin", ORACLE]
         cmd += ["-plugin", ",".join([PLUGIN] + plugin_args)]
@@ -107,8 +113,9 @@ def count_on_real_dynamic_program():
     expect(m and m.group(1) == fields(r.log, "oracle")["insns"], "count.lua differs", r)
 
 
-def all_events(program, extra=()):
-    r = qemu(["script=" + script("all_events.lua")] + list(extra), program, oracle=True)
+def all_events(program, extra=(), binary=None):
+    r = qemu(["script=" + script("all_events.lua")] + list(extra), program, oracle=True,
+             binary=binary)
     expect(r.status == 0, "guest failed", r)
     expect_equal_counts(r, fields(r.log, "native"), ["tbs", "insns", "reads", "writes"])
     lua = fields(r.log, "lua")
@@ -139,6 +146,28 @@ def every_event_kind_matches_oracle_with_8_threads():
 def native_counts_exact_with_8_threads_and_no_lua():
     # Without Lua callbacks serializing the threads, shared inline adds would lose counts.
     all_events([guest("threads")], ["lua=off"])
+
+
+def aarch64_guest(name):
+    path = guest(name + "-aarch64")
+    if not os.path.exists(path):
+        raise Skip("no aarch64 guests: the build found no aarch64-linux-gnu-gcc")
+    return path
+
+
+@case
+def aarch64_guest_counts_match_oracle():
+    r = all_events([aarch64_guest("loop"), "20"], binary=QEMU_AARCH64)
+    expect(fields(r.log, "native")["mode"] == "inline", "single thread should use inline", r)
+    r = qemu(["script=count"], [aarch64_guest("loop"), "20"], oracle=True, binary=QEMU_AARCH64)
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    expect(m and m.group(1) == fields(r.log, "oracle")["insns"], "count.lua on aarch64", r)
+
+
+@case
+def aarch64_guest_with_8_threads_matches_oracle():
+    r = all_events([aarch64_guest("threads")], binary=QEMU_AARCH64)
+    expect(fields(r.log, "native")["mode"] == "percpu", "8 threads must switch to percpu", r)
 
 
 @case
@@ -410,10 +439,6 @@ QEMU_SYSTEM = {
     "10.0": os.environ.get("QEMU_SYSTEM_10",
                            os.path.join(SRC, ".qemu10", "usr", "bin", "qemu-system-x86_64")),
 }
-
-
-class Skip(Exception):
-    pass
 
 
 def system_qemu(version, plugin_args, smp=1, oracle=False):

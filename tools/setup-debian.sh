@@ -6,4 +6,4 @@ run apt-get update -q
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     build-essential pkg-config meson ninja-build python3 libglib2.0-dev \
     luajit libluajit-5.1-dev lua5.4 liblua5.4-dev lua-busted lua-filesystem \
-    qemu-user qemu-system-x86 binutils gdb
+    qemu-user qemu-system-x86 binutils gcc-aarch64-linux-gnu libc6-dev-arm64-cross gdb
