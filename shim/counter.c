@@ -5,8 +5,9 @@
  *    the add is not atomic, so it is exact only while one vCPU runs. We emit it into slot 0 while
  *    only one vCPU exists;
  *  - percpu: a tiny C callback adds to the executing vCPU's own slot (~1-3 ns), exact always.
- *    Used once a second vCPU appears (events.c then retranslates everything), with -smp > 1, on
- *    hosts without raw inline ops (QEMU >= 9.0, until scoreboards are wired), or counters=callback. */
+ *    Used once a second vCPU appears (events.c then retranslates everything), with -smp > 1, or
+ *    with counters=callback;
+ *  - scoreboard: QEMU >= 9.0 adds inline to the executing vCPU's entry of a scoreboard. */
 #include <string.h>
 
 #include "internal.h"
@@ -22,8 +23,17 @@
 struct qlua_counter {
     uint64_t *near[NEAR_CHUNKS];
     uint64_t **far; /* MAX_CHUNKS entries (the first NEAR_CHUNKS unused), or NULL */
+    struct qemu_plugin_scoreboard *sb; /* scoreboard mode: the values live in QEMU's scoreboard */
     struct qlua_counter *next;
 };
+
+/* Scoreboard entries are a cache line each, like qlua's own slots: no false sharing. */
+#define SB_ENTRY 64
+
+static inline qemu_plugin_u64 sb_entry(qlua_counter *c)
+{
+    return (qemu_plugin_u64){c->sb, 0};
+}
 
 typedef struct {
     qlua_counter *c;
@@ -31,7 +41,7 @@ typedef struct {
     enum qemu_plugin_mem_rw rw; /* memory records: which accesses count */
 } count_rec;
 
-enum count_mode { MODE_INLINE, MODE_PERCPU };
+enum count_mode { MODE_INLINE, MODE_PERCPU, MODE_SCOREBOARD };
 
 static enum count_mode mode = MODE_PERCPU;
 static bool inline_emitted;
@@ -98,10 +108,20 @@ static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
     return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
 }
 
+/* Adds from a callback on the executing vCPU's thread. */
+static inline void add_on_vcpu(qlua_counter *c, unsigned int vcpu, uint64_t n)
+{
+    if (c->sb) {
+        qlua_host.u64_add(sb_entry(c), vcpu, n);
+    } else {
+        *slot(c, vcpu) += n;
+    }
+}
+
 static void count_exec_cb(unsigned int vcpu, void *udata)
 {
     count_rec *r = udata;
-    *slot(r->c, vcpu) += r->n;
+    add_on_vcpu(r->c, vcpu, r->n);
 }
 
 static void count_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
@@ -110,57 +130,122 @@ static void count_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t
     (void)vaddr;
     count_rec *r = udata;
     if (qlua_mem_wanted(r->rw, info)) {
-        *slot(r->c, vcpu) += r->n;
+        add_on_vcpu(r->c, vcpu, r->n);
     }
 }
 
-static count_rec *rec_new(qlua_counter *c, uint64_t n)
+static count_rec *rec_new(qlua_counter *c, uint64_t n, enum qemu_plugin_mem_rw rw)
 {
     count_rec *r = qlua_arena_alloc(sizeof *r);
-    r->c = c;
-    r->n = n;
-    r->rw = QEMU_PLUGIN_MEM_RW;
+    *r = (count_rec){c, n, rw};
     return r;
+}
+
+/* Counting ops asked for during one translation. They are emitted when the on_translate handlers
+ * have returned, after every callback and condition the script registered on the block: QEMU 7.2
+ * runs a block's callbacks before its inline ops whatever the order of registration, so emitting
+ * counts last gives one rule on every host and strategy: callbacks and tb:when/insn:when see a
+ * counter as it was before this execution of the block or instruction added to it. */
+enum pending_kind { PENDING_TB, PENDING_INSN, PENDING_MEM };
+typedef struct {
+    enum pending_kind kind;
+    void *where; /* struct qemu_plugin_tb * or struct qemu_plugin_insn * */
+    qlua_counter *c;
+    uint64_t n;
+    enum qemu_plugin_mem_rw rw;
+} pending_op;
+
+static GArray *pending;
+
+static void queue(enum pending_kind kind, void *where, qlua_counter *c, uint64_t n,
+                  enum qemu_plugin_mem_rw rw)
+{
+    if (pending == NULL) {
+        pending = g_array_new(FALSE, FALSE, sizeof(pending_op));
+    }
+    pending_op op = {kind, where, c, n, rw};
+    g_array_append_val(pending, op);
 }
 
 void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n)
 {
-    if (mode == MODE_INLINE) {
-        inline_emitted = true;
-        qlua_host.register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
-    } else {
-        qlua_host.register_vcpu_tb_exec_cb(tb, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
-                                           rec_new(c, n));
-    }
+    queue(PENDING_TB, tb, c, n, QEMU_PLUGIN_MEM_RW);
 }
 
 void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n)
 {
-    if (mode == MODE_INLINE) {
+    queue(PENDING_INSN, insn, c, n, QEMU_PLUGIN_MEM_RW);
+}
+
+void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
+                      enum qemu_plugin_mem_rw rw)
+{
+    queue(PENDING_MEM, insn, c, n, rw);
+}
+
+static void emit_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n)
+{
+    if (c->sb) {
+        qlua_host.register_vcpu_tb_exec_inline_per_vcpu(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                        sb_entry(c), n);
+    } else if (mode == MODE_INLINE) {
+        inline_emitted = true;
+        qlua_host.register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
+    } else {
+        qlua_host.register_vcpu_tb_exec_cb(tb, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                           rec_new(c, n, QEMU_PLUGIN_MEM_RW));
+    }
+}
+
+static void emit_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n)
+{
+    if (c->sb) {
+        qlua_host.register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                          sb_entry(c), n);
+    } else if (mode == MODE_INLINE) {
         inline_emitted = true;
         qlua_host.register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
     } else {
         qlua_host.register_vcpu_insn_exec_cb(insn, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
-                                             rec_new(c, n));
+                                             rec_new(c, n, QEMU_PLUGIN_MEM_RW));
     }
 }
 
-/* QEMU 7.2 applies the r/w filter of memory callbacks and inline ops off by one (R selects
- * stores, W selects everything; see docs/counters.md). Only RW means the same on every host, so
- * qlua always registers RW and filters in the callback; an inline op is used for "rw" only. */
-void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
-                      enum qemu_plugin_mem_rw rw)
+/* QEMU 7.2 applies the r/w filter of memory callbacks and raw inline ops off by one (R selects
+ * stores, W selects everything; see docs/counters.md). There only RW means what it says, so qlua
+ * registers RW and filters in the callback, and uses a raw inline op for "rw" only. QEMU >= 9.0
+ * (scoreboards) filters correctly. */
+static void emit_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
+                     enum qemu_plugin_mem_rw rw)
 {
-    if (mode == MODE_INLINE && rw == QEMU_PLUGIN_MEM_RW) {
+    if (c->sb) {
+        qlua_host.register_vcpu_mem_inline_per_vcpu(insn, rw, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                    sb_entry(c), n);
+    } else if (mode == MODE_INLINE && rw == QEMU_PLUGIN_MEM_RW) {
         inline_emitted = true;
         qlua_host.register_vcpu_mem_inline(insn, QEMU_PLUGIN_MEM_RW, QEMU_PLUGIN_INLINE_ADD_U64,
                                            slot(c, 0), n);
     } else {
-        count_rec *r = rec_new(c, n);
-        r->rw = rw;
         qlua_host.register_vcpu_mem_cb(insn, count_mem_cb, QEMU_PLUGIN_CB_NO_REGS,
-                                       QEMU_PLUGIN_MEM_RW, r);
+                                       QEMU_PLUGIN_MEM_RW, rec_new(c, n, rw));
     }
+}
+
+/* Called by events.c when a translation's handlers have returned (handles are still valid). */
+void qlua_counter_emit_pending(void)
+{
+    if (pending == NULL) {
+        return;
+    }
+    for (guint i = 0; i < pending->len; i++) {
+        pending_op *op = &g_array_index(pending, pending_op, i);
+        switch (op->kind) {
+        case PENDING_TB: emit_tb(op->where, op->c, op->n); break;
+        case PENDING_INSN: emit_insn(op->where, op->c, op->n); break;
+        case PENDING_MEM: emit_mem(op->where, op->c, op->n, op->rw); break;
+        }
+    }
+    g_array_set_size(pending, 0);
 }
 
 /* counters=auto (default) or counters=callback. */
@@ -169,12 +254,24 @@ void qlua_counter_setup(const char *how)
     bool can_inline = qlua_host.register_vcpu_tb_exec_inline &&
                       qlua_host.register_vcpu_insn_exec_inline && qlua_host.register_vcpu_mem_inline;
     bool one_vcpu = !qlua_host.system || qlua_host.smp_vcpus <= 1;
-    mode = (g_str_equal(how, "auto") && can_inline && one_vcpu) ? MODE_INLINE : MODE_PERCPU;
+    bool can_scoreboard = qlua_host.scoreboard_new && qlua_host.u64_get && qlua_host.u64_sum &&
+                          qlua_host.u64_set && qlua_host.u64_add &&
+                          qlua_host.register_vcpu_tb_exec_inline_per_vcpu &&
+                          qlua_host.register_vcpu_insn_exec_inline_per_vcpu &&
+                          qlua_host.register_vcpu_mem_inline_per_vcpu;
+    if (!g_str_equal(how, "auto")) {
+        mode = MODE_PERCPU;
+    } else if (can_scoreboard) {
+        mode = MODE_SCOREBOARD;
+    } else {
+        mode = can_inline && one_vcpu ? MODE_INLINE : MODE_PERCPU;
+    }
 }
 
 const char *qlua_counter_mode(void)
 {
-    return mode == MODE_INLINE ? "inline" : "percpu";
+    static const char *const names[] = {"inline", "percpu", "scoreboard"};
+    return names[mode];
 }
 
 /* Called for every new vCPU. Returns true when code translated so far used shared inline adds
@@ -192,6 +289,92 @@ bool qlua_counter_vcpu_init(unsigned int vcpu)
     return false;
 }
 
+/* vCPU indices that may hold a value: those seen by vcpu_init, and QEMU's own count (>= 9.0). */
+static unsigned int known_vcpus(void)
+{
+    unsigned int n = vcpus_seen ? max_vcpu + 1 : 0;
+    if (qlua_host.num_vcpus && (unsigned int)qlua_host.num_vcpus() > n) {
+        n = (unsigned int)qlua_host.num_vcpus();
+    }
+    return n;
+}
+
+uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu)
+{
+    if (c->sb) {
+        /* QEMU's scoreboard has no entry yet for a vCPU index it has not seen */
+        return vcpu < known_vcpus() ? qlua_host.u64_get(sb_entry(c), vcpu) : 0;
+    }
+    return *slot(c, vcpu);
+}
+
+/* Conditional execution callbacks (tb:when, insn:when): native on hosts with scoreboards and
+ * conditional callbacks (QEMU >= 9.1); elsewhere a C callback tests the executing vCPU's slot and
+ * calls `cb` only when the condition holds, so Lua still runs only when it must. */
+typedef struct {
+    qlua_counter *c;
+    enum qemu_plugin_cond cond;
+    uint64_t imm;
+    qemu_plugin_vcpu_udata_cb_t cb;
+    void *udata;
+} cond_rec;
+
+static bool cond_holds(enum qemu_plugin_cond cond, uint64_t v, uint64_t imm)
+{
+    switch (cond) {
+    case QEMU_PLUGIN_COND_NEVER: return false;
+    case QEMU_PLUGIN_COND_ALWAYS: return true;
+    case QEMU_PLUGIN_COND_EQ: return v == imm;
+    case QEMU_PLUGIN_COND_NE: return v != imm;
+    case QEMU_PLUGIN_COND_LT: return v < imm;
+    case QEMU_PLUGIN_COND_LE: return v <= imm;
+    case QEMU_PLUGIN_COND_GT: return v > imm;
+    case QEMU_PLUGIN_COND_GE: return v >= imm;
+    }
+    return false;
+}
+
+static void cond_cb(unsigned int vcpu, void *udata)
+{
+    cond_rec *r = udata;
+    if (cond_holds(r->cond, qlua_counter_value(r->c, vcpu), r->imm)) {
+        r->cb(vcpu, r->udata);
+    }
+}
+
+static cond_rec *cond_rec_new(qlua_counter *c, enum qemu_plugin_cond cond, uint64_t imm,
+                              qemu_plugin_vcpu_udata_cb_t cb, void *udata)
+{
+    cond_rec *r = qlua_arena_alloc(sizeof *r);
+    *r = (cond_rec){c, cond, imm, cb, udata};
+    return r;
+}
+
+void qlua_counter_when_tb(struct qemu_plugin_tb *tb, qlua_counter *c, enum qemu_plugin_cond cond,
+                          uint64_t imm, qemu_plugin_vcpu_udata_cb_t cb, void *udata)
+{
+    if (c->sb && qlua_host.register_vcpu_tb_exec_cond_cb) {
+        qlua_host.register_vcpu_tb_exec_cond_cb(tb, cb, QEMU_PLUGIN_CB_NO_REGS, cond, sb_entry(c),
+                                                imm, udata);
+    } else {
+        qlua_host.register_vcpu_tb_exec_cb(tb, cond_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                           cond_rec_new(c, cond, imm, cb, udata));
+    }
+}
+
+void qlua_counter_when_insn(struct qemu_plugin_insn *insn, qlua_counter *c,
+                            enum qemu_plugin_cond cond, uint64_t imm,
+                            qemu_plugin_vcpu_udata_cb_t cb, void *udata)
+{
+    if (c->sb && qlua_host.register_vcpu_insn_exec_cond_cb) {
+        qlua_host.register_vcpu_insn_exec_cond_cb(insn, cb, QEMU_PLUGIN_CB_NO_REGS, cond,
+                                                  sb_entry(c), imm, udata);
+    } else {
+        qlua_host.register_vcpu_insn_exec_cb(insn, cond_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                             cond_rec_new(c, cond, imm, cb, udata));
+    }
+}
+
 qlua_counter *qlua_counter_check(lua_State *L, int idx)
 {
     return *(qlua_counter **)luaL_checkudata(L, idx, COUNTER_META);
@@ -199,6 +382,9 @@ qlua_counter *qlua_counter_check(lua_State *L, int idx)
 
 static uint64_t counter_sum(qlua_counter *c)
 {
+    if (c->sb) {
+        return qlua_host.u64_sum(sb_entry(c));
+    }
     uint64_t sum = 0;
     for (unsigned int k = 0, n = chunk_limit(c); k < n; k++) {
         uint64_t *chunk = chunk_get(c, k);
@@ -216,6 +402,9 @@ static uint64_t counter_sum(qlua_counter *c)
 static int counter_new(lua_State *L)
 {
     qlua_counter *c = g_new0(qlua_counter, 1);
+    if (mode == MODE_SCOREBOARD) {
+        c->sb = qlua_host.scoreboard_new(SB_ENTRY);
+    }
     slot(c, 0);
     c->next = all_counters;
     all_counters = c;
@@ -239,8 +428,7 @@ static int counter_sum_l(lua_State *L)
 
 static int counter_get(lua_State *L)
 {
-    qlua_counter *c = qlua_counter_check(L, 1);
-    qlua_push_u64(L, *slot(c, check_vcpu(L, 2)));
+    qlua_push_u64(L, qlua_counter_value(qlua_counter_check(L, 1), check_vcpu(L, 2)));
     return 1;
 }
 
@@ -250,13 +438,22 @@ static int counter_add(lua_State *L)
     qlua_counter *c = qlua_counter_check(L, 1);
     uint64_t n = qlua_check_u64(L, 2);
     unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
-    __atomic_fetch_add(slot(c, vcpu), n, __ATOMIC_RELAXED);
+    if (c->sb) {
+        qlua_host.u64_add(sb_entry(c), vcpu, n);
+    } else {
+        __atomic_fetch_add(slot(c, vcpu), n, __ATOMIC_RELAXED);
+    }
     return 0;
 }
 
 static int counter_reset(lua_State *L)
 {
     qlua_counter *c = qlua_counter_check(L, 1);
+    if (c->sb) {
+        for (unsigned int v = 0; v < known_vcpus(); v++) {
+            qlua_host.u64_set(sb_entry(c), v, 0);
+        }
+    }
     for (unsigned int k = 0, n = chunk_limit(c); k < n; k++) {
         uint64_t *chunk = chunk_get(c, k);
         if (chunk) {
@@ -270,9 +467,10 @@ static int counter_reset(lua_State *L)
 static int counter_values(lua_State *L)
 {
     qlua_counter *c = qlua_counter_check(L, 1);
-    lua_createtable(L, (int)max_vcpu, 1);
-    for (unsigned int v = 0; v <= max_vcpu; v++) {
-        qlua_push_u64(L, *slot(c, v));
+    unsigned int n = MAX(known_vcpus(), 1);
+    lua_createtable(L, (int)n, 1);
+    for (unsigned int v = 0; v < n; v++) {
+        qlua_push_u64(L, qlua_counter_value(c, v));
         lua_rawseti(L, -2, (int)v);
     }
     return 1;
@@ -290,7 +488,7 @@ static int counter_tostring(lua_State *L)
 /* core.vcpus(): how many vCPU indices exist so far (highest index seen + 1). */
 static int counter_vcpus(lua_State *L)
 {
-    lua_pushinteger(L, vcpus_seen ? (lua_Integer)max_vcpu + 1 : 0);
+    lua_pushinteger(L, (lua_Integer)known_vcpus());
     return 1;
 }
 

@@ -63,13 +63,20 @@ int qlua_ref_data(lua_State *L, int idx)
     return ref;
 }
 
-/* One qlua_fn per distinct Lua function per flush generation, so a block that registers the same
- * function for each of its instructions costs one registry slot, and onerror=warn disables the
- * function everywhere at once. */
+/* One qlua_fn per distinct (Lua function, kind of callback) per flush generation, so a block that
+ * registers the same function for each of its instructions costs one registry slot, errors name
+ * the kind of callback that failed, and onerror=warn disables the function everywhere at once. */
 qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event)
 {
     luaL_checktype(L, idx, LUA_TFUNCTION);
     lua_rawgeti(L, LUA_REGISTRYINDEX, exec_fns_ref);
+    lua_getfield(L, -1, event);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, event);
+    }
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
     qlua_fn *fn = lua_touserdata(L, -1);
@@ -89,7 +96,7 @@ qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event)
         lua_pushlightuserdata(L, fn);
         lua_rawset(L, -3);
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     return fn;
 }
 
@@ -156,6 +163,33 @@ void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn
     qlua_host.register_vcpu_insn_exec_cb(insn, exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
 }
 
+/* tb:when / insn:when (counter, op, value, fn [, data]): fn(vcpu, data) on each execution at which
+ * the executing vCPU's counter value compares true with `value`. */
+static enum qemu_plugin_cond check_cond(lua_State *L, int idx)
+{
+    static const char *const ops[] = {"==", "~=", "!=", "<", "<=", ">", ">=", "always", "never",
+                                      NULL};
+    static const enum qemu_plugin_cond conds[] = {
+        QEMU_PLUGIN_COND_EQ, QEMU_PLUGIN_COND_NE, QEMU_PLUGIN_COND_NE,
+        QEMU_PLUGIN_COND_LT, QEMU_PLUGIN_COND_LE, QEMU_PLUGIN_COND_GT,
+        QEMU_PLUGIN_COND_GE, QEMU_PLUGIN_COND_ALWAYS, QEMU_PLUGIN_COND_NEVER};
+    return conds[luaL_checkoption(L, idx, NULL, ops)];
+}
+
+void qlua_exec_register_when(lua_State *L, struct qemu_plugin_tb *tb,
+                             struct qemu_plugin_insn *insn, int first)
+{
+    qlua_counter *c = qlua_counter_check(L, first);
+    enum qemu_plugin_cond cond = check_cond(L, first + 1);
+    uint64_t imm = qlua_check_u64(L, first + 2);
+    exec_rec *r = exec_rec_new(L, first + 3, first + 4, tb ? "tb:when" : "insn:when");
+    if (tb) {
+        qlua_counter_when_tb(tb, c, cond, imm, exec_cb, r);
+    } else {
+        qlua_counter_when_insn(insn, c, cond, imm, exec_cb, r);
+    }
+}
+
 /* ---- global events ---- */
 
 /* Calls every handler of `ev`; `push` pushes the arguments (n of them). Lock held throughout so
@@ -180,6 +214,7 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     qlua_lock();
     qlua_translate_gen = ++translate_next;
     DISPATCH(EV_TRANSLATE, 1, qlua_tb_push(L, tb));
+    qlua_counter_emit_pending();
     qlua_translate_gen = 0;
     qlua_unlock();
 }

@@ -170,7 +170,9 @@ uint64_t qlua_check_u64(lua_State *L, int idx)
 {
 #if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx)) {
-        return (uint64_t)lua_tointeger(L, idx);
+        lua_Integer i = lua_tointeger(L, idx);
+        luaL_argcheck(L, i >= 0, idx, "expected a non-negative integer");
+        return (uint64_t)i;
     }
 #endif
     lua_Number n = luaL_checknumber(L, idx);

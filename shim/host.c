@@ -62,8 +62,13 @@ static bool has_hwaddr(void) { return qlua_host.system && qlua_host.hwaddr_phys_
 static bool has_syscalls(void) { return !qlua_host.system; }
 static bool has_binary(void) { return !qlua_host.system && qlua_host.path_to_binary != NULL; }
 static bool has_idle(void) { return qlua_host.system; }
-/* Present on the host but not wired to Lua yet: answered honestly as absent. */
-static bool not_yet(void) { return false; }
+static bool has_cond(void) { return qlua_host.register_vcpu_tb_exec_cond_cb != NULL; }
+static bool has_registers(void)
+{
+    return qlua_host.get_registers != NULL && qlua_host.read_register != NULL;
+}
+static bool has_read_memory(void) { return qlua_host.read_memory_vaddr != NULL; }
+static bool has_mem_value(void) { return qlua_host.mem_get_value != NULL; }
 
 static const struct feature features[] = {
     {"inline", "QEMU 4.2 to 8.2 (raw inline adds; qlua counters work everywhere)", has_inline},
@@ -73,10 +78,10 @@ static const struct feature features[] = {
     {"syscalls", "user mode (qemu-ARCH)", has_syscalls},
     {"binary", "QEMU 7.0 in user mode", has_binary},
     {"idle", "system mode (qemu-system-ARCH)", has_idle},
-    {"cond_cb", "QEMU 9.1 (not yet used by qlua)", not_yet},
-    {"registers", "QEMU 9.0 (not yet used by qlua)", not_yet},
-    {"read_memory", "QEMU 9.2 (not yet used by qlua)", not_yet},
-    {"mem_value", "QEMU 9.2 (not yet used by qlua)", not_yet},
+    {"cond_cb", "QEMU 9.1 (qlua emulates tb:when/insn:when natively before)", has_cond},
+    {"registers", "QEMU 9.0", has_registers},
+    {"read_memory", "QEMU 9.2", has_read_memory},
+    {"mem_value", "QEMU 9.2", has_mem_value},
 };
 
 bool qlua_host_has(const char *feature, const char **since)
@@ -118,4 +123,18 @@ size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, siz
     }
     memcpy(dest, ptr(insn), n);
     return n;
+}
+
+/* read_register: int (bytes read, or -1) up to API v5; bool from v6 (QEMU 11). */
+bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf)
+{
+    void *fn = (void *)qlua_host.read_register;
+    if (qlua_host.api_cur >= 6) {
+        bool (*read_bool)(struct qemu_plugin_register *, GByteArray *);
+        *(void **)&read_bool = fn;
+        return read_bool(reg, buf);
+    }
+    int (*read_int)(struct qemu_plugin_register *, GByteArray *);
+    *(void **)&read_int = fn;
+    return read_int(reg, buf) > 0;
 }

@@ -58,6 +58,13 @@ static int insn_on_exec(lua_State *L)
     return 0;
 }
 
+/* insn:when(counter, op, value, fn [, data]): see qlua_exec_register_when. */
+static int insn_when(lua_State *L)
+{
+    qlua_exec_register_when(L, NULL, check_insn(L, 1)->insn, 2);
+    return 0;
+}
+
 /* insn:on_mem(fn [, "r"|"w"|"rw" = "rw"] [, data]): fn(vcpu, access, vaddr, data) per access. */
 static int insn_on_mem(lua_State *L)
 {
@@ -128,6 +135,7 @@ void qlua_insn_open(lua_State *L)
                                        {"count_mem", insn_count_mem},
                                        {"on_exec", insn_on_exec},
                                        {"on_mem", insn_on_mem},
+                                       {"when", insn_when},
                                        {NULL, NULL}};
     luaL_newmetatable(L, INSN_META);
     lua_newtable(L);

@@ -66,11 +66,28 @@
     X(end_code, uint64_t, (void))                                                                   \
     X(entry_code, uint64_t, (void))                                                                 \
     X(scoreboard_new, struct qemu_plugin_scoreboard *, (size_t))                                    \
+    X(u64_add, void, (qemu_plugin_u64, unsigned int, uint64_t))                                     \
+    X(u64_get, uint64_t, (qemu_plugin_u64, unsigned int))                                           \
+    X(u64_set, void, (qemu_plugin_u64, unsigned int, uint64_t))                                     \
+    X(u64_sum, uint64_t, (qemu_plugin_u64))                                                         \
+    X(register_vcpu_tb_exec_inline_per_vcpu, void,                                                  \
+      (struct qemu_plugin_tb *, enum qemu_plugin_op, qemu_plugin_u64, uint64_t))                    \
+    X(register_vcpu_insn_exec_inline_per_vcpu, void,                                                \
+      (struct qemu_plugin_insn *, enum qemu_plugin_op, qemu_plugin_u64, uint64_t))                  \
+    X(register_vcpu_mem_inline_per_vcpu, void,                                                      \
+      (struct qemu_plugin_insn *, enum qemu_plugin_mem_rw, enum qemu_plugin_op, qemu_plugin_u64,    \
+       uint64_t))                                                                                   \
     X(num_vcpus, int, (void))                                                                       \
-    X(register_vcpu_tb_exec_cond_cb, void, (void))                                                  \
-    X(get_registers, void *, (void))                                                                \
-    X(read_memory_vaddr, void *, (void))                                                            \
-    X(mem_get_value, void *, (void))
+    X(register_vcpu_tb_exec_cond_cb, void,                                                          \
+      (struct qemu_plugin_tb *, qemu_plugin_vcpu_udata_cb_t, enum qemu_plugin_cb_flags,             \
+       enum qemu_plugin_cond, qemu_plugin_u64, uint64_t, void *))                                   \
+    X(register_vcpu_insn_exec_cond_cb, void,                                                        \
+      (struct qemu_plugin_insn *, qemu_plugin_vcpu_udata_cb_t, enum qemu_plugin_cb_flags,           \
+       enum qemu_plugin_cond, qemu_plugin_u64, uint64_t, void *))                                   \
+    X(get_registers, GArray *, (void))                                                              \
+    X(read_register, void *, (void))                                                                \
+    X(read_memory_vaddr, bool, (uint64_t, GByteArray *, size_t))                                    \
+    X(mem_get_value, qemu_plugin_mem_value, (qemu_plugin_meminfo_t))
 
 /* Entries typed `(void)` above are probed for presence only: their ABI is chosen where they are
  * used, from host.api (see host.c). */
@@ -92,6 +109,7 @@ const char *qlua_host_load(const qemu_info_t *info); /* NULL, or the name of a m
 bool qlua_host_has(const char *feature, const char **since);
 void qlua_host_features(lua_State *L); /* pushes a table feature -> bool */
 size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, size_t len);
+bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf);
 
 /* ---- gate.c: the Lua state, its lock, the one gate into Lua, errors and output ---- */
 
@@ -162,6 +180,13 @@ void qlua_counter_setup(const char *mode);
 bool qlua_counter_vcpu_init(unsigned int vcpu); /* true: translated code must be redone */
 void qlua_counter_free_all(void);
 const char *qlua_counter_mode(void);
+void qlua_counter_emit_pending(void);
+uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu);
+void qlua_counter_when_tb(struct qemu_plugin_tb *tb, qlua_counter *c, enum qemu_plugin_cond cond,
+                          uint64_t imm, qemu_plugin_vcpu_udata_cb_t cb, void *udata);
+void qlua_counter_when_insn(struct qemu_plugin_insn *insn, qlua_counter *c,
+                            enum qemu_plugin_cond cond, uint64_t imm,
+                            qemu_plugin_vcpu_udata_cb_t cb, void *udata);
 
 /* ---- events.c: QEMU-level callbacks, per-translation records ---- */
 void *qlua_arena_alloc(size_t size);
@@ -172,5 +197,7 @@ void qlua_events_disable(lua_State *L, qlua_fn *fn);
 void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx);
 void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
                              int data_idx);
+void qlua_exec_register_when(lua_State *L, struct qemu_plugin_tb *tb,
+                             struct qemu_plugin_insn *insn, int first);
 
 #endif

@@ -26,7 +26,12 @@ enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx)
     static const char *const names[] = {"r", "w", "rw", NULL};
     static const enum qemu_plugin_mem_rw values[] = {QEMU_PLUGIN_MEM_R, QEMU_PLUGIN_MEM_W,
                                                      QEMU_PLUGIN_MEM_RW};
-    return values[luaL_checkoption(L, idx, "rw", names)];
+    if (lua_isnoneornil(L, idx)) {
+        return QEMU_PLUGIN_MEM_RW;
+    }
+    /* LuaJIT's luaL_checkoption takes any non-string as the default: be strict on every Lua */
+    luaL_checktype(L, idx, LUA_TSTRING);
+    return values[luaL_checkoption(L, idx, NULL, names)];
 }
 
 bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info)

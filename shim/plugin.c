@@ -7,6 +7,9 @@
 
 #include "internal.h"
 #include "qlua.h"
+#ifdef QLUA_LUAJIT
+#include <luajit.h>
+#endif
 
 /* Not const: the constructor below sets it from the host before the loader reads it. */
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;

@@ -82,6 +82,13 @@ static int tb_on_exec(lua_State *L)
     return 0;
 }
 
+/* tb:when(counter, op, value, fn [, data]): see qlua_exec_register_when. */
+static int tb_when(lua_State *L)
+{
+    qlua_exec_register_when(L, check_tb(L, 1), NULL, 2);
+    return 0;
+}
+
 static uint64_t tb_size(struct qemu_plugin_tb *tb)
 {
     size_t n = qlua_host.tb_n_insns(tb);
@@ -140,7 +147,8 @@ static int tb_tostring(lua_State *L)
 void qlua_tb_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"insns", tb_insns}, {"count", tb_count}, {"on_exec", tb_on_exec}, {NULL, NULL}};
+        {"insns", tb_insns}, {"count", tb_count}, {"on_exec", tb_on_exec}, {"when", tb_when},
+        {NULL, NULL}};
     luaL_newmetatable(L, TB_META);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);

@@ -466,8 +466,10 @@ def system_counts(version, smp, extra=()):
     native, lua = fields(r.log, "native"), fields(r.log, "lua")
     expect_equal_counts(r, native, ["tbs", "insns", "reads", "writes"])
     expect_equal_counts(r, lua, ["tbs", "insns", "reads", "writes"])
-    insns = 4 * LOOPS + (7 if version == "10.0" else 6)
-    expect(native["insns"] == str(insns), f"expected {insns} instructions", r)
+    # QEMU 10's debug-exit shuts down asynchronously: the final hlt runs unless the shutdown wins
+    # the race (seen under load), so 10.0 allows one more instruction.
+    allowed = [str(4 * LOOPS + 6)] + ([str(4 * LOOPS + 7)] if version == "10.0" else [])
+    expect(native["insns"] in allowed, f"expected {' or '.join(allowed)} instructions", r)
     expect(native["reads"] == native["writes"] == str(LOOPS), f"expected {LOOPS} loads and stores", r)
     expect(lua["vcpus"] == str(smp), f"expected {smp} vCPU init events", r)
     return native
@@ -481,9 +483,30 @@ def system_mode_7_2_counts_are_exact_with_1_and_4_vcpus():
 
 @case
 def system_mode_10_0_counts_are_exact_with_1_and_4_vcpus():
-    # QEMU >= 9.0 has no raw inline adds: counters use per-vCPU callbacks there.
+    # QEMU >= 9.0: inline adds into per-vCPU scoreboard entries; counters=callback still works.
     for smp in (1, 4):
-        expect(system_counts("10.0", smp)["mode"] == "percpu", "API v4: per-vCPU callbacks")
+        expect(system_counts("10.0", smp)["mode"] == "scoreboard", "API v4: scoreboards")
+    expect(system_counts("10.0", 2, ["counters=callback"])["mode"] == "percpu", "callback mode")
+
+
+def check_when(r, blocks=None):
+    w = fields(r.log, "when")
+    expect(w["bad"] == "0" and int(w["hits"]) > 0, "conditional callbacks fired wrongly", r)
+    if blocks is not None:
+        expect(int(w["hits"]) == blocks - 500, f"expected {blocks - 500} hits", r)
+    return w
+
+
+@case
+def conditional_callbacks_fire_exactly_when_the_condition_holds():
+    check_when(qemu(["script=" + script("when.lua")], [guest("loop"), "20"]))
+    check_when(qemu(["script=" + script("when.lua"), "counters=callback"], [guest("loop"), "20"]))
+    w = check_when(qemu(["script=" + script("when.lua"), "k=20"], [guest("threads")]))
+    expect(w["mode"] == "percpu", "threads: per-vCPU")
+    for version, blocks in (("7.2", 4 + LOOPS - 2), ("10.0", 4 + LOOPS - 1)):
+        r = system_qemu(version, ["script=" + script("when.lua")], smp=1)
+        w = check_when(r)
+        expect(int(w["hits"]) == int(w["blocks"]) - 500, f"{version}: hits = blocks - k", r)
 
 
 ACCESS_PROBE = """

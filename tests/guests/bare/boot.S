@@ -1,8 +1,8 @@
 /* boot.S: a bare-metal x86 guest for system-mode tests, used as a 64 KiB -bios image.
  * The reset vector jumps to a real-mode loop of LOOPS iterations, each one 32-bit store and one
  * load at physical 0x1000, then writes 0x10 to the isa-debug-exit port (iobase 0xf4): QEMU exits
- * with status (0x10 << 1) | 1 = 33. Instruction count: 4 * LOOPS + 6 (+1 on QEMU >= 10, whose
- * asynchronous debug-exit also runs the final hlt); LOOPS stores and LOOPS loads. */
+ * with status (0x10 << 1) | 1 = 33. Instruction count: 4 * LOOPS + 6, +1 on QEMU >= 10 when its
+ * asynchronous debug-exit lets the final hlt run first; LOOPS stores and LOOPS loads. */
 #define LOOPS 1000
 
     .code16
