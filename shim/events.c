@@ -139,7 +139,23 @@ static void exec_cb(unsigned int vcpu, void *udata)
     }
     lua_pushinteger(L, vcpu);
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    qlua_vcpu_context++;
     qlua_gate_call(r->fn, 2);
+    qlua_vcpu_context--;
+}
+
+/* The optional register-access argument of on_exec: nil (none), "r" (read) or "rw". QEMU must
+ * know at translation time, since making registers readable costs at every execution. */
+enum qemu_plugin_cb_flags qlua_check_regs(lua_State *L, int idx)
+{
+    static const char *const names[] = {"none", "r", "rw", NULL};
+    static const enum qemu_plugin_cb_flags flags[] = {
+        QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS};
+    if (lua_isnoneornil(L, idx)) {
+        return QEMU_PLUGIN_CB_NO_REGS;
+    }
+    luaL_checktype(L, idx, LUA_TSTRING);
+    return flags[luaL_checkoption(L, idx, NULL, names)];
 }
 
 static exec_rec *exec_rec_new(lua_State *L, int fn_idx, int data_idx, const char *event)
@@ -150,17 +166,20 @@ static exec_rec *exec_rec_new(lua_State *L, int fn_idx, int data_idx, const char
     return r;
 }
 
+/* tb:on_exec / insn:on_exec (fn [, data] [, regs]) */
 void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx)
 {
+    enum qemu_plugin_cb_flags flags = qlua_check_regs(L, data_idx + 1);
     exec_rec *r = exec_rec_new(L, fn_idx, data_idx, "tb:on_exec");
-    qlua_host.register_vcpu_tb_exec_cb(tb, exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
+    qlua_host.register_vcpu_tb_exec_cb(tb, exec_cb, flags, r);
 }
 
 void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
                              int data_idx)
 {
+    enum qemu_plugin_cb_flags flags = qlua_check_regs(L, data_idx + 1);
     exec_rec *r = exec_rec_new(L, fn_idx, data_idx, "insn:on_exec");
-    qlua_host.register_vcpu_insn_exec_cb(insn, exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
+    qlua_host.register_vcpu_insn_exec_cb(insn, exec_cb, flags, r);
 }
 
 /* tb:when / insn:when (counter, op, value, fn [, data]): fn(vcpu, data) on each execution at which
@@ -213,7 +232,9 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     (void)id;
     qlua_lock();
     qlua_translate_gen = ++translate_next;
+    qlua_vcpu_context++;
     DISPATCH(EV_TRANSLATE, 1, qlua_tb_push(L, tb));
+    qlua_vcpu_context--;
     qlua_counter_emit_pending();
     qlua_translate_gen = 0;
     qlua_unlock();
@@ -267,6 +288,7 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
                        uint64_t a7, uint64_t a8)
 {
     (void)id;
+    qlua_vcpu_context++;
     DISPATCH(EV_SYSCALL, 10, {
         lua_pushinteger(L, vcpu);
         lua_pushinteger(L, (lua_Integer)num);
@@ -279,16 +301,19 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
         lua_pushinteger(L, (lua_Integer)(int64_t)a7);
         lua_pushinteger(L, (lua_Integer)(int64_t)a8);
     });
+    qlua_vcpu_context--;
 }
 
 static void syscall_ret_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, int64_t ret)
 {
     (void)id;
+    qlua_vcpu_context++;
     DISPATCH(EV_SYSCALL_RET, 3, {
         lua_pushinteger(L, vcpu);
         lua_pushinteger(L, (lua_Integer)num);
         lua_pushinteger(L, (lua_Integer)ret);
     });
+    qlua_vcpu_context--;
 }
 
 static void flush_cb(qemu_plugin_id_t id)

@@ -252,6 +252,7 @@ static int open_core(lua_State *L)
     lua_newtable(L);
     qlua_gate_open(L);
     qlua_plugin_open(L);
+    qlua_vcpu_open(L);
     qlua_events_open(L);
     qlua_tb_open(L);
     qlua_insn_open(L);

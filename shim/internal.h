@@ -155,6 +155,10 @@ void qlua_mem_open(lua_State *L);
 void qlua_counter_open(lua_State *L);
 void qlua_events_open(lua_State *L);
 void qlua_plugin_open(lua_State *L);
+void qlua_vcpu_open(lua_State *L);
+
+/* vcpu.c: > 0 while this thread runs a callback for a vCPU (QEMU's "current vCPU" is set) */
+extern __thread int qlua_vcpu_context;
 void qlua_gate_open(lua_State *L);
 
 /* ---- tb.c / insn.c: translation-time handles ---- */
@@ -197,6 +201,7 @@ void qlua_events_disable(lua_State *L, qlua_fn *fn);
 void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx);
 void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
                              int data_idx);
+enum qemu_plugin_cb_flags qlua_check_regs(lua_State *L, int idx);
 void qlua_exec_register_when(lua_State *L, struct qemu_plugin_tb *tb,
                              struct qemu_plugin_insn *insn, int first);
 

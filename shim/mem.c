@@ -62,7 +62,9 @@ static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
     luaL_setmetatable(L, ACCESS_META);
     qlua_push_u64(L, vaddr);
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    qlua_vcpu_context++;
     qlua_gate_call(r->fn, 4);
+    qlua_vcpu_context--;
     access_live = saved;
     qlua_unlock();
 }
@@ -92,6 +94,34 @@ static access_handle *check_access(lua_State *L)
 static struct qemu_plugin_hwaddr *hwaddr(access_handle *h)
 {
     return qlua_host.get_hwaddr ? qlua_host.get_hwaddr(h->info, h->vaddr) : NULL;
+}
+
+/* access.value: the value loaded or stored (QEMU >= 9.2); 16-byte values as a string. */
+static void push_value(lua_State *L, qemu_plugin_meminfo_t info)
+{
+    const char *since;
+    if (!qlua_host_has("mem_value", &since)) {
+        luaL_error(L, "access.value needs the 'mem_value' feature, which this QEMU (plugin API %d) "
+                      "lacks: it comes with %s",
+                   qlua_host.api_cur, since);
+    }
+    qemu_plugin_mem_value v = qlua_host.mem_get_value(info);
+    switch (v.type) {
+    case QEMU_PLUGIN_MEM_VALUE_U8: lua_pushinteger(L, v.data.u8); break;
+    case QEMU_PLUGIN_MEM_VALUE_U16: lua_pushinteger(L, v.data.u16); break;
+    case QEMU_PLUGIN_MEM_VALUE_U32: qlua_push_u64(L, v.data.u32); break;
+    case QEMU_PLUGIN_MEM_VALUE_U64: qlua_push_u64(L, v.data.u64); break;
+    case QEMU_PLUGIN_MEM_VALUE_U128: {
+        unsigned char bytes[16];
+        for (int i = 0; i < 8; i++) {
+            bytes[i] = (unsigned char)(v.data.u128.low >> (8 * i));
+            bytes[8 + i] = (unsigned char)(v.data.u128.high >> (8 * i));
+        }
+        lua_pushlstring(L, (const char *)bytes, sizeof bytes);
+        break;
+    }
+    default: lua_pushnil(L);
+    }
 }
 
 static int access_index(lua_State *L)
@@ -133,9 +163,11 @@ static int access_index(lua_State *L)
         } else {
             lua_pushnil(L);
         }
+    } else if (g_str_equal(key, "value")) {
+        push_value(L, info);
     } else {
         return luaL_error(L, "access has no field '%s' (fields: size, store, load, rw, signed, "
-                             "big_endian, vaddr, io, phys, device)",
+                             "big_endian, vaddr, io, phys, device, value)",
                           key);
     }
     return 1;

@@ -509,6 +509,27 @@ def conditional_callbacks_fire_exactly_when_the_condition_holds():
         expect(int(w["hits"]) == int(w["blocks"]) - 500, f"{version}: hits = blocks - k", r)
 
 
+@case
+def registers_memory_and_access_values_on_qemu_10():
+    r = system_qemu("10.0", ["script=" + script("regs.lua")])
+    expect(r.status == 33, "run", r)
+    expect(f"regs: n={LOOPS} sum={LOOPS * (LOOPS + 1) // 2} loads={LOOPS} matches={LOOPS} rip=true"
+           in r.log, "ecx counts down from LOOPS; loads read back the stored values", r)
+    path = lua_file("qemu.print(pcall(qemu.reg, 'rip'))\nqemu.print(pcall(qemu.read_memory, 0, 4))")
+    try:
+        r = system_qemu("10.0", ["script=" + path])
+    finally:
+        os.unlink(path)
+    expect(r.log.count("works only inside a vCPU callback") == 2, "reads outside callbacks", r)
+
+
+@refused_install
+def registers_on_qemu_7_2_name_the_missing_feature():
+    r = system_qemu("7.2", ["script=" + script("regs.lua")])
+    expect(r.status == 1 and "needs the 'registers' feature, which this QEMU (plugin API 1) lacks: "
+           "it comes with QEMU 9.0" in r.err and "regs.lua:" in r.err, "clear error", r)
+
+
 ACCESS_PROBE = """
 local seen = 0
 qemu.on_translate(function(tb)

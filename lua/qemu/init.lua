@@ -85,6 +85,13 @@ end
 --- User mode: { path, start_code, end_code, entry } of the guest program; nil in system mode.
 qemu.binary = core.binary
 
+--- Inside a vCPU callback: the register names (QEMU >= 9.0), a register's value (integer for up to
+-- 8 bytes, little-endian; then the raw bytes), guest memory (QEMU >= 9.2; string, or nil and why).
+-- Register reads need a callback registered with register access: insn:on_exec(fn, data, "r").
+qemu.registers = core.registers
+qemu.reg = core.reg
+qemu.read_memory = core.read_memory
+
 --- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,
 -- indices are reused after threads exit).
 qemu.vcpus = core.vcpus

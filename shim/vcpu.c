@@ -1,0 +1,121 @@
+/* vcpu.c: what a script can read from the vCPU running the current callback: its registers
+ * (qemu.registers, qemu.reg; QEMU >= 9.0) and its guest memory (qemu.read_memory; QEMU >= 9.2).
+ * QEMU answers these for "the current vCPU" only, so each is refused outside a vCPU callback. */
+#include <string.h>
+
+#include "internal.h"
+
+/* > 0 while this thread runs a callback on behalf of a vCPU (exec, mem, syscall, translate). */
+__thread int qlua_vcpu_context;
+
+static GHashTable *reg_handles; /* name -> struct qemu_plugin_register * */
+static GPtrArray *reg_names;    /* in QEMU's order */
+
+static void need(lua_State *L, const char *what, const char *feature)
+{
+    const char *since;
+    if (!qlua_host_has(feature, &since)) {
+        luaL_error(L, "%s needs the '%s' feature, which this QEMU (plugin API %d) lacks: it comes "
+                      "with %s",
+                   what, feature, qlua_host.api_cur, since);
+    }
+    if (qlua_vcpu_context <= 0) {
+        luaL_error(L, "%s works only inside a vCPU callback (on_exec, on_mem, when, on_syscall, "
+                      "on_translate): QEMU reads the vCPU that runs it",
+                   what);
+    }
+}
+
+/* The register list is the same for every vCPU of a machine; it is read once. */
+static void load_registers(void)
+{
+    if (reg_handles) {
+        return;
+    }
+    reg_handles = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    reg_names = g_ptr_array_new();
+    GArray *regs = qlua_host.get_registers();
+    for (guint i = 0; regs && i < regs->len; i++) {
+        qemu_plugin_reg_descriptor *d = &g_array_index(regs, qemu_plugin_reg_descriptor, i);
+        char *name = g_strdup(d->name);
+        g_hash_table_insert(reg_handles, name, d->handle);
+        g_ptr_array_add(reg_names, name);
+    }
+    if (regs) {
+        g_array_free(regs, TRUE);
+    }
+}
+
+/* qemu.registers() -> { "rax", "rbx", ... } */
+static int vcpu_registers(lua_State *L)
+{
+    need(L, "qemu.registers()", "registers");
+    load_registers();
+    lua_createtable(L, (int)reg_names->len, 0);
+    for (guint i = 0; i < reg_names->len; i++) {
+        lua_pushstring(L, g_ptr_array_index(reg_names, i));
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
+/* qemu.reg(name) -> value (registers of up to 8 bytes, read as little-endian), raw bytes */
+static int vcpu_reg(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    need(L, "qemu.reg()", "registers");
+    load_registers();
+    struct qemu_plugin_register *handle = NULL;
+    if (!g_hash_table_lookup_extended(reg_handles, name, NULL, (gpointer *)&handle)) {
+        return luaL_error(L, "qemu.reg: no register '%s' on this %s vCPU (qemu.registers() lists "
+                             "them)",
+                          name, qlua_host.target);
+    }
+    GByteArray *buf = g_byte_array_new();
+    if (!qlua_host_read_register(handle, buf)) {
+        g_byte_array_free(buf, TRUE);
+        return luaL_error(L, "qemu.reg: QEMU cannot read '%s' here: register reads need a callback "
+                             "registered with register access, e.g. insn:on_exec(fn, data, \"r\")",
+                          name);
+    }
+    uint64_t value = 0;
+    for (guint i = 0; i < buf->len && i < 8; i++) {
+        value |= (uint64_t)buf->data[i] << (8 * i);
+    }
+    if (buf->len <= 8) {
+        qlua_push_u64(L, value);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_pushlstring(L, (const char *)buf->data, buf->len);
+    g_byte_array_free(buf, TRUE);
+    return 2;
+}
+
+/* qemu.read_memory(vaddr, len) -> string, or nil and a reason */
+static int vcpu_read_memory(lua_State *L)
+{
+    uint64_t vaddr = qlua_check_u64(L, 1);
+    lua_Integer len = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, len > 0 && len <= (1 << 24), 2, "expected a length from 1 to 16 MiB");
+    need(L, "qemu.read_memory()", "read_memory");
+    GByteArray *buf = g_byte_array_new();
+    bool ok = qlua_host.read_memory_vaddr(vaddr, buf, (size_t)len);
+    if (ok) {
+        lua_pushlstring(L, (const char *)buf->data, buf->len);
+    } else {
+        lua_pushnil(L);
+        lua_pushliteral(L, "guest memory not readable at that address");
+    }
+    g_byte_array_free(buf, TRUE);
+    return ok ? 1 : 2;
+}
+
+void qlua_vcpu_open(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"registers", vcpu_registers},
+                                   {"reg", vcpu_reg},
+                                   {"read_memory", vcpu_read_memory},
+                                   {NULL, NULL}};
+    luaL_setfuncs(L, fns, 0);
+}
