@@ -265,6 +265,7 @@ static void vcpu_init_cb(qemu_plugin_id_t id, unsigned int vcpu)
 static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
+    qlua_buffer_drain_mine();
     DISPATCH(EV_VCPU_EXIT, 1, lua_pushinteger(L, vcpu));
     qlua_lock();
     qlua_out_flush();
@@ -329,6 +330,9 @@ static void flush_cb(qemu_plugin_id_t id)
 
 static void run_exit_handlers(void)
 {
+    if (!qlua.finished) {
+        qlua_buffer_drain_all();
+    }
     qlua_lock();
     if (!qlua.finished) {
         DISPATCH(EV_EXIT, 0, (void)L);

@@ -91,6 +91,7 @@ static int traceback(lua_State *L)
  * The caller pushes the arguments and calls qlua_gate_call. NULL means: do not call (unlocked). */
 lua_State *qlua_gate_enter(qlua_fn *fn)
 {
+    qlua_buffer_drain_mine(); /* this thread's traced events come first, in order */
     lua_State *L = qlua_lock();
     if (fn->disabled || qlua.finished || L == NULL) {
         qlua_unlock();
@@ -186,6 +187,8 @@ uint64_t qlua_check_u64(lua_State *L, int idx)
 static void fork_prepare(void)
 {
     if (qlua.L) {
+        /* QEMU forks with every other vCPU stopped: deliver all traced events in the parent */
+        qlua_buffer_drain_all();
         qlua_lock();
         qlua_out_flush();
     }
@@ -253,6 +256,7 @@ static int open_core(lua_State *L)
     qlua_gate_open(L);
     qlua_plugin_open(L);
     qlua_vcpu_open(L);
+    qlua_buffer_open(L);
     qlua_events_open(L);
     qlua_tb_open(L);
     qlua_insn_open(L);

@@ -58,6 +58,19 @@ static int insn_on_exec(lua_State *L)
     return 0;
 }
 
+/* insn:trace(tracer [, tag]) and insn:trace_mem(tracer [, tag] [, rw]): see buffer.c. */
+static int insn_trace(lua_State *L)
+{
+    qlua_buffer_trace_insn(L, check_insn(L, 1)->insn, 2);
+    return 0;
+}
+
+static int insn_trace_mem(lua_State *L)
+{
+    qlua_buffer_trace_mem(L, check_insn(L, 1)->insn, 2);
+    return 0;
+}
+
 /* insn:when(counter, op, value, fn [, data]): see qlua_exec_register_when. */
 static int insn_when(lua_State *L)
 {
@@ -136,6 +149,8 @@ void qlua_insn_open(lua_State *L)
                                        {"on_exec", insn_on_exec},
                                        {"on_mem", insn_on_mem},
                                        {"when", insn_when},
+                                       {"trace", insn_trace},
+                                       {"trace_mem", insn_trace_mem},
                                        {NULL, NULL}};
     luaL_newmetatable(L, INSN_META);
     lua_newtable(L);

@@ -173,6 +173,23 @@ void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
 enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx);
 bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info);
 
+/* ---- buffer.c: tracers (batched events) ---- */
+/* Event numbers are doubles under LuaJIT (its FFI boxes 64-bit integers, which cannot be table
+ * keys; doubles are exact below 2^53, like every LuaJIT number) and u64 under Lua 5.4. */
+#ifdef QLUA_LUAJIT
+typedef double qlua_event_num;
+#define QLUA_EVENT_NUM_NAME "double"
+#else
+typedef uint64_t qlua_event_num;
+#define QLUA_EVENT_NUM_NAME "uint64_t"
+#endif
+void qlua_buffer_open(lua_State *L);
+void qlua_buffer_drain_mine(void);
+void qlua_buffer_drain_all(void);
+void qlua_buffer_trace_tb(lua_State *L, struct qemu_plugin_tb *tb, int tracer_idx);
+void qlua_buffer_trace_insn(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx);
+void qlua_buffer_trace_mem(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx);
+
 /* ---- counter.c ---- */
 typedef struct qlua_counter qlua_counter;
 qlua_counter *qlua_counter_check(lua_State *L, int idx);

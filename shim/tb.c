@@ -82,6 +82,13 @@ static int tb_on_exec(lua_State *L)
     return 0;
 }
 
+/* tb:trace(tracer [, tag]): see buffer.c. */
+static int tb_trace(lua_State *L)
+{
+    qlua_buffer_trace_tb(L, check_tb(L, 1), 2);
+    return 0;
+}
+
 /* tb:when(counter, op, value, fn [, data]): see qlua_exec_register_when. */
 static int tb_when(lua_State *L)
 {
@@ -148,6 +155,7 @@ void qlua_tb_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"insns", tb_insns}, {"count", tb_count}, {"on_exec", tb_on_exec}, {"when", tb_when},
+        {"trace", tb_trace},
         {NULL, NULL}};
     luaL_newmetatable(L, TB_META);
     lua_newtable(L);

@@ -184,6 +184,41 @@ def count_matches_oracle_with_8_threads():
            "count.lua differs under threads", r)
 
 
+def traced(program, extra=(), binary=None):
+    r = qemu(["script=" + script("trace.lua")] + list(extra), program, oracle=True, binary=binary)
+    expect(r.status == 0, "guest failed", r)
+    t = fields(r.log, "trace")
+    expect_equal_counts(r, t, ["tbs", "insns", "reads", "writes", "syscalls"])
+    expect(t["same_order"] == t["vcpus"], "tracer order differs from callback order", r)
+    expect(t["in_step"] == t["syscalls"], "events not delivered before a syscall callback", r)
+    return t
+
+
+@case
+def tracers_deliver_every_event_in_order_single_thread():
+    for batch in ("1", "7", "4096"):
+        traced([guest("loop"), "20"], ["batch=" + batch])
+
+
+@case
+def tracers_deliver_every_event_in_order_with_8_threads():
+    for batch in ("7", "4096"):
+        t = traced([guest("threads"), "100"], ["batch=" + batch])
+        expect(t["vcpus"] == "9", "9 threads traced")
+
+
+@case
+def tracers_deliver_everything_before_fork_and_exit():
+    r = run_lua("local n = 0\n"
+                "local t = qemu.tracer{ batch = 1000000, fn = function(ev, k) n = n + k end }\n"
+                "local c = qemu.counter()\n"
+                "qemu.on_translate(function(tb) tb:trace(t); tb:count(c) end)\n"
+                "qemu.on_exit(function() qemu.printf('%d %d\\n', n, c:sum()) end)", [guest("forks")])
+    lines = r.log.split()
+    expect(r.status == 0 and len(lines) == 4, "two exit reports expected", r)
+    expect(lines[0] == lines[1] and lines[2] == lines[3], "tracer lost or duplicated events", r)
+
+
 # ---- the error policy ----
 
 FAIL_WHERE = {

@@ -92,6 +92,45 @@ qemu.registers = core.registers
 qemu.reg = core.reg
 qemu.read_memory = core.read_memory
 
+-- Tracers: execution events gathered natively per thread and handed to Lua in batches.
+qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
+
+local ffi_ready = false
+
+--- qemu.tracer{ fn = function(events, n) ... end, batch = 4096 } -> tracer, for tb:trace(t, tag),
+-- insn:trace(t, tag) and insn:trace_mem(t, tag, "r"|"w"|"rw"). events[0 .. n-1] have addr, pc,
+-- tag, vcpu, size, kind (qemu.EVENT), flags (1 signed, 2 big-endian); they are valid only during
+-- fn (the buffer is reused: copy what you keep). LuaJIT: FFI records, no allocation; Lua 5.4: a
+-- table per event read.
+function qemu.tracer(spec)
+  if type(spec) ~= "table" then error("qemu.tracer expects a table { fn = ..., batch = ... }", 2) end
+  local fn, batch = spec.fn, spec.batch or 4096
+  check_function(fn, "qemu.tracer{fn}")
+  if type(batch) ~= "number" or batch < 1 or batch > 1048576 or batch % 1 ~= 0 then
+    error("qemu.tracer: batch must be an integer from 1 to 1048576", 2)
+  end
+  local wrapper
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    if not ffi_ready then
+      ffi.cdef(core.event_cdef)
+      assert(ffi.sizeof("qlua_event") == core.event_size, "qlua_event layout mismatch")
+      ffi_ready = true
+    end
+    local ptr_t = ffi.typeof("const qlua_event *")
+    local cast = ffi.cast
+    wrapper = function(p, n) return fn(cast(ptr_t, p), n) end
+  else
+    local event, current = core.event, nil
+    local view = setmetatable({}, { __index = function(_, i)
+      local addr, pc, tag, vcpu, size, kind, flags = event(current, i)
+      return { addr = addr, pc = pc, tag = tag, vcpu = vcpu, size = size, kind = kind, flags = flags }
+    end })
+    wrapper = function(p, n) current = p; return fn(view, n) end
+  end
+  return core.tracer_new(wrapper, batch)
+end
+
 --- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,
 -- indices are reused after threads exit).
 qemu.vcpus = core.vcpus

@@ -1,0 +1,237 @@
+/* buffer.c: tracers, i.e. execution events gathered natively and handed to Lua in batches.
+ * A tiny C callback appends one fixed-size record to a buffer owned by the calling thread (one
+ * vCPU per thread, or all vCPUs of a round-robin thread: either way a thread's records are in
+ * execution order), without locks. A buffer goes to Lua when it is full, before any other Lua
+ * callback on the same thread (so Lua sees one thread's events in order), at vCPU exit, before a
+ * fork and at exit. */
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_TRACERS 32
+
+/* The record layout is shared with Lua: LuaJIT reads it through the FFI (see qlua_event_cdef). */
+typedef struct {
+    qlua_event_num addr; /* block or instruction address; data address for memory events */
+    qlua_event_num pc;   /* the instruction's address (memory events) or addr */
+    qlua_event_num tag;  /* the value the script gave at translation time */
+    uint32_t vcpu;
+    uint16_t size; /* memory: access size in bytes; exec: instruction count or size */
+    uint8_t kind;  /* QLUA_EV_* */
+    uint8_t flags; /* memory: 1 signed, 2 big-endian */
+} qlua_event;
+
+enum { QLUA_EV_TB = 0, QLUA_EV_INSN = 1, QLUA_EV_LOAD = 2, QLUA_EV_STORE = 3 };
+
+typedef struct {
+    qlua_fn *fn; /* Lua: fn(events, n) */
+    size_t batch;
+} tracer;
+
+typedef struct thread_buffers {
+    qlua_event *events[MAX_TRACERS];
+    size_t count[MAX_TRACERS];
+    bool draining;
+    struct thread_buffers *next;
+} thread_buffers;
+
+typedef struct {
+    int tracer;
+    uint64_t addr;
+    uint64_t tag;
+    uint16_t size;
+    uint8_t kind;
+    enum qemu_plugin_mem_rw rw;
+} trace_rec;
+
+static tracer tracers[MAX_TRACERS];
+static int n_tracers;
+static __thread thread_buffers *mine;
+static thread_buffers *all_buffers; /* every thread's, for exit and fork */
+static GMutex all_lock;
+
+static thread_buffers *my_buffers(void)
+{
+    if (G_UNLIKELY(mine == NULL)) {
+        mine = g_new0(thread_buffers, 1);
+        g_mutex_lock(&all_lock);
+        mine->next = all_buffers;
+        all_buffers = mine;
+        g_mutex_unlock(&all_lock);
+    }
+    return mine;
+}
+
+/* Hands one buffer to Lua. Caller holds nothing; the gate takes the Lua lock. */
+static void drain_one(thread_buffers *b, int t)
+{
+    size_t n = b->count[t];
+    if (n == 0 || b->draining) {
+        return;
+    }
+    b->draining = true; /* the handler itself may enter the gate: no recursion into drains */
+    lua_State *L = qlua_gate_enter(tracers[t].fn);
+    if (L) {
+        lua_pushlightuserdata(L, b->events[t]);
+        lua_pushinteger(L, (lua_Integer)n);
+        qlua_gate_call(tracers[t].fn, 2);
+    }
+    b->count[t] = 0;
+    b->draining = false;
+}
+
+static void drain_thread(thread_buffers *b)
+{
+    for (int t = 0; t < n_tracers; t++) {
+        drain_one(b, t);
+    }
+}
+
+/* Before another Lua callback runs on this thread: deliver what this thread traced first. */
+void qlua_buffer_drain_mine(void)
+{
+    if (mine && !mine->draining) {
+        drain_thread(mine);
+    }
+}
+
+/* At exit and before fork, when no vCPU appends any more. */
+void qlua_buffer_drain_all(void)
+{
+    g_mutex_lock(&all_lock);
+    thread_buffers *list = all_buffers;
+    g_mutex_unlock(&all_lock);
+    for (thread_buffers *b = list; b; b = b->next) {
+        drain_thread(b);
+    }
+}
+
+static inline void append(unsigned int vcpu, const trace_rec *r, uint64_t addr, uint8_t kind,
+                          uint16_t size, uint8_t flags)
+{
+    thread_buffers *b = my_buffers();
+    int t = r->tracer;
+    if (G_UNLIKELY(b->events[t] == NULL)) {
+        b->events[t] = g_new(qlua_event, tracers[t].batch);
+    }
+    qlua_event *e = &b->events[t][b->count[t]];
+    e->addr = (qlua_event_num)addr;
+    e->pc = (qlua_event_num)r->addr;
+    e->tag = (qlua_event_num)r->tag;
+    e->vcpu = vcpu;
+    e->size = size;
+    e->kind = kind;
+    e->flags = flags;
+    if (++b->count[t] == tracers[t].batch) {
+        drain_one(b, t);
+    }
+}
+
+static void trace_exec_cb(unsigned int vcpu, void *udata)
+{
+    trace_rec *r = udata;
+    append(vcpu, r, r->addr, r->kind, r->size, 0);
+}
+
+static void trace_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
+                         void *udata)
+{
+    trace_rec *r = udata;
+    if (!qlua_mem_wanted(r->rw, info)) {
+        return;
+    }
+    bool store = qlua_host.mem_is_store(info);
+    uint8_t flags = (qlua_host.mem_is_sign_extended(info) ? 1 : 0) |
+                    (qlua_host.mem_is_big_endian(info) ? 2 : 0);
+    append(vcpu, r, vaddr, store ? QLUA_EV_STORE : QLUA_EV_LOAD,
+           (uint16_t)(1u << qlua_host.mem_size_shift(info)), flags);
+}
+
+static int check_tracer(lua_State *L, int idx)
+{
+    lua_Integer t = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, t >= 0 && t < n_tracers, idx, "expected a tracer from qemu.tracer{}");
+    return (int)t;
+}
+
+static trace_rec *rec_new(lua_State *L, int tracer_idx, uint64_t addr, uint8_t kind, uint16_t size)
+{
+    trace_rec *r = qlua_arena_alloc(sizeof *r);
+    r->tracer = check_tracer(L, tracer_idx);
+    r->tag = lua_isnoneornil(L, tracer_idx + 1) ? 0 : qlua_check_u64(L, tracer_idx + 1);
+    r->addr = addr;
+    r->kind = kind;
+    r->size = size;
+    r->rw = QEMU_PLUGIN_MEM_RW;
+    return r;
+}
+
+/* tb:trace(tracer [, tag]): one event per execution of the block (size = instruction count). */
+void qlua_buffer_trace_tb(lua_State *L, struct qemu_plugin_tb *tb, int tracer_idx)
+{
+    size_t n = qlua_host.tb_n_insns(tb);
+    trace_rec *r = rec_new(L, tracer_idx, qlua_host.tb_vaddr(tb), QLUA_EV_TB, (uint16_t)n);
+    qlua_host.register_vcpu_tb_exec_cb(tb, trace_exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
+}
+
+/* insn:trace(tracer [, tag]): one event per execution of the instruction (size = its bytes). */
+void qlua_buffer_trace_insn(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx)
+{
+    trace_rec *r = rec_new(L, tracer_idx, qlua_host.insn_vaddr(insn), QLUA_EV_INSN,
+                           (uint16_t)qlua_host.insn_size(insn));
+    qlua_host.register_vcpu_insn_exec_cb(insn, trace_exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
+}
+
+/* insn:trace_mem(tracer [, tag] [, "r"|"w"|"rw"]): one event per memory access. */
+void qlua_buffer_trace_mem(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx)
+{
+    trace_rec *r = rec_new(L, tracer_idx, qlua_host.insn_vaddr(insn), QLUA_EV_LOAD, 0);
+    r->rw = qlua_mem_check_rw(L, tracer_idx + 2);
+    /* RW and filtered natively: see qlua_counter_mem about QEMU 7.2's filter */
+    qlua_host.register_vcpu_mem_cb(insn, trace_mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW,
+                                   r);
+}
+
+/* core.tracer_new(fn, batch) -> tracer id. fn(ptr, n) is lua/qemu's wrapper around the script's. */
+static int buffer_tracer_new(lua_State *L)
+{
+    if (n_tracers == MAX_TRACERS) {
+        return luaL_error(L, "qemu.tracer: at most %d tracers", MAX_TRACERS);
+    }
+    lua_Integer batch = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, batch >= 1 && batch <= (1 << 20), 2, "expected a batch from 1 to 1048576");
+    tracers[n_tracers].fn = qlua_fn_new(L, 1, "tracer");
+    tracers[n_tracers].batch = (size_t)batch;
+    lua_pushinteger(L, n_tracers++);
+    return 1;
+}
+
+/* core.event(ptr, i) -> addr, pc, tag, vcpu, size, kind, flags (Lua 5.4's view of a record) */
+static int buffer_event(lua_State *L)
+{
+    const qlua_event *e = (const qlua_event *)lua_touserdata(L, 1) + luaL_checkinteger(L, 2);
+    qlua_push_u64(L, (uint64_t)e->addr);
+    qlua_push_u64(L, (uint64_t)e->pc);
+    qlua_push_u64(L, (uint64_t)e->tag);
+    lua_pushinteger(L, e->vcpu);
+    lua_pushinteger(L, e->size);
+    lua_pushinteger(L, e->kind);
+    lua_pushinteger(L, e->flags);
+    return 7;
+}
+
+void qlua_buffer_open(lua_State *L)
+{
+    lua_pushcfunction(L, buffer_tracer_new);
+    lua_setfield(L, -2, "tracer_new");
+    lua_pushcfunction(L, buffer_event);
+    lua_setfield(L, -2, "event");
+    /* the record for LuaJIT's FFI, generated from the C type so both always agree */
+    lua_pushfstring(L,
+                    "typedef struct { %s addr; %s pc; %s tag; uint32_t vcpu; uint16_t size; "
+                    "uint8_t kind; uint8_t flags; } qlua_event;",
+                    QLUA_EVENT_NUM_NAME, QLUA_EVENT_NUM_NAME, QLUA_EVENT_NUM_NAME);
+    lua_setfield(L, -2, "event_cdef");
+    lua_pushinteger(L, (lua_Integer)sizeof(qlua_event));
+    lua_setfield(L, -2, "event_size");
+}
