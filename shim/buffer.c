@@ -72,6 +72,7 @@ static void drain_one(thread_buffers *b, int t)
     b->draining = true; /* the handler itself may enter the gate: no recursion into drains */
     lua_State *L = qlua_gate_enter(tracers[t].fn);
     if (L) {
+        qlua_profile_events(tracers[t].fn->stats, n);
         lua_pushlightuserdata(L, b->events[t]);
         lua_pushinteger(L, (lua_Integer)n);
         qlua_gate_call(tracers[t].fn, 2);
@@ -192,7 +193,7 @@ void qlua_buffer_trace_mem(lua_State *L, struct qemu_plugin_insn *insn, int trac
                                    r);
 }
 
-/* core.tracer_new(fn, batch) -> tracer id. fn(ptr, n) is lua/qemu's wrapper around the script's. */
+/* core.tracer_new(fn, batch [, script_fn]) -> tracer id. fn(ptr, n) is lua/qemu's wrapper around the script's. */
 static int buffer_tracer_new(lua_State *L)
 {
     if (n_tracers == MAX_TRACERS) {
@@ -201,6 +202,9 @@ static int buffer_tracer_new(lua_State *L)
     lua_Integer batch = luaL_checkinteger(L, 2);
     luaL_argcheck(L, batch >= 1 && batch <= (1 << 20), 2, "expected a batch from 1 to 1048576");
     tracers[n_tracers].fn = qlua_fn_new(L, 1, "tracer");
+    if (lua_isfunction(L, 3)) { /* profile=on charges the script's function, not the wrapper */
+        tracers[n_tracers].fn->stats = qlua_profile_site(L, 3, "tracer");
+    }
     tracers[n_tracers].batch = (size_t)batch;
     lua_pushinteger(L, n_tracers++);
     return 1;

@@ -84,6 +84,7 @@ qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event)
     if (fn == NULL) {
         fn = qlua_arena_alloc(sizeof *fn);
         fn->event = event;
+        fn->stats = qlua_profile_site(L, idx, event);
         lua_pushvalue(L, idx);
         fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
         g_array_append_val(arena_refs, fn->ref);
@@ -337,6 +338,7 @@ static void run_exit_handlers(void)
     if (!qlua.finished) {
         DISPATCH(EV_EXIT, 0, (void)L);
         qlua_out_flush();
+        qlua_profile_report();
         qlua.finished = true;
     }
     qlua_unlock();

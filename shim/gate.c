@@ -107,7 +107,12 @@ void qlua_gate_call(qlua_fn *fn, int nargs)
 {
     lua_State *L = qlua.L;
     int handler = lua_gettop(L) - nargs - 1;
-    if (lua_pcall(L, nargs, 0, handler) != 0) {
+    uint64_t t0 = fn->stats ? qlua_now_ns() : 0;
+    int rc = lua_pcall(L, nargs, 0, handler);
+    if (fn->stats) {
+        qlua_profile_charge(fn->stats, qlua_now_ns() - t0);
+    }
+    if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
         if (qlua.onerror_warn) {
             fn->disabled = true;
@@ -131,6 +136,7 @@ qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event)
     lua_pushvalue(L, idx);
     fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     fn->event = event;
+    fn->stats = qlua_profile_site(L, idx, event);
     return fn;
 }
 

@@ -114,17 +114,29 @@ bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf);
 /* ---- gate.c: the Lua state, its lock, the one gate into Lua, errors and output ---- */
 
 /* A Lua function that C calls back, as a registry reference. */
+typedef struct qlua_stats qlua_stats;
+
 typedef struct qlua_fn {
     int ref;
     bool disabled;     /* onerror=warn turned it off after an error */
     const char *event; /* "on_exit", "tb:on_exec", ... for error messages */
+    qlua_stats *stats; /* profile=on: where its calls are charged */
 } qlua_fn;
+
+/* ---- profile.c: profile=on ---- */
+uint64_t qlua_now_ns(void);
+void qlua_profile_start(void);
+qlua_stats *qlua_profile_site(lua_State *L, int idx, const char *event);
+void qlua_profile_charge(qlua_stats *s, uint64_t ns);
+void qlua_profile_events(qlua_stats *s, uint64_t n);
+void qlua_profile_report(void);
 
 struct qlua_state {
     qemu_plugin_id_t id;
     lua_State *L;
     GRecMutex lock;
     bool onerror_warn;
+    bool profile;  /* profile=on: time every entry into Lua, report at exit */
     bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
     bool finished; /* exit handlers ran; no more Lua */
     GString *out;  /* script output not yet given to qemu_plugin_outs */

@@ -22,7 +22,7 @@ __attribute__((constructor)) static void probe_host(void)
 }
 
 /* The plugin's own options; everything else is the script's. */
-static const char *const own_options[] = {"script", "onerror", "counters", NULL};
+static const char *const own_options[] = {"script", "onerror", "counters", "profile", NULL};
 
 static GPtrArray *script_args; /* "key=value" strings, in order */
 
@@ -38,6 +38,7 @@ static void usage(void)
             "               warn: report it, disable that callback and let the guest run on\n"
             "    counters=  auto (default): inline adds while one vCPU runs, per-vCPU after;\n"
             "               callback: always per-vCPU callbacks\n"
+            "    profile=   on: report at exit where and how long Lua ran (default off)\n"
             "    KEY=VALUE  any other argument is given to the script as qemu.args.KEY\n",
             QLUA_VERSION, qlua.root ? qlua.root : "<qlua>");
 }
@@ -143,7 +144,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             "in %s or %s; set QLUA_ROOT",
                                             QLUA_DATA_DIR, QLUA_SOURCE_DIR));
     }
-    const char *script = NULL, *onerror = "fail", *counters = "auto";
+    const char *script = NULL, *onerror = "fail", *counters = "auto", *profile = "off";
     script_args = g_ptr_array_new();
     for (int i = 0; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
@@ -157,6 +158,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             onerror = value;
         } else if (g_str_has_prefix(argv[i], "counters=")) {
             counters = value;
+        } else if (g_str_has_prefix(argv[i], "profile=")) {
+            profile = value;
         } else {
             g_ptr_array_add(script_args, argv[i]);
         }
@@ -166,8 +169,13 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         return 1;
     }
     if (!check_choice("onerror", onerror, "fail", "warn", &error) ||
-        !check_choice("counters", counters, "auto", "callback", &error)) {
+        !check_choice("counters", counters, "auto", "callback", &error) ||
+        !check_choice("profile", profile, "on", "off", &error)) {
         return fail_install(error);
+    }
+    qlua.profile = g_str_equal(profile, "on");
+    if (qlua.profile) {
+        qlua_profile_start();
     }
     qlua.onerror_warn = g_str_equal(onerror, "warn");
     qlua.script = resolve_script(script, &error);

@@ -219,6 +219,30 @@ def tracers_deliver_everything_before_fork_and_exit():
     expect(lines[0] == lines[1] and lines[2] == lines[3], "tracer lost or duplicated events", r)
 
 
+@case
+def profile_reports_where_lua_ran_and_warns_about_per_instruction_callbacks():
+    r = qemu(["script=" + script("trace.lua"), "profile=on"], [guest("loop"), "5"], oracle=True)
+    oracle = fields(r.log, "oracle")
+    rows = {}
+    for line in r.log.splitlines():
+        m = re.match(r"^(\S+)\s+(\S+trace\.lua:\d+)\s+(\d+)\s+[\d.]+\s+\d+\s+(\S+)$", line)
+        if m:
+            rows[m.group(1)] = (int(m.group(3)), m.group(4))
+    expect(rows.get("insn:on_exec", (0,))[0] == int(oracle["insns"]), "on_exec calls", r)
+    expect(rows.get("on_syscall", (0,))[0] == int(oracle["syscalls"]), "on_syscall calls", r)
+    expect(rows.get("tracer", (0, "0"))[1] ==
+           str(int(oracle["tbs"]) + int(oracle["insns"]) + int(oracle["reads"]) + int(oracle["writes"])),
+           "tracer events delivered", r)
+    total = re.search(r"^qlua profile: Lua entered (\d+) times", r.log, re.M)
+    expect(total and int(total.group(1)) == sum(c for c, _ in rows.values()), "total calls", r)
+    expect(re.search(r"warning: insn:on_exec at \S+trace\.lua:\d+ put Lua on a per-instruction path",
+                     r.log), "per-instruction warning", r)
+    r = qemu(["script=" + script("trace.lua"), "lua=off", "profile=on"], [guest("loop"), "5"])
+    expect("qlua profile: Lua entered" in r.log and "warning" not in r.log, "no warning without on_exec", r)
+    r = qemu(["script=" + script("trace.lua")], [guest("loop"), "5"])
+    expect("qlua profile" not in r.log, "no report unless profile=on", r)
+
+
 # ---- the error policy ----
 
 FAIL_WHERE = {
@@ -314,6 +338,8 @@ def missing_script_and_bad_options_are_explained():
     expect(r.status == 1 and "no script given. Usage:" in r.err and "onerror=" in r.err, "usage", r)
     r = qemu(["script=count", "onerror=ignore"], [guest("loop"), "1"])
     expect(r.status == 1 and "onerror=ignore: expected one of fail, warn" in r.err, "onerror", r)
+    r = qemu(["script=count", "profile=yes"], [guest("loop"), "1"])
+    expect(r.status == 1 and "profile=yes: expected one of on, off" in r.err, "profile", r)
 
 
 # ---- output, arguments, the module ----

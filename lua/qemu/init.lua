@@ -128,7 +128,7 @@ function qemu.tracer(spec)
     end })
     wrapper = function(p, n) current = p; return fn(view, n) end
   end
-  return core.tracer_new(wrapper, batch)
+  return core.tracer_new(wrapper, batch, fn)
 end
 
 --- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,
