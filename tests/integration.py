@@ -243,6 +243,68 @@ def profile_reports_where_lua_ran_and_warns_about_per_instruction_callbacks():
     expect("qlua profile" not in r.log, "no report unless profile=on", r)
 
 
+# ---- the qlua launcher ----
+
+LAUNCHER = os.environ.get("QLUA_LAUNCHER", "")
+
+
+def launcher(args, **kw):
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    p = subprocess.run([sys.executable, LAUNCHER] + args, capture_output=True, text=True,
+                       timeout=300, env=env, **kw)
+    return Run(p.returncode, p.stdout, p.stderr, "")
+
+
+@case
+def launcher_run_shows_what_the_plugin_prints_and_passes_the_exit_status():
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    with tempfile.TemporaryDirectory() as tmp:
+        direct = os.path.join(tmp, "direct.log")
+        subprocess.run([QEMU, "-plugin", PLUGIN + ",script=count", "-d", "plugin", "-D", direct,
+                        guest("loop"), "3"], check=True, env=env, capture_output=True)
+        want = open(direct).read()
+        via_file = os.path.join(tmp, "launcher.log")
+        r = launcher(["run", "-o", via_file, "count", "--", guest("loop"), "3"])
+        expect(r.status == 0 and "sum " in r.out, "guest output passes through", r)
+        expect(open(via_file).read() == want, f"launcher output differs from the plugin's:\n{want}", r)
+    r = launcher(["run", "count", "--", guest("loop"), "3"])
+    expect(want.strip() in r.err, "script output on the terminal (stderr)", r)
+    r = launcher(["run", "count", "--", "/bin/false"])
+    expect(r.status == 1 and "insns: " in r.err, "exit status of the program", r)
+    r = launcher(["run", script("all_events.lua"), "lua=off", "--", aarch64_guest("loop"), "2"])
+    expect(r.status == 0 and "native: tbs=" in r.err, "qemu-aarch64 picked from the ELF header", r)
+
+
+@case
+def launcher_one_liners_and_arguments_with_commas():
+    r = launcher(["-e", "qemu.on_exit(function() qemu.print('args', qemu.args.x, qemu.args.y) end)",
+                  "x=1,2", "y=a,,b", "--", guest("loop"), "1"])
+    expect(r.status == 0 and "args\t1,2\ta,,b" in r.err, "one-liner with escaped commas", r)
+    r = launcher(["-e", "error('oops')", "--", guest("loop"), "1"])
+    expect(r.status == 1 and "e.lua:1: oops" in r.err, "errors in one-liners", r)
+
+
+@case
+def launcher_lists_and_explains_the_scripts():
+    r = launcher(["list"])
+    expect(r.status == 0 and re.search(r"^count\s+total executed guest instructions", r.out, re.M),
+           "list shows count and its description", r)
+    r = launcher(["help", script("all_events.lua")])
+    expect(r.status == 0 and "lua=bool (default true)  also count with Lua callbacks" in r.out, "help", r)
+    r = launcher(["help", "nope"])
+    expect(r.status == 2 and "nope: no such script" in r.err, "unknown script", r)
+    r = launcher(["run", "count", guest("loop")])
+    expect(r.status == 2 and "missing '--'" in r.err, "missing --", r)
+
+
+@case
+def launcher_runs_system_emulators():
+    r = launcher(["run", "--system", script("all_events.lua"), "--", "-accel", "tcg", "-display",
+                  "none", "-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "none",
+                  "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios", guest("boot.bin")])
+    expect(r.status == 33 and f"reads={LOOPS} writes={LOOPS}" in r.err, "system mode via qlua", r)
+
+
 # ---- the error policy ----
 
 FAIL_WHERE = {
