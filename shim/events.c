@@ -339,6 +339,7 @@ static void run_exit_handlers(void)
         DISPATCH(EV_EXIT, 0, (void)L);
         qlua_out_flush();
         qlua_profile_report();
+        qlua_repl_stop();
         qlua.finished = true;
     }
     qlua_unlock();

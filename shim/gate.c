@@ -35,6 +35,10 @@ void qlua_unlock(void)
 
 void qlua_out_write(const char *s, size_t len)
 {
+    if (qlua.out_redirect) {
+        g_string_append_len(qlua.out_redirect, s, len);
+        return;
+    }
     g_string_append_len(qlua.out, s, len);
     if (qlua.out->len >= QLUA_OUT_CHUNK) {
         qlua_out_flush();
@@ -162,6 +166,14 @@ int qlua_gate_load(const char *path, char **error)
     }
     lua_pop(L, 1);
     return rc;
+}
+
+const char *luaL_tolstring_compat(lua_State *L, int idx)
+{
+    lua_getglobal(L, "tostring");
+    lua_pushvalue(L, idx);
+    lua_call(L, 1, 1);
+    return lua_tostring(L, -1);
 }
 
 void qlua_push_u64(lua_State *L, uint64_t v)

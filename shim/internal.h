@@ -123,6 +123,13 @@ typedef struct qlua_fn {
     qlua_stats *stats; /* profile=on: where its calls are charged */
 } qlua_fn;
 
+/* ---- repl.c: repl=PATH ---- */
+bool qlua_repl_start(const char *path, char **error);
+void qlua_repl_stop(void);
+
+/* tostring() of any value, pushed on the stack (luaL_tolstring is Lua 5.2+) */
+const char *luaL_tolstring_compat(lua_State *L, int idx);
+
 /* ---- profile.c: profile=on ---- */
 uint64_t qlua_now_ns(void);
 void qlua_profile_start(void);
@@ -140,6 +147,7 @@ struct qlua_state {
     bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
     bool finished; /* exit handlers ran; no more Lua */
     GString *out;  /* script output not yet given to qemu_plugin_outs */
+    GString *out_redirect; /* while a REPL request runs: where script output goes instead */
     char *script;  /* resolved path */
     char *root;    /* folder holding lua/ and scripts/ */
 };

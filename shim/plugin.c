@@ -22,7 +22,8 @@ __attribute__((constructor)) static void probe_host(void)
 }
 
 /* The plugin's own options; everything else is the script's. */
-static const char *const own_options[] = {"script", "onerror", "counters", "profile", NULL};
+static const char *const own_options[] = {"script", "onerror", "counters", "profile", "repl",
+                                          NULL};
 
 static GPtrArray *script_args; /* "key=value" strings, in order */
 
@@ -39,6 +40,7 @@ static void usage(void)
             "    counters=  auto (default): inline adds while one vCPU runs, per-vCPU after;\n"
             "               callback: always per-vCPU callbacks\n"
             "    profile=   on: report at exit where and how long Lua ran (default off)\n"
+            "    repl=PATH  a unix socket (mode 0600) for `qlua attach PATH`: a live Lua prompt\n"
             "    KEY=VALUE  any other argument is given to the script as qemu.args.KEY\n",
             QLUA_VERSION, qlua.root ? qlua.root : "<qlua>");
 }
@@ -145,6 +147,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             QLUA_DATA_DIR, QLUA_SOURCE_DIR));
     }
     const char *script = NULL, *onerror = "fail", *counters = "auto", *profile = "off";
+    const char *repl = NULL;
     script_args = g_ptr_array_new();
     for (int i = 0; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
@@ -160,6 +163,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             counters = value;
         } else if (g_str_has_prefix(argv[i], "profile=")) {
             profile = value;
+        } else if (g_str_has_prefix(argv[i], "repl=")) {
+            repl = value;
         } else {
             g_ptr_array_add(script_args, argv[i]);
         }
@@ -194,6 +199,9 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         return 1;
     }
     qlua_events_install();
+    if (repl && !qlua_repl_start(repl, &error)) {
+        return fail_install(error);
+    }
     return 0;
 }
 

@@ -305,6 +305,66 @@ def launcher_runs_system_emulators():
     expect(r.status == 33 and f"reads={LOOPS} writes={LOOPS}" in r.err, "system mode via qlua", r)
 
 
+@case
+def repl_evaluates_lua_in_the_running_plugin():
+    import socket
+    import stat
+    import time
+    code = ("insns = qemu.counter()\n"
+            "qemu.on_translate(function(tb) for i in tb:insns() do i:count(insns) end end)\n"
+            "qemu.on_exit(function() qemu.printf('final %d\\n', insns:sum()) end)\n")
+    path = lua_file(code)
+    with tempfile.TemporaryDirectory() as tmp:
+        sock, log = os.path.join(tmp, "repl.sock"), os.path.join(tmp, "plugin.log")
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        proc = subprocess.Popen([QEMU, "-plugin", f"{PLUGIN},script={path},repl={sock}", "-d", "plugin",
+                                 "-D", log, guest("loop"), "100000"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            for _ in range(200):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.02)
+            mode = stat.S_IMODE(os.stat(sock).st_mode)
+            expect(stat.S_ISSOCK(os.stat(sock).st_mode) and mode == 0o600, f"socket mode {oct(mode)}")
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(sock)
+            f = c.makefile("rb")
+
+            def ask(line):
+                c.sendall(line.encode() + b"\n")
+                out = b""
+                while True:
+                    answer = f.readline()
+                    if answer in (b"\x04\n", b"\x05\n", b""):
+                        return out.decode(), answer
+                    out += answer
+
+            first, _ = ask("insns:sum()")
+            time.sleep(0.3)
+            second, _ = ask("insns:sum()")
+            expect(0 < int(first) < int(second), f"counter should grow while the guest runs: {first} {second}")
+            out, _ = ask("local t = nil; t.x = 1")
+            expect("repl:1: attempt to index" in out, f"error answered: {out!r}")
+            out, end = ask("for i = 1, 2 do")
+            expect(end == b"\x05\n" and out == "", "incomplete chunk waits for more")
+            ask("qemu.print('line', i)")
+            out, end = ask("end")
+            expect(end == b"\x04\n" and out == "line\t1\nline\t2\n", f"multi-line chunk: {out!r}")
+            f.close()
+            c.close()
+            r = launcher(["attach", sock], input="insns:sum() > 0\nqemu.vcpus()\n")
+            expect(r.out == "true\n1\n", "qlua attach with piped input", r)
+            status = proc.wait(timeout=300)
+            text = open(log).read()
+            expect(status == 0 and re.search(r"^final \d+$", text, re.M) and "line" not in text,
+                   f"the run finished normally; REPL output stayed out of the log: {status} {text}")
+            expect(not os.path.exists(sock), "socket removed at exit")
+        finally:
+            proc.kill()
+            os.unlink(path)
+
+
 # ---- the error policy ----
 
 FAIL_WHERE = {
