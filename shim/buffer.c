@@ -107,6 +107,33 @@ void qlua_buffer_drain_all(void)
     }
 }
 
+/* A reload starts with no tracers; save_/restore_ keep the old ones for a reload that fails.
+ * Called with every vCPU stopped (inside a reset). */
+static tracer saved_tracers[MAX_TRACERS];
+static int saved_n;
+
+void qlua_buffer_save(void)
+{
+    qlua_buffer_drain_all();
+    g_mutex_lock(&all_lock);
+    for (thread_buffers *b = all_buffers; b; b = b->next) {
+        for (int t = 0; t < MAX_TRACERS; t++) {
+            g_free(b->events[t]); /* the next script's tracers may batch differently */
+            b->events[t] = NULL;
+        }
+    }
+    g_mutex_unlock(&all_lock);
+    memcpy(saved_tracers, tracers, sizeof tracers);
+    saved_n = n_tracers;
+    n_tracers = 0;
+}
+
+void qlua_buffer_restore(void)
+{
+    memcpy(tracers, saved_tracers, sizeof tracers);
+    n_tracers = saved_n;
+}
+
 static inline void append(unsigned int vcpu, const trace_rec *r, uint64_t addr, uint8_t kind,
                           uint16_t size, uint8_t flags)
 {

@@ -134,6 +134,9 @@ typedef struct {
 static void exec_cb(unsigned int vcpu, void *udata)
 {
     exec_rec *r = udata;
+    if (G_UNLIKELY(qlua.watch)) {
+        qlua_reload_poll();
+    }
     lua_State *L = qlua_gate_enter(r->fn);
     if (L == NULL) {
         return;
@@ -231,6 +234,9 @@ void qlua_exec_register_when(lua_State *L, struct qemu_plugin_tb *tb,
 static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
+    if (qlua.watch) {
+        qlua_reload_poll();
+    }
     qlua_lock();
     qlua_translate_gen = ++translate_next;
     qlua_vcpu_context++;
@@ -276,12 +282,18 @@ static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
 static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
+    if (qlua.watch) {
+        qlua_reload_poll();
+    }
     DISPATCH(EV_VCPU_IDLE, 1, lua_pushinteger(L, vcpu));
 }
 
 static void vcpu_resume_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
+    if (qlua.watch) {
+        qlua_reload_poll();
+    }
     DISPATCH(EV_VCPU_RESUME, 1, lua_pushinteger(L, vcpu));
 }
 
@@ -290,6 +302,9 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
                        uint64_t a7, uint64_t a8)
 {
     (void)id;
+    if (qlua.watch) {
+        qlua_reload_poll();
+    }
     qlua_vcpu_context++;
     DISPATCH(EV_SYSCALL, 10, {
         lua_pushinteger(L, vcpu);
@@ -375,8 +390,11 @@ static void register_event(enum event ev)
 static void register_all(void)
 {
     for (int ev = 0; ev < EV_COUNT; ev++) {
+        /* watch=on polls for a changed script from idle and syscall callbacks too */
+        bool polls = qlua.watch && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME ||
+                                    (ev == EV_SYSCALL && !qlua_host.system));
         if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
-            handlers[ev]->len > 0) {
+            handlers[ev]->len > 0 || polls) {
             register_event((enum event)ev);
         }
     }
@@ -385,6 +403,44 @@ static void register_all(void)
 void qlua_events_install(void)
 {
     register_all();
+}
+
+void qlua_events_reregister(void)
+{
+    register_all();
+}
+
+/* Reload support: the script's handlers are swapped as a whole. */
+GPtrArray **qlua_events_take_handlers(void)
+{
+    GPtrArray **taken = g_new(GPtrArray *, EV_COUNT);
+    for (int ev = 0; ev < EV_COUNT; ev++) {
+        taken[ev] = handlers[ev];
+        handlers[ev] = g_ptr_array_new();
+    }
+    return taken;
+}
+
+void qlua_events_put_handlers(GPtrArray **given)
+{
+    for (int ev = 0; ev < EV_COUNT; ev++) {
+        g_ptr_array_free(handlers[ev], TRUE);
+        handlers[ev] = given[ev];
+    }
+    g_free(given);
+}
+
+void qlua_events_drop_handlers(GPtrArray **dropped)
+{
+    for (int ev = 0; ev < EV_COUNT; ev++) {
+        for (guint i = 0; i < dropped[ev]->len; i++) {
+            qlua_fn *fn = g_ptr_array_index(dropped[ev], i);
+            luaL_unref(qlua.L, LUA_REGISTRYINDEX, fn->ref);
+            g_free(fn);
+        }
+        g_ptr_array_free(dropped[ev], TRUE);
+    }
+    g_free(dropped);
 }
 
 /* core.on(event, fn): add a handler; handlers of one event run in the order they were added. */

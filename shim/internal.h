@@ -123,6 +123,16 @@ typedef struct qlua_fn {
     qlua_stats *stats; /* profile=on: where its calls are charged */
 } qlua_fn;
 
+/* ---- reload.c: watch=on ---- */
+void qlua_reload_start(void);
+void qlua_reload_poll(void);
+GPtrArray **qlua_events_take_handlers(void);
+void qlua_events_put_handlers(GPtrArray **handlers);
+void qlua_events_drop_handlers(GPtrArray **handlers);
+void qlua_events_reregister(void);
+void qlua_buffer_save(void);
+void qlua_buffer_restore(void);
+
 /* ---- repl.c: repl=PATH ---- */
 bool qlua_repl_start(const char *path, char **error);
 void qlua_repl_stop(void);
@@ -144,6 +154,7 @@ struct qlua_state {
     GRecMutex lock;
     bool onerror_warn;
     bool profile;  /* profile=on: time every entry into Lua, report at exit */
+    bool watch;    /* watch=on: reload the script when its file changes */
     bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
     bool finished; /* exit handlers ran; no more Lua */
     GString *out;  /* script output not yet given to qemu_plugin_outs */

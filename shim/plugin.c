@@ -23,7 +23,7 @@ __attribute__((constructor)) static void probe_host(void)
 
 /* The plugin's own options; everything else is the script's. */
 static const char *const own_options[] = {"script", "onerror", "counters", "profile", "repl",
-                                          NULL};
+                                          "watch", NULL};
 
 static GPtrArray *script_args; /* "key=value" strings, in order */
 
@@ -41,6 +41,7 @@ static void usage(void)
             "               callback: always per-vCPU callbacks\n"
             "    profile=   on: report at exit where and how long Lua ran (default off)\n"
             "    repl=PATH  a unix socket (mode 0600) for `qlua attach PATH`: a live Lua prompt\n"
+            "    watch=     on: reload the script when its file changes (qemu.persist survives)\n"
             "    KEY=VALUE  any other argument is given to the script as qemu.args.KEY\n",
             QLUA_VERSION, qlua.root ? qlua.root : "<qlua>");
 }
@@ -147,7 +148,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             QLUA_DATA_DIR, QLUA_SOURCE_DIR));
     }
     const char *script = NULL, *onerror = "fail", *counters = "auto", *profile = "off";
-    const char *repl = NULL;
+    const char *repl = NULL, *watch = "off";
     script_args = g_ptr_array_new();
     for (int i = 0; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
@@ -165,6 +166,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             profile = value;
         } else if (g_str_has_prefix(argv[i], "repl=")) {
             repl = value;
+        } else if (g_str_has_prefix(argv[i], "watch=")) {
+            watch = value;
         } else {
             g_ptr_array_add(script_args, argv[i]);
         }
@@ -175,10 +178,12 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     }
     if (!check_choice("onerror", onerror, "fail", "warn", &error) ||
         !check_choice("counters", counters, "auto", "callback", &error) ||
-        !check_choice("profile", profile, "on", "off", &error)) {
+        !check_choice("profile", profile, "on", "off", &error) ||
+        !check_choice("watch", watch, "on", "off", &error)) {
         return fail_install(error);
     }
     qlua.profile = g_str_equal(profile, "on");
+    qlua.watch = g_str_equal(watch, "on");
     if (qlua.profile) {
         qlua_profile_start();
     }
@@ -201,6 +206,9 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     qlua_events_install();
     if (repl && !qlua_repl_start(repl, &error)) {
         return fail_install(error);
+    }
+    if (qlua.watch) {
+        qlua_reload_start();
     }
     return 0;
 }

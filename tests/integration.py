@@ -370,6 +370,48 @@ def repl_evaluates_lua_in_the_running_plugin():
             os.unlink(path)
 
 
+@case
+def watch_reloads_an_edited_script_while_the_guest_runs():
+    import time
+    version_a = ("qemu.persist.gen = (qemu.persist.gen or 0) + 1\n"
+                 "local gen, translated = qemu.persist.gen, 0\n"
+                 "qemu.on_translate(function(tb) translated = translated + 1 end)\n"
+                 "qemu.on_exit(function() qemu.printf('gen %d translated %d version A\\n', gen, translated) end)\n")
+    path = lua_file(version_a)
+    with tempfile.TemporaryDirectory() as tmp:
+        log, err = os.path.join(tmp, "plugin.log"), os.path.join(tmp, "stderr")
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        with open(err, "w") as errf:
+            proc = subprocess.Popen([QEMU, "-plugin", f"{PLUGIN},script={path},watch=on", "-d", "plugin",
+                                     "-D", log, guest("loop"), "400000"], stdout=subprocess.DEVNULL,
+                                    stderr=errf, env=env)
+
+        def wait_for(text):
+            for _ in range(500):
+                if text in open(err).read() or proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            expect(text in open(err).read(), f"no '{text}' while the guest ran: {open(err).read()}")
+
+        try:
+            time.sleep(0.3)
+            with open(path, "w") as f:  # a new version, written in place
+                f.write(version_a.replace("version A", "version B"))
+            wait_for("qlua: reloaded")
+            with open(path, "a") as f:
+                f.write("this is not Lua (\n")
+            wait_for("failed; the previous version keeps running")
+            status = proc.wait(timeout=300)
+        finally:
+            proc.kill()
+            os.unlink(path)
+        text = open(log).read()
+        m = re.search(r"^gen (\d+) translated (\d+) version (\w)$", text, re.M)
+        expect(status == 0 and m is not None, f"exit report: {status} {text}")
+        expect(m.group(1) == "2" and m.group(3) == "B", "qemu.persist survived; version B reported")
+        expect(int(m.group(2)) > 0, "blocks were translated again under version B")
+
+
 # ---- the error policy ----
 
 FAIL_WHERE = {

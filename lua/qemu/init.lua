@@ -43,6 +43,9 @@ qemu.counter = core.counter_new
 --- Stops instrumenting: on_exit handlers run, then QEMU unloads the plugin.
 qemu.uninstall = core.uninstall
 
+--- A table that survives hot reloads (watch=on): the module is loaded once per run.
+qemu.persist = {}
+
 -- Facts about the host.
 local raw = core.info()
 qemu.info = {
