@@ -213,9 +213,11 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     return 0;
 }
 
-/* core.args() -> { key = value, ... }, { "key", ... } (the order given) */
+/* core.args() -> { key = value, ... } (the last value of a repeated key), { "key", ... } and
+ * { "value", ... } (every argument, in the order given) */
 static int plugin_args(lua_State *L)
 {
+    lua_newtable(L);
     lua_newtable(L);
     lua_newtable(L);
     for (guint i = 0; i < script_args->len; i++) {
@@ -223,11 +225,13 @@ static int plugin_args(lua_State *L)
         const char *eq = strchr(kv, '=');
         lua_pushlstring(L, kv, (size_t)(eq - kv));
         lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, (int)i + 1);
+        lua_rawseti(L, -4, (int)i + 1);
         lua_pushstring(L, eq + 1);
-        lua_rawset(L, -4);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -4, (int)i + 1);
+        lua_rawset(L, -5);
     }
-    return 2;
+    return 3;
 }
 
 static int plugin_info(lua_State *L)

@@ -176,6 +176,25 @@ describe("qemu.args", function()
   end)
 
   describe("parse", function()
+    it("collects every value of a repeatable argument, in order", function()
+      local decl = { { name = "m", multiple = true }, { name = "n", type = "int", multiple = true } }
+      local values = assert(args.parse(decl, { m = "b" }, { "m", "n", "m" }, "demo.lua", { "a", "7", "b" }))
+      assert.same({ "a", "b" }, values.m)
+      assert.same({ 7 }, values.n)
+    end)
+
+    it("gives an absent repeatable argument an empty list", function()
+      local values = assert(args.parse({ { name = "m", multiple = true } }, {}, {}, "demo.lua"))
+      assert.same({}, values.m)
+    end)
+
+    it("refuses a single-valued argument given twice", function()
+      local values, err = args.parse({ { name = "n", type = "int" } }, { n = "2" }, { "n", "n" },
+        "demo.lua", { "1", "2" })
+      assert.is_nil(values)
+      assert.equal("demo.lua: argument 'n' is given twice; it takes one value", err)
+    end)
+
     local DECL
 
     before_each(function()

@@ -562,6 +562,9 @@ def raw_and_declared_arguments():
                 " {name='d', type='int', default=5} } }\nqemu.print(a.n + 1, a.f, a.d, qemu.args.n)",
                 extra=["n=0x10", "f=off"])
     expect(r.log == "17\tfalse\t5\t16\n", "typed args", r)
+    r = run_lua("local a = qemu.script{ name='t', args={ {name='m', multiple=true} } }\n"
+                "qemu.print(#a.m, a.m[1], a.m[2])", extra=["m=x", "m=y,,z"])
+    expect(r.log == "2\tx\ty,z\n", "repeatable argument", r)
 
 
 @case

@@ -118,30 +118,46 @@ end
 
 --- Parses `given` (a map key -> string, and `order`, the keys in the order given) against `decl`.
 -- Returns the values table (defaults filled in) or nil and an error message naming `owner`.
-function M.parse(decl, given, order, owner)
+-- `texts`, when given, holds each argument's text in the order of `order` (so a key given twice
+-- has both); otherwise given[key] is used. An argument declared `multiple = true` may be given any
+-- number of times and its value is the list of parsed values, in order ({} when absent); any
+-- other argument given twice is an error, never a silent choice.
+function M.parse(decl, given, order, owner, texts)
   M.check_declaration(decl, owner)
   local by_name = {}
   for _, spec in ipairs(decl) do by_name[spec.name] = spec end
   local values = {}
-  for _, key in ipairs(order or {}) do
+  for i, key in ipairs(order or {}) do
     local spec = by_name[key]
     if not spec then
       local names = names_of(decl)
       local accepted = #names > 0 and table.concat(names, ", ") or "none"
       return nil, string.format("%s: unknown argument '%s'; accepted: %s", owner, key, accepted)
     end
-    local v, why = TYPES[spec.type](spec, given[key])
+    local text = texts and texts[i] or given[key]
+    local v, why = TYPES[spec.type](spec, text)
     if v == nil then
-      return nil, string.format("%s: %s=%s: %s", owner, key, given[key], why)
+      return nil, string.format("%s: %s=%s: %s", owner, key, text, why)
     end
-    values[key] = v
+    if spec.multiple then
+      values[key] = values[key] or {}
+      table.insert(values[key], v)
+    elseif values[key] ~= nil then
+      return nil, string.format("%s: argument '%s' is given twice; it takes one value", owner, key)
+    else
+      values[key] = v
+    end
   end
   for _, spec in ipairs(decl) do
     if values[spec.name] == nil then
       if spec.required then
         return nil, string.format("%s: argument '%s' is required", owner, spec.name)
       end
-      values[spec.name] = spec.default
+      if spec.multiple then
+        values[spec.name] = spec.default or {}
+      else
+        values[spec.name] = spec.default
+      end
     end
   end
   return values
@@ -157,7 +173,9 @@ function M.usage(decl, name, description)
   for _, spec in ipairs(decl) do
     local kind = spec.type == "enum" and table.concat(spec.values, "|") or spec.type
     local default = spec.default ~= nil and (" (default " .. tostring(spec.default) .. ")") or ""
-    lines[#lines + 1] = string.format("  %s=%s%s  %s", spec.name, kind, default, spec.help or "")
+    local times = spec.multiple and " (repeatable)" or ""
+    lines[#lines + 1] = string.format("  %s=%s%s%s  %s", spec.name, kind, default, times,
+      spec.help or "")
   end
   return table.concat(lines, "\n")
 end

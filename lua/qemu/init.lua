@@ -158,20 +158,21 @@ qemu.flush = core.flush
 
 -- Arguments: every KEY=VALUE the plugin does not take itself, as strings, until the script
 -- declares them with qemu.script{}; then typed, checked, defaults filled in.
-local given, order = core.args()
+local given, order, texts = core.args()
 qemu.args = given
 qemu.parse_bool = args.parse_bool
 qemu.parse_int = args.parse_int
 
 local script_name = (raw.script or "script"):match("([^/]+)$")
 
---- Declares the script: { name, description, args = { { name=, type=, default=, help=, values= } } }.
+--- Declares the script: { name, description, args = { { name=, type=, default=, help=, values=,
+-- multiple= } } } (multiple = true: the argument may repeat; its value is a list).
 -- Rejects unknown or malformed arguments with the list of accepted ones; returns the typed values
 -- (also stored in qemu.args).
 function qemu.script(desc)
   if type(desc) ~= "table" then error("qemu.script expects a table", 2) end
   local decl = desc.args or {}
-  local values, err = args.parse(decl, given, order, script_name)
+  local values, err = args.parse(decl, given, order, script_name, texts)
   if not values then error(err, 0) end
   qemu.description = desc
   qemu.args = values
