@@ -134,7 +134,7 @@ typedef struct {
 static void exec_cb(unsigned int vcpu, void *udata)
 {
     exec_rec *r = udata;
-    if (G_UNLIKELY(qlua.watch)) {
+    if (G_UNLIKELY(qlua.polls)) {
         qlua_reload_poll();
     }
     lua_State *L = qlua_gate_enter(r->fn);
@@ -234,7 +234,7 @@ void qlua_exec_register_when(lua_State *L, struct qemu_plugin_tb *tb,
 static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
-    if (qlua.watch) {
+    if (qlua.polls) {
         qlua_reload_poll();
     }
     qlua_lock();
@@ -282,7 +282,7 @@ static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
 static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
-    if (qlua.watch) {
+    if (qlua.polls) {
         qlua_reload_poll();
     }
     DISPATCH(EV_VCPU_IDLE, 1, lua_pushinteger(L, vcpu));
@@ -291,7 +291,7 @@ static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
 static void vcpu_resume_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
-    if (qlua.watch) {
+    if (qlua.polls) {
         qlua_reload_poll();
     }
     DISPATCH(EV_VCPU_RESUME, 1, lua_pushinteger(L, vcpu));
@@ -302,7 +302,7 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
                        uint64_t a7, uint64_t a8)
 {
     (void)id;
-    if (qlua.watch) {
+    if (qlua.polls) {
         qlua_reload_poll();
     }
     qlua_vcpu_context++;
@@ -390,8 +390,8 @@ static void register_event(enum event ev)
 static void register_all(void)
 {
     for (int ev = 0; ev < EV_COUNT; ev++) {
-        /* watch=on polls for a changed script from idle and syscall callbacks too */
-        bool polls = qlua.watch && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME ||
+        /* watch= and repl= poll for pending work from idle and syscall callbacks too */
+        bool polls = qlua.polls && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME ||
                                     (ev == EV_SYSCALL && !qlua_host.system));
         if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
             handlers[ev]->len > 0 || polls) {
@@ -461,6 +461,28 @@ static int events_on(lua_State *L)
     return 0;
 }
 
+/* core.off(event, fn): remove a handler added with core.on; false if it was not there. */
+static int events_off(lua_State *L)
+{
+    int ev = luaL_checkoption(L, 1, NULL, event_names);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    for (guint i = 0; i < handlers[ev]->len; i++) {
+        qlua_fn *fn = g_ptr_array_index(handlers[ev], i);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
+        bool same = lua_rawequal(L, -1, 2);
+        lua_pop(L, 1);
+        if (same) {
+            g_ptr_array_remove_index(handlers[ev], i);
+            luaL_unref(L, LUA_REGISTRYINDEX, fn->ref);
+            g_free(fn);
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
 static void uninstalled(qemu_plugin_id_t id)
 {
     (void)id;
@@ -502,4 +524,6 @@ void qlua_events_open(lua_State *L)
     lua_setfield(L, -2, "on");
     lua_pushcfunction(L, events_uninstall);
     lua_setfield(L, -2, "uninstall");
+    lua_pushcfunction(L, events_off);
+    lua_setfield(L, -2, "off");
 }

@@ -275,6 +275,7 @@ static int open_core(lua_State *L)
     qlua_plugin_open(L);
     qlua_vcpu_open(L);
     qlua_buffer_open(L);
+    qlua_reload_open(L);
     qlua_events_open(L);
     qlua_tb_open(L);
     qlua_insn_open(L);

@@ -126,6 +126,7 @@ typedef struct qlua_fn {
 /* ---- reload.c: watch=on ---- */
 void qlua_reload_start(void);
 void qlua_reload_poll(void);
+void qlua_reload_open(lua_State *L);
 GPtrArray **qlua_events_take_handlers(void);
 void qlua_events_put_handlers(GPtrArray **handlers);
 void qlua_events_drop_handlers(GPtrArray **handlers);
@@ -155,6 +156,7 @@ struct qlua_state {
     bool onerror_warn;
     bool profile;  /* profile=on: time every entry into Lua, report at exit */
     bool watch;    /* watch=on: reload the script when its file changes */
+    bool polls;    /* watch= or repl=: vCPU callbacks look for a pending reload/retranslation */
     bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
     bool finished; /* exit handlers ran; no more Lua */
     GString *out;  /* script output not yet given to qemu_plugin_outs */

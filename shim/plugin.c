@@ -184,6 +184,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     }
     qlua.profile = g_str_equal(profile, "on");
     qlua.watch = g_str_equal(watch, "on");
+    qlua.polls = qlua.watch || repl != NULL;
     if (qlua.profile) {
         qlua_profile_start();
     }

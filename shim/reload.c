@@ -11,7 +11,10 @@
 
 #include "internal.h"
 
-static int pending;        /* the file changed; read and cleared atomically */
+/* What the next vCPU callback must ask QEMU for: bits, read and cleared atomically. */
+enum { WANT_RELOAD = 1, WANT_RETRANSLATE = 2 };
+static int pending;
+static int requested; /* the bits of the reset in progress */
 static struct stat seen;   /* the file as last loaded */
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -28,7 +31,7 @@ static gpointer watch_loop(gpointer unused)
         struct stat now;
         if (stat(qlua.script, &now) == 0 && !same_file(&now, &seen)) {
             seen = now;
-            __atomic_store_n(&pending, 1, __ATOMIC_RELEASE);
+            __atomic_fetch_or(&pending, WANT_RELOAD, __ATOMIC_RELEASE);
         }
     }
     return NULL;
@@ -44,8 +47,9 @@ static void after_reset(qemu_plugin_id_t id)
 {
     (void)id;
     lua_State *L = qlua_lock();
-    if (L == NULL || qlua.finished) {
+    if (L == NULL || qlua.finished || !(requested & WANT_RELOAD)) {
         qlua_unlock();
+        qlua_events_reregister(); /* a plain retranslation: same handlers, fresh code */
         return;
     }
     qlua_buffer_save();
@@ -72,9 +76,33 @@ static void after_reset(qemu_plugin_id_t id)
 /* Called at the start of vCPU callbacks, without the Lua lock (a reset takes QEMU's lock). */
 void qlua_reload_poll(void)
 {
-    int one = 1;
-    if (G_UNLIKELY(__atomic_load_n(&pending, __ATOMIC_ACQUIRE)) &&
-        __atomic_compare_exchange_n(&pending, &one, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        qlua_host.reset(qlua.id, after_reset);
+    if (G_UNLIKELY(__atomic_load_n(&pending, __ATOMIC_ACQUIRE))) {
+        int bits = __atomic_exchange_n(&pending, 0, __ATOMIC_ACQ_REL);
+        if (bits) {
+            requested = bits;
+            qlua_host.reset(qlua.id, after_reset);
+        }
     }
+}
+
+/* core.retranslate(): the next vCPU callback flushes all translated code, so that probes added
+ * since (from the REPL, say) apply to every block, not only to blocks translated from now on. */
+static int reload_retranslate(lua_State *L)
+{
+    if (qlua.loading) {
+        return luaL_error(L, "qemu.retranslate() is pointless while the script loads: nothing is "
+                             "translated yet");
+    }
+    if (!qlua.polls) {
+        return luaL_error(L, "qemu.retranslate() needs the plugin option repl= or watch= (with "
+                             "them, vCPU callbacks look for pending work)");
+    }
+    __atomic_fetch_or(&pending, WANT_RETRANSLATE, __ATOMIC_RELEASE);
+    return 0;
+}
+
+void qlua_reload_open(lua_State *L)
+{
+    lua_pushcfunction(L, reload_retranslate);
+    lua_setfield(L, -2, "retranslate");
 }

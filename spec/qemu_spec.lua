@@ -156,6 +156,23 @@ describe("qemu", function()
     end)
   end)
 
+  describe("off", function()
+    it("returns true when some event had the handler", function()
+      assert.is_true(qemu.off(function() end))
+      assert.spy(core.off).was_called()
+    end)
+
+    it("rejects a non-function", function()
+      assert.has_error(function() qemu.off(42) end)
+    end)
+  end)
+
+  describe("retranslate", function()
+    it("is core.retranslate", function()
+      assert.equal(core.retranslate, qemu.retranslate)
+    end)
+  end)
+
   describe("vcpus", function()
     it("is core.vcpus", function()
       assert.equal(core.vcpus, qemu.vcpus)

@@ -351,6 +351,19 @@ def repl_evaluates_lua_in_the_running_plugin():
             expect(0 < int(first) < int(second), f"counter should grow while the guest runs: {first} {second}")
             out, _ = ask("local t = nil; t.x = 1")
             expect("repl:1: attempt to index" in out, f"error answered: {out!r}")
+            # a probe added from the prompt sees every block after a retranslation, and goes again
+            ask("hits = 0; function probe(tb) hits = hits + 1 end; qemu.on_translate(probe); "
+                "qemu.retranslate()")
+            for _ in range(200):
+                if int(ask("hits")[0]) > 0:
+                    break
+                time.sleep(0.02)
+            expect(int(ask("hits")[0]) > 0, "the new probe saw retranslated blocks")
+            expect(ask("qemu.off(probe)")[0] == "true\n", "probe removed")
+            before = ask("hits")[0]
+            ask("qemu.retranslate()")
+            time.sleep(0.3)
+            expect(ask("hits")[0] == before, "a removed probe runs no more")
             out, end = ask("for i = 1, 2 do")
             expect(end == b"\x05\n" and out == "", "incomplete chunk waits for more")
             ask("qemu.print('line', i)")

@@ -36,6 +36,20 @@ for name, event in pairs(EVENTS) do
   end
 end
 
+--- qemu.off(fn): removes a handler added with any qemu.on_X (returns true if it was there), so a
+-- probe added from the REPL can be dropped again.
+function qemu.off(fn)
+  check_function(fn, "qemu.off")
+  for _, event in pairs(EVENTS) do
+    if core.off(event, fn) then return true end
+  end
+  return false
+end
+
+--- qemu.retranslate(): at the next vCPU callback QEMU flushes all translated code, so on_translate
+-- handlers added since see every block again (used from the REPL; needs repl= or watch=).
+qemu.retranslate = core.retranslate
+
 --- A native 64-bit counter with one slot per vCPU: c:sum(), c:get(vcpu), c:add(n [, vcpu]),
 -- c:reset(), c:values(). Translated code adds to it through tb:count, insn:count, insn:count_mem.
 qemu.counter = core.counter_new
