@@ -17,20 +17,23 @@ struct qlua_state qlua;
 /* Output is handed to qemu_plugin_outs in chunks this large (and at exit, errors and forks). */
 #define QLUA_OUT_CHUNK (64 * 1024)
 
-/* How deep the owning thread holds the lock; only touched by the owner. fork_child needs it. */
-static unsigned int lock_depth;
+/* The lock is recursive through a per-thread depth over a plain mutex: cheaper than a recursive
+ * pthread mutex on the per-event path, and a forked child can release it (see fork_child). */
+static __thread unsigned int lock_depth;
 
 lua_State *qlua_lock(void)
 {
-    g_rec_mutex_lock(&qlua.lock);
-    lock_depth++;
+    if (lock_depth++ == 0) {
+        g_mutex_lock(&qlua.lock);
+    }
     return qlua.L;
 }
 
 void qlua_unlock(void)
 {
-    lock_depth--;
-    g_rec_mutex_unlock(&qlua.lock);
+    if (--lock_depth == 0) {
+        g_mutex_unlock(&qlua.lock);
+    }
 }
 
 void qlua_out_write(const char *s, size_t len)
@@ -77,6 +80,9 @@ G_NORETURN void qlua_fail_exit(void)
     _exit(1);
 }
 
+/* The error handler lives at this stack slot of the main Lua thread for the plugin's life. */
+#define TRACEBACK_SLOT 1
+
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -101,7 +107,7 @@ lua_State *qlua_gate_enter(qlua_fn *fn)
         qlua_unlock();
         return NULL;
     }
-    lua_pushcfunction(L, traceback);
+    lua_pushvalue(L, TRACEBACK_SLOT); /* made once: pushing a C function allocates in LuaJIT */
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
     return L;
 }
@@ -219,18 +225,12 @@ static void fork_parent(void)
     }
 }
 
-/* The forking thread is the only thread in the child and holds the lock, but the mutex records
- * the parent's thread id, so it cannot simply be unlocked: make a fresh one, held as deep as the
- * forking thread held it before fork_prepare (a fork from inside a Lua callback unwinds later). */
+/* The forking thread is the only thread in the child and holds the lock (as deep as before
+ * fork_prepare, plus one): release the level fork_prepare took. */
 static void fork_child(void)
 {
     if (qlua.L) {
-        unsigned int depth = lock_depth - 1;
-        g_rec_mutex_init(&qlua.lock);
-        lock_depth = 0;
-        for (unsigned int i = 0; i < depth; i++) {
-            qlua_lock();
-        }
+        qlua_unlock();
     }
 }
 
@@ -288,13 +288,14 @@ bool qlua_state_open(char **error)
 {
     static bool atfork_done;
     promote_lua_library();
-    g_rec_mutex_init(&qlua.lock);
+    g_mutex_init(&qlua.lock);
     qlua.out = g_string_sized_new(QLUA_OUT_CHUNK + 1024);
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         *error = g_strdup("cannot create a Lua state (out of memory)");
         return false;
     }
+    lua_pushcfunction(L, traceback); /* TRACEBACK_SLOT */
     luaL_openlibs(L);
     /* package.path: our lua/ folder first, so `require "qemu"` finds the shipped module */
     lua_getglobal(L, "package");

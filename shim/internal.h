@@ -152,7 +152,7 @@ void qlua_profile_report(void);
 struct qlua_state {
     qemu_plugin_id_t id;
     lua_State *L;
-    GRecMutex lock;
+    GMutex lock; /* with a per-thread depth: see qlua_lock */
     bool onerror_warn;
     bool profile;  /* profile=on: time every entry into Lua, report at exit */
     bool watch;    /* watch=on: reload the script when its file changes */
