@@ -70,6 +70,9 @@ static void drain_one(thread_buffers *b, int t)
         return;
     }
     b->draining = true; /* the handler itself may enter the gate: no recursion into drains */
+    /* a batch is delivered late, whatever callback delivers it: not a vCPU callback context */
+    int context = qlua_vcpu_context;
+    qlua_vcpu_context = 0;
     lua_State *L = qlua_gate_enter(tracers[t].fn);
     if (L) {
         qlua_profile_events(tracers[t].fn->stats, n);
@@ -77,6 +80,7 @@ static void drain_one(thread_buffers *b, int t)
         lua_pushinteger(L, (lua_Integer)n);
         qlua_gate_call(tracers[t].fn, 2);
     }
+    qlua_vcpu_context = context;
     b->count[t] = 0;
     b->draining = false;
 }
@@ -210,11 +214,19 @@ void qlua_buffer_trace_insn(lua_State *L, struct qemu_plugin_insn *insn, int tra
     qlua_host.register_vcpu_insn_exec_cb(insn, trace_exec_cb, QEMU_PLUGIN_CB_NO_REGS, r);
 }
 
-/* insn:trace_mem(tracer [, tag] [, "r"|"w"|"rw"]): one event per memory access. */
+/* insn:trace_mem(tracer [, tag] [, "r"|"w"|"rw"]): one event per memory access; the tag may be
+ * left out before rw, as in insn:count_mem. */
 void qlua_buffer_trace_mem(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx)
 {
+    int rw_idx = tracer_idx + 2;
+    if (lua_type(L, tracer_idx + 1) == LUA_TSTRING) {
+        lua_pushvalue(L, tracer_idx + 1);
+        lua_replace(L, rw_idx);
+        lua_pushnil(L);
+        lua_replace(L, tracer_idx + 1);
+    }
     trace_rec *r = rec_new(L, tracer_idx, qlua_host.insn_vaddr(insn), QLUA_EV_LOAD, 0);
-    r->rw = qlua_mem_check_rw(L, tracer_idx + 2);
+    r->rw = qlua_mem_check_rw(L, rw_idx);
     /* RW and filtered natively: see qlua_counter_mem about QEMU 7.2's filter */
     qlua_host.register_vcpu_mem_cb(insn, trace_mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW,
                                    r);

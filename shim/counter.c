@@ -299,13 +299,17 @@ static unsigned int known_vcpus(void)
     return n;
 }
 
+/* A scoreboard counter is QEMU's entry plus qlua's own slot. Lua's adds and sets go to QEMU's
+ * entry, where native conditions (tb:when) see them, except for a vCPU QEMU has not created yet
+ * (e.g. while the script loads): QEMU asserts on such an entry, so they wait in qlua's slot. */
+static uint64_t sb_part(qlua_counter *c, unsigned int vcpu)
+{
+    return c->sb && vcpu < known_vcpus() ? qlua_host.u64_get(sb_entry(c), vcpu) : 0;
+}
+
 uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu)
 {
-    if (c->sb) {
-        /* QEMU's scoreboard has no entry yet for a vCPU index it has not seen */
-        return vcpu < known_vcpus() ? qlua_host.u64_get(sb_entry(c), vcpu) : 0;
-    }
-    return *slot(c, vcpu);
+    return sb_part(c, vcpu) + *slot(c, vcpu);
 }
 
 /* Conditional execution callbacks (tb:when, insn:when): native on hosts with scoreboards and
@@ -382,10 +386,7 @@ qlua_counter *qlua_counter_check(lua_State *L, int idx)
 
 static uint64_t counter_sum(qlua_counter *c)
 {
-    if (c->sb) {
-        return qlua_host.u64_sum(sb_entry(c));
-    }
-    uint64_t sum = 0;
+    uint64_t sum = c->sb ? qlua_host.u64_sum(sb_entry(c)) : 0;
     for (unsigned int k = 0, n = chunk_limit(c); k < n; k++) {
         uint64_t *chunk = chunk_get(c, k);
         if (chunk) {
@@ -438,10 +439,25 @@ static int counter_add(lua_State *L)
     qlua_counter *c = qlua_counter_check(L, 1);
     uint64_t n = qlua_check_u64(L, 2);
     unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
-    if (c->sb) {
+    if (c->sb && vcpu < known_vcpus()) {
         qlua_host.u64_add(sb_entry(c), vcpu, n);
     } else {
         __atomic_fetch_add(slot(c, vcpu), n, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+/* c:set(value [, vcpu = 0]) from Lua (slow path): e.g. to restart a per-vCPU interval. */
+static int counter_set(lua_State *L)
+{
+    qlua_counter *c = qlua_counter_check(L, 1);
+    uint64_t v = qlua_check_u64(L, 2);
+    unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
+    if (c->sb && vcpu < known_vcpus()) {
+        qlua_host.u64_set(sb_entry(c), vcpu, v);
+        __atomic_store_n(slot(c, vcpu), 0, __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(slot(c, vcpu), v, __ATOMIC_RELAXED);
     }
     return 0;
 }
@@ -508,7 +524,8 @@ void qlua_counter_free_all(void)
 void qlua_counter_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"sum", counter_sum_l}, {"get", counter_get},
-                                       {"add", counter_add},   {"reset", counter_reset},
+                                       {"add", counter_add},   {"set", counter_set},
+                                       {"reset", counter_reset},
                                        {"values", counter_values}, {NULL, NULL}};
     luaL_newmetatable(L, COUNTER_META);
     lua_newtable(L);

@@ -333,12 +333,28 @@ static void syscall_ret_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, 
     qlua_vcpu_context--;
 }
 
+/* Drops handlers qemu.off removed; runs inside a flush, when no handler is running. */
+static void compact_handlers(lua_State *L)
+{
+    for (int ev = 0; ev < EV_COUNT; ev++) {
+        for (guint i = handlers[ev]->len; i-- > 0;) {
+            qlua_fn *fn = g_ptr_array_index(handlers[ev], i);
+            if (fn->removed) {
+                g_ptr_array_remove_index(handlers[ev], i);
+                luaL_unref(L, LUA_REGISTRYINDEX, fn->ref);
+                g_free(fn);
+            }
+        }
+    }
+}
+
 static void flush_cb(qemu_plugin_id_t id)
 {
     (void)id;
     lua_State *L = qlua_lock();
     if (L) {
         arena_reclaim(L);
+        compact_handlers(L);
     }
     qlua_unlock();
     DISPATCH(EV_FLUSH, 0, (void)L);
@@ -471,10 +487,10 @@ static int events_off(lua_State *L)
         lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
         bool same = lua_rawequal(L, -1, 2);
         lua_pop(L, 1);
-        if (same) {
-            g_ptr_array_remove_index(handlers[ev], i);
-            luaL_unref(L, LUA_REGISTRYINDEX, fn->ref);
-            g_free(fn);
+        if (same && !fn->removed) {
+            /* the handler may be running (it may remove itself) and its event's dispatch loop
+             * may be walking the array: switch it off now, drop it at the next flush */
+            fn->disabled = fn->removed = true;
             lua_pushboolean(L, 1);
             return 1;
         }

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <lualib.h>
@@ -48,10 +49,16 @@ void qlua_out_write(const char *s, size_t len)
     }
 }
 
+/* qemu_plugin_outs takes a C string: text is handed over in the pieces between zero bytes
+ * (which cannot be passed on), so nothing after one is lost. */
 void qlua_out_flush(void)
 {
     if (qlua.out && qlua.out->len > 0) {
-        qlua_host.outs(qlua.out->str);
+        for (size_t at = 0; at < qlua.out->len; at += strlen(qlua.out->str + at) + 1) {
+            if (qlua.out->str[at] != '\0') {
+                qlua_host.outs(qlua.out->str + at);
+            }
+        }
         g_string_truncate(qlua.out, 0);
     }
 }
@@ -195,9 +202,9 @@ uint64_t qlua_check_u64(lua_State *L, int idx)
 {
 #if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx)) {
-        lua_Integer i = lua_tointeger(L, idx);
-        luaL_argcheck(L, i >= 0, idx, "expected a non-negative integer");
-        return (uint64_t)i;
+        /* Lua 5.4 integers are 64-bit two's complement: values from 2^63 up (high addresses)
+         * reach Lua as negative integers through qlua_push_u64 and must come back unchanged */
+        return (uint64_t)lua_tointeger(L, idx);
     }
 #endif
     lua_Number n = luaL_checknumber(L, idx);

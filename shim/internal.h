@@ -118,7 +118,8 @@ typedef struct qlua_stats qlua_stats;
 
 typedef struct qlua_fn {
     int ref;
-    bool disabled;     /* onerror=warn turned it off after an error */
+    bool disabled;     /* onerror=warn turned it off after an error, or qemu.off removed it */
+    bool removed;      /* qemu.off: dropped from its event at the next flush */
     const char *event; /* "on_exit", "tb:on_exec", ... for error messages */
     qlua_stats *stats; /* profile=on: where its calls are charged */
 } qlua_fn;

@@ -138,12 +138,13 @@ function qemu.tracer(spec)
     local cast = ffi.cast
     wrapper = function(p, n) return fn(cast(ptr_t, p), n) end
   else
-    local event, current = core.event, nil
+    local event, current, count = core.event, nil, 0
     local view = setmetatable({}, { __index = function(_, i)
+      if type(i) ~= "number" or i < 0 or i >= count or i % 1 ~= 0 then return nil end
       local addr, pc, tag, vcpu, size, kind, flags = event(current, i)
       return { addr = addr, pc = pc, tag = tag, vcpu = vcpu, size = size, kind = kind, flags = flags }
     end })
-    wrapper = function(p, n) current = p; return fn(view, n) end
+    wrapper = function(p, n) current, count = p, n; return fn(view, n) end
   end
   return core.tracer_new(wrapper, batch, fn)
 end
@@ -152,7 +153,7 @@ end
 -- indices are reused after threads exit).
 qemu.vcpus = core.vcpus
 
---- The native counter strategy in use ("inline" or "percpu"); see docs/counters.md.
+--- The native counter strategy in use ("inline", "percpu" or "scoreboard"); see docs/counters.md.
 qemu.counter_mode = core.counter_mode
 
 -- Output: buffered, handed to QEMU's plugin log (shown with -d plugin, or -D FILE), never lost.
