@@ -755,6 +755,39 @@ def conditional_callbacks_fire_exactly_when_the_condition_holds():
         expect(int(w["hits"]) == int(w["blocks"]) - 500, f"{version}: hits = blocks - k", r)
 
 
+IDLE_PROBE = """
+local idle, resume, bad = {}, {}, 0
+qemu.on_vcpu_idle(function(v)
+  if (idle[v] or 0) ~= (resume[v] or 0) then bad = bad + 1 end -- idle twice without a resume
+  idle[v] = (idle[v] or 0) + 1
+end)
+qemu.on_vcpu_resume(function(v)
+  resume[v] = (resume[v] or 0) + 1
+  if resume[v] ~= idle[v] then bad = bad + 1 end -- a resume that followed no idle
+end)
+qemu.on_exit(function()
+  for v = 0, 1 do qemu.printf("vcpu %d idle %d resume %d\\n", v, idle[v] or 0, resume[v] or 0) end
+  qemu.printf("bad %d\\n", bad)
+end)
+"""
+
+
+@case
+def system_mode_reports_vcpu_idle_and_resume_in_pairs():
+    # -smp 2: the second vCPU (an x86 application processor) waits halted, so it goes idle.
+    for version in ("7.2", "10.0"):
+        path = lua_file(IDLE_PROBE)
+        try:
+            r = system_qemu(version, ["script=" + path], smp=2)
+        finally:
+            os.unlink(path)
+        counts = {int(v): (int(i), int(s)) for v, i, s in
+                  re.findall(r"^vcpu (\d+) idle (\d+) resume (\d+)$", r.log, re.M)}
+        expect(r.status == 33 and "bad 0" in r.log, f"{version}: idle/resume alternate per vCPU", r)
+        expect(counts.get(1, (0, 0))[0] >= 1, f"{version}: the halted vCPU went idle", r)
+        expect(all(i - s in (0, 1) for i, s in counts.values()), f"{version}: pairs", r)
+
+
 @case
 def registers_memory_and_access_values_on_qemu_10():
     r = system_qemu("10.0", ["script=" + script("regs.lua")])
