@@ -69,6 +69,10 @@ static bool has_registers(void)
 }
 static bool has_read_memory(void) { return qlua_host.read_memory_vaddr != NULL; }
 static bool has_mem_value(void) { return qlua_host.mem_get_value != NULL; }
+static bool has_time_control(void)
+{
+    return qlua_host.system && qlua_host.request_time_control && qlua_host.update_ns;
+}
 
 static const struct feature features[] = {
     {"inline", "QEMU 4.2 to 8.2 (raw inline adds; qlua counters work everywhere)", has_inline},
@@ -82,6 +86,7 @@ static const struct feature features[] = {
     {"registers", "QEMU 9.0", has_registers},
     {"read_memory", "QEMU 9.2", has_read_memory},
     {"mem_value", "QEMU 9.2", has_mem_value},
+    {"time_control", "QEMU 9.1 in system mode", has_time_control},
 };
 
 bool qlua_host_has(const char *feature, const char **since)

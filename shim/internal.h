@@ -87,7 +87,9 @@
     X(get_registers, GArray *, (void))                                                              \
     X(read_register, void *, (void))                                                                \
     X(read_memory_vaddr, bool, (uint64_t, GByteArray *, size_t))                                    \
-    X(mem_get_value, qemu_plugin_mem_value, (qemu_plugin_meminfo_t))
+    X(mem_get_value, qemu_plugin_mem_value, (qemu_plugin_meminfo_t))                                \
+    X(request_time_control, const void *, (void))                                                   \
+    X(update_ns, void, (const void *, int64_t))
 
 /* Entries typed `(void)` above are probed for presence only: their ABI is chosen where they are
  * used, from host.api (see host.c). */

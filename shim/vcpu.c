@@ -1,6 +1,7 @@
 /* vcpu.c: what a script can read from the vCPU running the current callback: its registers
  * (qemu.registers, qemu.reg; QEMU >= 9.0) and its guest memory (qemu.read_memory; QEMU >= 9.2).
- * QEMU answers these for "the current vCPU" only, so each is refused outside a vCPU callback. */
+ * QEMU answers these for "the current vCPU" only, so each is refused outside a vCPU callback.
+ * Also the guest's clock (qemu.time_control; QEMU >= 9.1, system mode). */
 #include <string.h>
 
 #include "internal.h"
@@ -111,11 +112,47 @@ static int vcpu_read_memory(lua_State *L)
     return ok ? 1 : 2;
 }
 
+static const void *time_handle;
+
+/* core.time_control() -> true: from now on the script drives the guest's virtual clock. */
+static int vcpu_time_control(lua_State *L)
+{
+    const char *since;
+    if (!qlua_host_has("time_control", &since)) {
+        return luaL_error(L, "qemu.time_control() needs the 'time_control' feature, which this "
+                             "QEMU lacks: it comes with %s",
+                          since);
+    }
+    if (time_handle == NULL) {
+        time_handle = qlua_host.request_time_control();
+        if (time_handle == NULL) {
+            return luaL_error(L, "qemu.time_control(): another plugin already controls time "
+                                 "(QEMU grants it to one plugin only)");
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.set_time(ns): move the guest's clock forward to ns (from 0 at start). */
+static int vcpu_set_time(lua_State *L)
+{
+    lua_Integer ns = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, ns >= 0, 1, "expected nanoseconds >= 0");
+    if (time_handle == NULL) {
+        return luaL_error(L, "qemu.set_time(): call qemu.time_control() first");
+    }
+    qlua_host.update_ns(time_handle, (int64_t)ns);
+    return 0;
+}
+
 void qlua_vcpu_open(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"registers", vcpu_registers},
                                    {"reg", vcpu_reg},
                                    {"read_memory", vcpu_read_memory},
+                                   {"time_control", vcpu_time_control},
+                                   {"set_time", vcpu_set_time},
                                    {NULL, NULL}};
     luaL_setfuncs(L, fns, 0);
 }

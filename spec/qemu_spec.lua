@@ -167,6 +167,13 @@ describe("qemu", function()
     end)
   end)
 
+  describe("time_control and set_time", function()
+    it("are the core's functions", function()
+      assert.equal(core.time_control, qemu.time_control)
+      assert.equal(core.set_time, qemu.set_time)
+    end)
+  end)
+
   describe("retranslate", function()
     it("is core.retranslate", function()
       assert.equal(core.retranslate, qemu.retranslate)

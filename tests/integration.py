@@ -802,6 +802,38 @@ def registers_memory_and_access_values_on_qemu_10():
     expect(r.log.count("works only inside a vCPU callback") == 2, "reads outside callbacks", r)
 
 
+TIME_PROBE = """
+qemu.time_control()
+local blocks, t = qemu.counter(), 0
+local function tick() t = t + 1000; qemu.set_time(t) end
+qemu.on_translate(function(tb) tb:count(blocks); tb:on_exec(tick) end)
+qemu.on_exit(function() qemu.printf("time %d blocks %d\\n", t, blocks:sum()) end)
+"""
+
+
+@case
+def time_control_lets_the_script_drive_the_guest_clock_on_qemu_10():
+    path = lua_file(TIME_PROBE)
+    try:
+        r = system_qemu("10.0", ["script=" + path])
+        m = re.search(r"^time (\d+) blocks (\d+)$", r.log, re.M)
+        expect(r.status == 33 and m and int(m.group(1)) == 1000 * int(m.group(2)) > 0,
+               "the guest ran with its clock moved by the script", r)
+    finally:
+        os.unlink(path)
+
+
+@refused_install
+def time_control_on_qemu_7_2_names_the_missing_feature():
+    path = lua_file(TIME_PROBE)
+    try:
+        r = system_qemu("7.2", ["script=" + path])
+    finally:
+        os.unlink(path)
+    expect(r.status == 1 and "needs the 'time_control' feature" in r.err and
+           "QEMU 9.1 in system mode" in r.err, "clear error on 7.2", r)
+
+
 @refused_install
 def registers_on_qemu_7_2_name_the_missing_feature():
     r = system_qemu("7.2", ["script=" + script("regs.lua")])

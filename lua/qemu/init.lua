@@ -109,6 +109,12 @@ qemu.registers = core.registers
 qemu.reg = core.reg
 qemu.read_memory = core.read_memory
 
+--- System mode, QEMU >= 9.1: qemu.time_control() takes over the guest's virtual clock (it then
+-- advances only through qemu.set_time(ns), nanoseconds from 0 at start), e.g. to run the guest at
+-- a fixed number of instructions per second, as QEMU's ips plugin does.
+qemu.time_control = core.time_control
+qemu.set_time = core.set_time
+
 -- Tracers: execution events gathered natively per thread and handed to Lua in batches.
 qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
 
