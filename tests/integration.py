@@ -687,7 +687,7 @@ QEMU_SYSTEM = {
 }
 
 
-def system_qemu(version, plugin_args, smp=1, oracle=False):
+def system_qemu(version, plugin_args, smp=1, oracle=False, image="boot.bin"):
     binary = QEMU_SYSTEM[version]
     if version == "10.0" and not os.path.exists(binary):
         raise Skip(f"QEMU 10.0.2 not unpacked at {binary} (tools/fetch-qemu10.sh does it)")
@@ -695,7 +695,7 @@ def system_qemu(version, plugin_args, smp=1, oracle=False):
         logfile = os.path.join(tmp, "plugin.log")
         cmd = [binary, "-accel", "tcg", "-smp", str(smp), "-display", "none", "-nodefaults",
                "-no-reboot", "-monitor", "none", "-serial", "none",
-               "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios", guest("boot.bin")]
+               "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-bios", guest(image)]
         if version == "10.0":
             cmd += ["-L", os.path.join(os.path.dirname(binary), "..", "share", "qemu")]
         if oracle:

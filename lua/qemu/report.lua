@@ -1,0 +1,150 @@
+-- qemu.report: formatting helpers shared by the report-printing scripts (hotblocks, hotpages,
+-- howvec, ...). Pure Lua, no QEMU: ranking with a deterministic tie-break, sorted iteration, and
+-- number formatting that gives the same text under LuaJIT (numbers are doubles) and Lua 5.4
+-- (64-bit integers; guest addresses of 2^63 and above arrive as negative integers).
+
+local M = {}
+
+local floor = math.floor
+local math_type = math.type -- nil in LuaJIT
+local math_ult = math.ult
+
+local function is_integer(v)
+  if math_type then return math_type(v) == "integer" end
+  return false
+end
+
+--- Unsigned 64-bit "less than" for guest values (addresses, counts) held in Lua numbers.
+-- Lua 5.4 integers compare as unsigned (a negative integer is an address of 2^63 or more);
+-- LuaJIT doubles are never negative here and compare as they are.
+function M.ult(a, b)
+  if is_integer(a) and is_integer(b) then return math_ult(a, b) end
+  return a < b
+end
+
+--- Bytewise "less than" on strings (Lua 5.4's `<` follows the C locale's collation).
+function M.bytes_lt(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+--- Total order on sort keys: numbers as unsigned 64-bit values, strings bytewise, and a list
+-- (table) of such keys lexicographically. Returns true when a sorts before b.
+function M.key_lt(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end -- never mixed in practice; any fixed order will do
+  if ta == "number" then return M.ult(a, b) end
+  if ta == "table" then
+    for i = 1, math.max(#a, #b) do
+      local x, y = a[i], b[i]
+      if x == nil then return true end
+      if y == nil then return false end
+      if M.key_lt(x, y) then return true end
+      if M.key_lt(y, x) then return false end
+    end
+    return false
+  end
+  return M.bytes_lt(a, b)
+end
+
+local function getter(field)
+  if type(field) == "function" then return field end
+  return function(rec) return rec[field] end
+end
+
+--- Sorts `records` (a list, sorted in place and returned) by `count` descending; records with
+-- equal counts by `key` ascending (M.key_lt order). `count` and `key` are field names or
+-- functions of a record. A total order, so the result never depends on table iteration order.
+function M.rank(records, count, key)
+  local count_of, key_of = getter(count), getter(key)
+  table.sort(records, function(a, b)
+    local ca, cb = count_of(a), count_of(b)
+    if ca ~= cb then return M.ult(cb, ca) end
+    return M.key_lt(key_of(a), key_of(b))
+  end)
+  return records
+end
+
+--- The first `limit` records of M.rank(records, count, key), as a new list (all when limit is
+-- nil or larger).
+function M.top(records, limit, count, key)
+  M.rank(records, count, key)
+  local out = {}
+  for i = 1, math.min(limit or #records, #records) do out[i] = records[i] end
+  return out
+end
+
+--- Sorts `records` in place by `key` (field name or function), ascending, or descending when
+-- `descending` is true. Returns records.
+function M.sort_by(records, key, descending)
+  local key_of = getter(key)
+  table.sort(records, function(a, b)
+    if descending then return M.key_lt(key_of(b), key_of(a)) end
+    return M.key_lt(key_of(a), key_of(b))
+  end)
+  return records
+end
+
+--- The values of table `t` as a list (in no particular order; rank or sort it next).
+function M.values(t)
+  local out = {}
+  for _, v in pairs(t) do out[#out + 1] = v end
+  return out
+end
+
+--- for k, v in report.sorted_pairs(t [, lt]) do ... end: pairs in key order (M.key_lt unless
+-- `lt` is given), whatever order the table holds them in.
+function M.sorted_pairs(t, lt)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, lt or M.key_lt)
+  local i = 0
+  return function()
+    i = i + 1
+    local k = keys[i]
+    if k ~= nil then return k, t[k] end
+  end
+end
+
+--- A guest value as hexadecimal digits, zero-padded to `width` (default none), without "0x":
+-- what C's PRIx64 prints, also for values of 2^63 and more in Lua 5.4 (negative integers).
+function M.hex(v, width)
+  if not is_integer(v) then
+    -- LuaJIT: a double; exact below 2^53, and string.format %x converts it as an unsigned 64-bit.
+    if v ~= floor(v) then error("report.hex: not an integer: " .. tostring(v), 2) end
+  end
+  return string.format("%0" .. (width or 1) .. "x", v)
+end
+
+--- A count as decimal digits, as C's PRIu64/PRId64 prints it (integer-valued doubles included).
+function M.dec(v)
+  if not is_integer(v) and v ~= floor(v) then
+    error("report.dec: not an integer: " .. tostring(v), 2)
+  end
+  return string.format("%d", v)
+end
+
+--- string.format(fmt, ...) applied to each of `records` through `fields(rec)`, which returns the
+-- format's arguments; the lines concatenated. `limit` caps the number of rows (nil: all).
+function M.rows(fmt, records, fields, limit)
+  local out = {}
+  for i = 1, math.min(limit or #records, #records) do
+    out[i] = string.format(fmt, fields(records[i]))
+  end
+  return table.concat(out)
+end
+
+--- A bitmask with bit `index` set in `mask` (both non-negative integers, index < 53): the
+-- C idiom `mask |= 1 << index` without bit operators, which LuaJIT and Lua 5.4 spell differently.
+function M.set_bit(mask, index)
+  local bit = 2 ^ index
+  if is_integer(mask) then bit = floor(bit) end
+  if floor(mask / bit) % 2 == 0 then return mask + bit end
+  return mask
+end
+
+return M
