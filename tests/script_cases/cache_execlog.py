@@ -1,0 +1,247 @@
+# Tests of scripts/cache.lua and scripts/execlog.lua (exec'd in integration.py's namespace).
+# Helpers carry a _cache/_execlog prefix: every file of script_cases shares one namespace.
+
+_CACHE_HEADER = ("core #, data accesses, data misses, dmiss rate, insn accesses, insn misses, "
+                 "imiss rate")
+_CACHE_ROW = re.compile(r"^(\d+|sum) +(\d+) +(\d+) +(\d+\.\d{4})%  (\d+) +(\d+) +(\d+\.\d{4})%"
+                        r"(?:  (\d+) +(\d+) +(\d+\.\d{4})%)?$")
+
+
+def _cache_run(extra, program, oracle=False):
+    r = qemu(["script=cache"] + list(extra), program, oracle=oracle)
+    expect(r.status == 0, "cache.lua run failed", r)
+    return r
+
+
+def _cache_summary(r):
+    """{core: [d_acc, d_miss, i_acc, i_miss, l2_acc, l2_miss]} from the summary table, checking
+    its layout (header, one line per row in QEMU's column widths, an empty line after)."""
+    lines = r.log.splitlines()
+    start = next((i for i, l in enumerate(lines) if l.startswith("core #")), None)
+    expect(start is not None, "no summary header", r)
+    rows = {}
+    i = start + 1
+    while lines[i]:
+        m = _CACHE_ROW.match(lines[i])
+        expect(m is not None, f"malformed summary row {lines[i]!r}", r)
+        first = m.group(1)
+        expect(lines[i].startswith(first.ljust(8)), "core column is 8 wide", r)
+        nums = [int(x) for x in m.group(2, 3, 5, 6)]
+        if m.group(8):
+            nums += [int(m.group(8)), int(m.group(9))]
+        for acc, miss, rate in ((nums[0], nums[1], m.group(4)), (nums[2], nums[3], m.group(7))):
+            expect(miss <= acc, f"more misses than accesses in {lines[i]!r}", r)
+            expect(rate == "%.4f" % (miss / acc * 100 if acc else 0.0), f"rate in {lines[i]!r}", r)
+        rows[first] = nums
+        i += 1
+    return lines[start], rows
+
+
+def _cache_tables(r):
+    """{title: [(addr, symbol or None, count, disas)]} for each top-N table."""
+    tables, current = {}, None
+    for line in r.log.splitlines():
+        if line.startswith("oracle:"):
+            continue
+        if line.startswith("address, "):
+            current = tables.setdefault(line, [])
+        elif current is not None and line:
+            m = re.match(r"^0x([0-9a-f]+)(?: \((.*?)\))?, (\d+), (.*)$", line)
+            expect(m is not None, f"malformed table row {line!r}", r)
+            current.append((int(m.group(1), 16), m.group(2), int(m.group(3)), m.group(4)))
+        elif not line:
+            current = None
+    return tables
+
+
+_DMISS = "address, data misses, instruction"
+_IMISS = "address, fetch misses, instruction"
+_L2MISS = "address, L2 misses, instruction"
+
+
+@case
+def cache_accesses_equal_the_oracle_and_l2_sees_every_l1_miss():
+    for extra in ([], ["l2=on"], ["evict=fifo", "l2cachesize=65536", "l2assoc=4"]):
+        r = _cache_run(extra, [guest("loop"), "3"], oracle=True)
+        o = fields(r.log, "oracle")
+        header, rows = _cache_summary(r)
+        l2 = bool(extra)
+        expect(header == _CACHE_HEADER + (", l2 accesses, l2 misses, l2 miss rate" if l2 else ""),
+               f"{extra}: header", r)
+        expect(list(rows) == ["0"], f"{extra}: user mode simulates one core", r)
+        d_acc, d_miss, i_acc, i_miss = rows["0"][:4]
+        expect(d_acc == int(o["reads"]) + int(o["writes"]), f"{extra}: data accesses != oracle", r)
+        expect(i_acc == int(o["insns"]), f"{extra}: insn accesses != oracle insns", r)
+        expect(0 < d_miss < d_acc and 0 < i_miss < i_acc, f"{extra}: implausible misses", r)
+        tables = _cache_tables(r)
+        expect(list(tables) == [_DMISS, _IMISS] + ([_L2MISS] if l2 else []), f"{extra}: tables", r)
+        if l2:
+            l2_acc, l2_miss = rows["0"][4:]
+            expect(l2_acc == d_miss + i_miss, f"{extra}: L2 is accessed on each L1 miss only", r)
+            expect(0 < l2_miss <= l2_acc, f"{extra}: L2 misses", r)
+
+
+@case
+def cache_per_core_rows_add_up_to_the_oracle_with_8_threads():
+    r = _cache_run(["cores=3", "limit=4"], [guest("threads")], oracle=True)
+    o = fields(r.log, "oracle")
+    _, rows = _cache_summary(r)
+    expect(list(rows) == ["0", "1", "2", "sum"], "three cores and a sum row", r)
+    for j in range(4):
+        expect(rows["sum"][j] == sum(rows[c][j] for c in "012"), f"sum column {j}", r)
+    expect(rows["sum"][0] == int(o["reads"]) + int(o["writes"]), "data accesses != oracle", r)
+    expect(rows["sum"][2] == int(o["insns"]), "insn accesses != oracle insns", r)
+    expect(all(rows[c][2] > 0 for c in "012"), "9 vCPUs spread over 3 cores", r)
+
+
+@case
+def cache_top_tables_rank_by_count_then_address_within_the_limit():
+    r = _cache_run(["limit=7", "l2=on"], [guest("loop"), "2"])
+    tables = _cache_tables(r)
+    for title, rows in tables.items():
+        expect(len(rows) == 7, f"{title}: limit=7 rows", r)
+        keys = [(-count, addr) for addr, _, count, _ in rows]
+        expect(keys == sorted(keys), f"{title}: not ranked by count, then address", r)
+    # The loop guest's hottest load (table[i] in main) misses once per 8 elements of 8 bytes.
+    top = tables[_DMISS][0]
+    expect(top[1] == "main" and top[2] >= 2 * 4096 // 8, "main's table load misses most", r)
+    r = _cache_run(["limit=0"], [guest("loop"), "1"])
+    expect(r.log.endswith("\n\naddress, data misses, instruction\n\naddress, fetch misses, "
+                          "instruction\n"), "limit=0: titles only", r)
+
+
+def _cache_sweep_misses(extra, passes, nbytes, step, table=_DMISS):
+    """Data (or L2) misses of the single load in the stride guest's sweep()."""
+    r = _cache_run(["limit=100000"] + extra, [guest("stride"), str(passes), str(nbytes), str(step)])
+    rows = [row for row in _cache_tables(r)[table] if row[1] == "sweep" and "(" in row[3]]
+    expect(len(rows) == 1 and rows[0][3].startswith("movzb"), "sweep's load not found", r)
+    return rows[0][2], r
+
+
+@case
+def cache_misses_of_a_strided_sweep_follow_from_the_geometry():
+    # 8 KiB, 4 ways, 64-byte blocks: 32 sets. 16 KiB = 256 blocks, 8 per set: LRU and FIFO miss
+    # on every access of every pass; 4 KiB = 64 blocks, 2 per set: only compulsory misses.
+    geometry = ["dcachesize=8192", "dassoc=4", "dblksize=64"]
+    for policy in ("lru", "fifo"):
+        misses, r = _cache_sweep_misses(geometry + ["evict=" + policy], 3, 16384, 64)
+        expect(misses == 3 * 256, f"{policy}: thrashing sweep: {misses} != 768", r)
+        misses, r = _cache_sweep_misses(geometry + ["evict=" + policy], 3, 4096, 64)
+        expect(misses == 64, f"{policy}: fitting sweep: {misses} != 64", r)
+    # Block size: 16-byte steps touch each 64-byte block 4 times (1 miss), each 16-byte block once.
+    misses, r = _cache_sweep_misses(geometry, 1, 4096, 16)
+    expect(misses == 64, f"64-byte blocks, 16-byte steps: {misses} != 64", r)
+    misses, r = _cache_sweep_misses(["dcachesize=8192", "dassoc=4", "dblksize=16"], 1, 4096, 16)
+    expect(misses == 256, f"16-byte blocks, 16-byte steps: {misses} != 256", r)
+    # Direct-mapped, 4 KiB: 8 KiB of array puts two blocks in every set, which evict each other.
+    misses, r = _cache_sweep_misses(["dcachesize=4096", "dassoc=1"], 2, 8192, 64)
+    expect(misses == 2 * 128, f"direct-mapped conflicts: {misses} != 256", r)
+    # The default 2 MiB L2 holds the whole array: only first-pass (compulsory) misses reach past it.
+    misses, r = _cache_sweep_misses(geometry + ["l2=on"], 3, 16384, 64, table=_L2MISS)
+    expect(misses == 256, f"L2 misses: {misses} != 256", r)
+
+
+@case
+def cache_rand_eviction_is_reproducible_and_bounded():
+    extra = ["dcachesize=8192", "dassoc=4", "evict=rand", "seed=7"]
+    first, r1 = _cache_sweep_misses(extra, 3, 16384, 64)
+    second, r2 = _cache_sweep_misses(extra, 3, 16384, 64)
+    expect(256 < first < 3 * 256, f"rand keeps some blocks across passes: {first}", r1)
+    expect(r1.log == r2.log, "same seed, same run: the reports must be identical", r2)
+    # Fitting (2 array blocks a set) still loses some: a miss in a full set may evict any way,
+    # also an array block, where LRU would have evicted older start-up data.
+    fitting, r = _cache_sweep_misses(extra, 3, 4096, 64)
+    expect(64 <= fitting < 3 * 64, f"fitting sweep under rand: {fitting}", r)
+
+
+@refused_install
+def cache_bad_arguments_are_refused_with_the_reason():
+    for arg, text in [("dcachesize=1000", "dcache cannot be constructed from given parameters "
+                       "(size 1000, block 64, assoc 8): cache size must be divisible by block size"),
+                      ("iassoc=3", "icache cannot be constructed from given parameters (size 16384, "
+                       "block 64, assoc 3): cache size must be divisible by set size"),
+                      ("l2blksize=48", "L2 cache cannot be constructed"),
+                      ("evict=mru", "evict=mru: expected one of lru, fifo, rand"),
+                      ("limit=-1", "limit=-1: expected an integer >= 0")]:
+        r = qemu(["script=cache", arg], [guest("loop"), "1"])
+        expect(r.status == 1 and text in r.err, f"{arg}: refusal", r)
+
+
+# ---- execlog ----
+
+_EXECLOG_LINE = re.compile(r'^(\d+), 0x([0-9a-f]+), 0x([0-9a-f]+), "(.*)"((?:, (?:load|store), '
+                           r'0x[0-9a-f]{8,})*)$')
+
+
+def _execlog(extra, program, oracle=False):
+    r = qemu(["script=execlog"] + list(extra), program, oracle=oracle)
+    expect(r.status == 0, "execlog.lua run failed", r)
+    lines = [l for l in r.log.splitlines() if not l.startswith("oracle:")]
+    parsed = []
+    for line in lines:
+        m = _EXECLOG_LINE.match(line)
+        expect(m is not None, f"malformed line {line!r}", r)
+        parsed.append((int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16), m.group(4),
+                       re.findall(r", (load|store), ", m.group(5))))
+    return r, parsed
+
+
+@case
+def execlog_logs_each_executed_instruction_and_access_once():
+    r, lines = _execlog([], [guest("loop"), "1"], oracle=True)
+    o = fields(r.log, "oracle")
+    expect(len(lines) == int(o["insns"]), f"{len(lines)} lines != {o['insns']} instructions", r)
+    loads = sum(kinds.count("load") for *_, kinds in lines)
+    stores = sum(kinds.count("store") for *_, kinds in lines)
+    expect((loads, stores) == (int(o["reads"]), int(o["writes"])), "accesses != oracle", r)
+    expect({vcpu for vcpu, *_ in lines} == {0}, "one vCPU", r)
+    # The opcode is the instruction's own bytes (at most 4, little-endian), never what follows it.
+    for _, _, op, disas, _ in lines:
+        expect(op < 1 << 32, f"opcode 0x{op:x} has more than 4 bytes", r)
+        if disas == "syscall ":
+            expect(op == 0x050f, f"syscall opcode 0x{op:x}", r)
+        elif disas == "retq ":
+            expect(op == 0xc3, f"retq opcode 0x{op:x}", r)
+
+
+def _execlog_core(lines):
+    return [(pc, op, disas, kinds) for _, pc, op, disas, kinds in lines]
+
+
+@case
+def execlog_filters_keep_exactly_the_matching_instructions():
+    _, full = _execlog([], [guest("loop"), "1"])
+    r, sys_lines = _execlog(["ifilter=syscall"], [guest("loop"), "1"], oracle=True)
+    want = [l for l in full if l[3].startswith("syscall")]
+    expect(_execlog_core(sys_lines) == _execlog_core(want), "ifilter=syscall lines", r)
+    expect(len(sys_lines) == int(fields(r.log, "oracle")["syscalls"]), "one line per syscall", r)
+    # The hottest instruction of the loop guest, by address, with and without 0x.
+    counts = {}
+    for l in full:
+        counts[l[1]] = counts.get(l[1], 0) + 1
+    hot = max(counts, key=lambda pc: (counts[pc], -pc))
+    want = [l for l in full if l[1] == hot]
+    for spelling in ("0x%x" % hot, "%x" % hot):
+        r, hot_lines = _execlog(["afilter=" + spelling], [guest("loop"), "1"])
+        expect(_execlog_core(hot_lines) == _execlog_core(want), f"afilter={spelling}", r)
+        expect(len(hot_lines) >= 4096, "runs once per element at least", r)
+    # Both: either filter lets an instruction through.
+    r, both = _execlog(["afilter=0x%x" % hot, "ifilter=syscall"], [guest("loop"), "1"])
+    want = [l for l in full if l[1] == hot or l[3].startswith("syscall")]
+    expect(_execlog_core(both) == _execlog_core(want), "ifilter and afilter together", r)
+    # Repeated filters: an instruction matching any of them is logged.
+    r, several = _execlog(["ifilter=syscall", "ifilter=ret", "afilter=0x%x" % hot],
+                          [guest("loop"), "1"])
+    want = [l for l in full if l[1] == hot or l[3].startswith("syscall") or l[3].startswith("ret")]
+    expect(_execlog_core(several) == _execlog_core(want), "repeated ifilter and afilter", r)
+    r, none = _execlog(["ifilter=no such mnemonic"], [guest("loop"), "1"])
+    expect(none == [] and r.log == "", "nothing matches: no output", r)
+
+
+@refused_install
+def execlog_bad_filters_are_refused():
+    r = qemu(["script=execlog", "afilter=0xzz"], [guest("loop"), "1"])
+    expect(r.status == 1 and "afilter=0xzz: expected a hexadecimal address" in r.err, "afilter", r)
+    r = qemu(["script=execlog", "filter=mov"], [guest("loop"), "1"])
+    expect(r.status == 1 and "unknown argument 'filter'; accepted: ifilter, afilter" in r.err,
+           "unknown argument", r)
