@@ -18,10 +18,20 @@ local function inert()
   return proxy
 end
 
---- Returns the declaration table of the script at path (or nil and why).
+--- Returns the declaration table of the script at path (or nil and why). A script may refuse one
+-- mode before it declares itself (hwprofile wants system mode): user mode is tried, then system.
 function M.declaration(path)
+  local decl, err = M.declaration_in(path, false)
+  if decl then return decl end
+  local decl2 = M.declaration_in(path, true)
+  if decl2 then return decl2 end
+  return nil, err
+end
+
+function M.declaration_in(path, system)
   local stand_in = setmetatable({
-    info = { target = "x86_64", mode = "user", system = false, api = { min = 0, cur = 1, declared = 1 } },
+    info = { target = "x86_64", mode = system and "system" or "user", system = system,
+             smp_vcpus = system and 1 or nil, api = { min = 0, cur = 1, declared = 1 } },
     args = {},
     has = function() return true end,
     need = function() end,
