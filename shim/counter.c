@@ -379,9 +379,11 @@ void qlua_counter_when_insn(struct qemu_plugin_insn *insn, qlua_counter *c,
     }
 }
 
+static int counter_meta;
+
 qlua_counter *qlua_counter_check(lua_State *L, int idx)
 {
-    return *(qlua_counter **)luaL_checkudata(L, idx, COUNTER_META);
+    return *(qlua_counter **)qlua_meta_check(L, idx, counter_meta, "counter");
 }
 
 static uint64_t counter_sum(qlua_counter *c)
@@ -410,7 +412,7 @@ static int counter_new(lua_State *L)
     c->next = all_counters;
     all_counters = c;
     *(qlua_counter **)lua_newuserdata(L, sizeof c) = c;
-    luaL_setmetatable(L, COUNTER_META);
+    qlua_meta_set(L, counter_meta);
     return 1;
 }
 
@@ -527,7 +529,7 @@ void qlua_counter_open(lua_State *L)
                                        {"add", counter_add},   {"set", counter_set},
                                        {"reset", counter_reset},
                                        {"values", counter_values}, {NULL, NULL}};
-    luaL_newmetatable(L, COUNTER_META);
+    counter_meta = qlua_meta_new(L, COUNTER_META);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");

@@ -181,6 +181,37 @@ int qlua_gate_load(const char *path, char **error)
     return rc;
 }
 
+/* Metatables of the Lua-facing objects, reached by registry number rather than by name: the
+ * name-based luaL_setmetatable/luaL_checkudata intern a C string on every call, and handles are
+ * made and checked for every instruction a script looks at. */
+int qlua_meta_new(lua_State *L, const char *name)
+{
+    luaL_newmetatable(L, name);
+    lua_pushvalue(L, -1);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void qlua_meta_set(lua_State *L, int ref)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_setmetatable(L, -2);
+}
+
+void *qlua_meta_check(lua_State *L, int idx, int ref, const char *what)
+{
+    void *ud = lua_touserdata(L, idx);
+    if (ud && lua_getmetatable(L, idx)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        bool same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+        if (same) {
+            return ud;
+        }
+    }
+    luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", what, luaL_typename(L, idx)));
+    return NULL;
+}
+
 const char *luaL_tolstring_compat(lua_State *L, int idx)
 {
     lua_getglobal(L, "tostring");

@@ -11,9 +11,11 @@ typedef struct {
     size_t index;
 } insn_handle;
 
+static int insn_meta;
+
 static insn_handle *check_insn(lua_State *L, int idx)
 {
-    return qlua_check_live(L, idx, INSN_META, "insn");
+    return qlua_check_live(L, idx, insn_meta, "insn");
 }
 
 void qlua_insn_push(lua_State *L, struct qemu_plugin_insn *insn, size_t index)
@@ -22,7 +24,7 @@ void qlua_insn_push(lua_State *L, struct qemu_plugin_insn *insn, size_t index)
     h->insn = insn;
     h->gen = qlua_translate_gen;
     h->index = index;
-    luaL_setmetatable(L, INSN_META);
+    qlua_meta_set(L, insn_meta);
 }
 
 /* insn:count(counter [, n = 1]): add n each time the instruction starts executing. */
@@ -96,6 +98,13 @@ static void push_bytes(lua_State *L, struct qemu_plugin_insn *insn)
 
 static int insn_index(lua_State *L)
 {
+    /* methods first: insn:count(...) needs no field lookup (the method checks the handle) */
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1)) {
+        return 1;
+    }
+    lua_pop(L, 1);
     insn_handle *h = check_insn(L, 1);
     const char *key = luaL_checkstring(L, 2);
     if (g_str_equal(key, "vaddr")) {
@@ -120,15 +129,14 @@ static int insn_index(lua_State *L)
     } else if (g_str_equal(key, "index")) {
         lua_pushinteger(L, (lua_Integer)h->index + 1);
     } else {
-        lua_pushvalue(L, 2);
-        lua_rawget(L, lua_upvalueindex(1));
+        lua_pushnil(L);
     }
     return 1;
 }
 
 static int insn_tostring(lua_State *L)
 {
-    insn_handle *h = luaL_checkudata(L, 1, INSN_META);
+    insn_handle *h = qlua_meta_check(L, 1, insn_meta, "insn");
     if (h->gen != qlua_translate_gen) {
         lua_pushliteral(L, "insn (stale)");
         return 1;
@@ -152,7 +160,7 @@ void qlua_insn_open(lua_State *L)
                                        {"trace", insn_trace},
                                        {"trace_mem", insn_trace_mem},
                                        {NULL, NULL}};
-    luaL_newmetatable(L, INSN_META);
+    insn_meta = qlua_meta_new(L, INSN_META);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_pushcclosure(L, insn_index, 1);

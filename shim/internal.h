@@ -182,6 +182,9 @@ G_NORETURN void qlua_fail_exit(void);
 bool qlua_state_open(char **error);
 void qlua_state_close(void);
 void qlua_push_u64(lua_State *L, uint64_t v);
+int qlua_meta_new(lua_State *L, const char *name);
+void qlua_meta_set(lua_State *L, int ref);
+void *qlua_meta_check(lua_State *L, int idx, int ref, const char *what);
 uint64_t qlua_check_u64(lua_State *L, int idx);
 
 /* ---- per-file openers: each adds its functions to the core table on top of the stack ---- */
@@ -201,7 +204,7 @@ void qlua_gate_open(lua_State *L);
 extern uint64_t qlua_translate_gen; /* non-zero only inside an on_translate callback */
 void qlua_tb_push(lua_State *L, struct qemu_plugin_tb *tb);
 void qlua_insn_push(lua_State *L, struct qemu_plugin_insn *insn, size_t index);
-void *qlua_check_live(lua_State *L, int idx, const char *tname, const char *what);
+void *qlua_check_live(lua_State *L, int idx, int meta, const char *what);
 
 /* ---- mem.c ---- */
 void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,

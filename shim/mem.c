@@ -19,6 +19,7 @@ typedef struct {
 
 /* Number of the memory callback in progress (0 outside); serialized by the Lua lock. */
 static uint64_t access_live;
+static int access_meta;
 static uint64_t access_next;
 
 enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx)
@@ -59,7 +60,7 @@ static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
     h->info = info;
     h->gen = access_live;
     h->vaddr = vaddr;
-    luaL_setmetatable(L, ACCESS_META);
+    qlua_meta_set(L, access_meta);
     qlua_push_u64(L, vaddr);
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
     qlua_vcpu_context++;
@@ -82,7 +83,7 @@ void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
 
 static access_handle *check_access(lua_State *L)
 {
-    access_handle *h = luaL_checkudata(L, 1, ACCESS_META);
+    access_handle *h = qlua_meta_check(L, 1, access_meta, "access");
     if (h->gen != access_live || access_live == 0) {
         luaL_error(L, "access used outside its on_mem callback: an access is valid only during "
                       "the callback that received it (copy what you need, e.g. "
@@ -175,7 +176,7 @@ static int access_index(lua_State *L)
 
 void qlua_mem_open(lua_State *L)
 {
-    luaL_newmetatable(L, ACCESS_META);
+    access_meta = qlua_meta_new(L, ACCESS_META);
     lua_pushcfunction(L, access_index);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);

@@ -11,11 +11,12 @@ typedef struct {
 } tb_handle;
 
 uint64_t qlua_translate_gen;
+static int tb_meta;
 
-void *qlua_check_live(lua_State *L, int idx, const char *tname, const char *what)
+void *qlua_check_live(lua_State *L, int idx, int meta, const char *what)
 {
     uint64_t *gen_field = NULL;
-    void *ud = luaL_checkudata(L, idx, tname);
+    void *ud = qlua_meta_check(L, idx, meta, what);
     /* every handle type starts with (pointer, generation) */
     gen_field = (uint64_t *)((char *)ud + sizeof(void *));
     if (*gen_field == 0 || *gen_field != qlua_translate_gen) {
@@ -30,7 +31,7 @@ void *qlua_check_live(lua_State *L, int idx, const char *tname, const char *what
 
 static struct qemu_plugin_tb *check_tb(lua_State *L, int idx)
 {
-    return ((tb_handle *)qlua_check_live(L, idx, TB_META, "tb"))->tb;
+    return ((tb_handle *)qlua_check_live(L, idx, tb_meta, "tb"))->tb;
 }
 
 void qlua_tb_push(lua_State *L, struct qemu_plugin_tb *tb)
@@ -38,7 +39,7 @@ void qlua_tb_push(lua_State *L, struct qemu_plugin_tb *tb)
     tb_handle *h = lua_newuserdata(L, sizeof *h);
     h->tb = tb;
     h->gen = qlua_translate_gen;
-    luaL_setmetatable(L, TB_META);
+    qlua_meta_set(L, tb_meta);
 }
 
 static int tb_insns_next(lua_State *L)
@@ -108,6 +109,15 @@ static uint64_t tb_size(struct qemu_plugin_tb *tb)
 
 static int tb_index(lua_State *L)
 {
+    /* methods first: tb:count(...) needs no field lookup (the method checks the handle) */
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        lua_pushvalue(L, 2);
+        lua_rawget(L, lua_upvalueindex(1));
+        if (!lua_isnil(L, -1)) {
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
     struct qemu_plugin_tb *tb = check_tb(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_Integer i = lua_tointeger(L, 2);
@@ -125,8 +135,7 @@ static int tb_index(lua_State *L)
     } else if (g_str_equal(key, "n")) {
         lua_pushinteger(L, (lua_Integer)qlua_host.tb_n_insns(tb));
     } else {
-        lua_pushvalue(L, 2);
-        lua_rawget(L, lua_upvalueindex(1)); /* methods */
+        lua_pushnil(L);
     }
     return 1;
 }
@@ -139,7 +148,7 @@ static int tb_len(lua_State *L)
 
 static int tb_tostring(lua_State *L)
 {
-    tb_handle *h = luaL_checkudata(L, 1, TB_META);
+    tb_handle *h = qlua_meta_check(L, 1, tb_meta, "tb");
     if (h->gen != qlua_translate_gen) {
         lua_pushliteral(L, "tb (stale)");
     } else {
@@ -157,7 +166,7 @@ void qlua_tb_open(lua_State *L)
         {"insns", tb_insns}, {"count", tb_count}, {"on_exec", tb_on_exec}, {"when", tb_when},
         {"trace", tb_trace},
         {NULL, NULL}};
-    luaL_newmetatable(L, TB_META);
+    tb_meta = qlua_meta_new(L, TB_META);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_pushcclosure(L, tb_index, 1);
