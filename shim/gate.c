@@ -90,9 +90,28 @@ G_NORETURN void qlua_fail_exit(void)
 /* The error handler lives at this stack slot of the main Lua thread for the plugin's life. */
 #define TRACEBACK_SLOT 1
 
+/* Does msg start with a source position ("file.lua:12: ...")? Messages raised without one, with
+ * error(msg, 0) (argument checks in qemu.script and the scripts), are meant for the user as
+ * they are: a traceback would only bury them. */
+static bool has_position(const char *msg)
+{
+    const char *colon = strchr(msg, ':');
+    if (colon == NULL || !g_ascii_isdigit(colon[1])) {
+        return false;
+    }
+    const char *p = colon + 1;
+    while (g_ascii_isdigit(*p)) {
+        p++;
+    }
+    return *p == ':';
+}
+
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
+    if (msg && !has_position(msg)) {
+        return 1;
+    }
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
             msg = lua_tostring(L, -1);
