@@ -28,6 +28,8 @@ static const char *const event_labels[] = {"on_translate",   "on_exit",    "on_v
 
 static GPtrArray *handlers[EV_COUNT];
 static bool registered[EV_COUNT];
+static bool want_register[EV_COUNT]; /* asked for from Lua; done after the outermost unlock */
+int qlua_deferred;
 static uint64_t translate_next;
 
 /* ---- arena: per-translation records, freed wholesale at flush ---- */
@@ -249,22 +251,17 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 
 static void register_all(void);
 
-static void after_reset(qemu_plugin_id_t id)
-{
-    (void)id;
-    register_all(); /* reset dropped every callback; vCPUs are stopped until we return */
-}
-
 static void vcpu_init_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
+    (void)id;
     qlua_lock();
     bool retranslate = qlua_counter_vcpu_init(vcpu);
     qlua_unlock();
     if (retranslate) {
-        /* Code translated with shared inline adds must go: reset flushes every block and drops
-         * our callbacks, which after_reset registers again before any vCPU runs. Called without
-         * the Lua lock: reset takes QEMU's plugin lock, which QEMU holds while calling atexit. */
-        qlua_host.reset(id, after_reset);
+        /* Code translated with shared inline adds must go: a reset flushes every block and
+         * drops our callbacks, which are registered again before any vCPU runs. */
+        qlua_request(QLUA_WANT_RETRANSLATE);
+        qlua_reload_poll();
     }
     DISPATCH(EV_VCPU_INIT, 1, lua_pushinteger(L, vcpu));
 }
@@ -406,6 +403,9 @@ static void register_event(enum event ev)
 static void register_all(void)
 {
     for (int ev = 0; ev < EV_COUNT; ev++) {
+        registered[ev] = false; /* a reset dropped them all */
+    }
+    for (int ev = 0; ev < EV_COUNT; ev++) {
         /* watch= and repl= poll for pending work from idle and syscall callbacks too */
         bool polls = qlua.polls && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME ||
                                     (ev == EV_SYSCALL && !qlua_host.system));
@@ -472,7 +472,13 @@ static int events_on(lua_State *L)
     }
     g_ptr_array_add(handlers[ev], qlua_fn_new(L, 2, event_labels[ev]));
     if (!registered[ev]) {
-        register_event((enum event)ev);
+        if (qlua.loading) {
+            register_event((enum event)ev); /* inside install: no lock held, no vCPU yet */
+        } else {
+            /* QEMU registers under its plugin lock, which it may hold while waiting for ours */
+            want_register[ev] = true;
+            __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
+        }
     }
     return 0;
 }
@@ -499,7 +505,24 @@ static int events_off(lua_State *L)
     return 1;
 }
 
-static void uninstalled(qemu_plugin_id_t id)
+/* After the outermost unlock: QEMU calls that Lua asked for. */
+void qlua_deferred_run(void)
+{
+    if (!__atomic_exchange_n(&qlua_deferred, 0, __ATOMIC_ACQ_REL)) {
+        return;
+    }
+    for (int ev = 0; ev < EV_COUNT; ev++) {
+        if (want_register[ev]) {
+            want_register[ev] = false;
+            if (!registered[ev]) {
+                register_event((enum event)ev);
+            }
+        }
+    }
+    qlua_reload_poll(); /* an uninstall or retranslation asked for from a vCPU callback */
+}
+
+void qlua_events_uninstalled(qemu_plugin_id_t id)
 {
     (void)id;
     run_exit_handlers();
@@ -514,7 +537,9 @@ static int events_uninstall(lua_State *L)
         return luaL_error(L, "qemu.uninstall() cannot run while the script loads (QEMU aborts); "
                              "call it from a callback");
     }
-    qlua_host.uninstall(qlua.id, uninstalled);
+    /* carried out from a vCPU thread once no qlua lock is held (see qlua_reload_poll) */
+    qlua_request(QLUA_WANT_UNINSTALL);
+    __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
     return 0;
 }
 

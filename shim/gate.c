@@ -34,6 +34,9 @@ void qlua_unlock(void)
 {
     if (--lock_depth == 0) {
         g_mutex_unlock(&qlua.lock);
+        if (G_UNLIKELY(__atomic_load_n(&qlua_deferred, __ATOMIC_ACQUIRE))) {
+            qlua_deferred_run(); /* QEMU calls Lua asked for, now that no qlua lock is held */
+        }
     }
 }
 

@@ -33,7 +33,7 @@ const char *qlua_host_load(const qemu_info_t *info)
     qlua_host.api_min = info->version.min;
     qlua_host.api_cur = info->version.cur;
     qlua_host.system = info->system_emulation;
-    qlua_host.target = info->target_name;
+    qlua_host.target = g_strdup(info->target_name); /* info lives only during install */
     if (info->system_emulation) {
         qlua_host.smp_vcpus = info->system.smp_vcpus;
         qlua_host.max_vcpus = info->system.max_vcpus;

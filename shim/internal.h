@@ -129,6 +129,12 @@ typedef struct qlua_fn {
 /* ---- reload.c: watch=on ---- */
 void qlua_reload_start(void);
 void qlua_reload_poll(void);
+enum { QLUA_WANT_RELOAD = 1, QLUA_WANT_RETRANSLATE = 2, QLUA_WANT_UNINSTALL = 4 };
+void qlua_request(int bits);
+extern __thread bool qlua_own_thread;
+void qlua_events_uninstalled(qemu_plugin_id_t id);
+extern int qlua_deferred; /* set when Lua asked for QEMU work to do after the outermost unlock */
+void qlua_deferred_run(void);
 void qlua_reload_open(lua_State *L);
 GPtrArray **qlua_events_take_handlers(void);
 void qlua_events_put_handlers(GPtrArray **handlers);

@@ -205,6 +205,12 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         return 1;
     }
     qlua_events_install();
+    /* Stay mapped after qemu.uninstall(): qlua's own threads (watcher, REPL) may still run, and
+     * answer "the script has ended" rather than jump into unmapped code. */
+    Dl_info self;
+    if (dladdr((void *)probe_host, &self) && self.dli_fname) {
+        dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    }
     if (repl && !qlua_repl_start(repl, &error)) {
         return fail_install(error);
     }

@@ -1,4 +1,7 @@
-/* reload.c: watch=on, hot reload of the script. A thread notices when the script file changes
+/* reload.c: requests that need QEMU to stop every vCPU (reset: reload, retranslation; uninstall),
+ * made from anywhere and carried out from a vCPU thread without the Lua lock held, since QEMU
+ * performs them with its own plugin lock (lock order: QEMU's, then qlua's); and watch=on, hot
+ * reload of the script. A thread notices when the script file changes
  * (modification time, size or inode: editors often replace the file); the next vCPU callback
  * (a translation, syscall, idle/resume or execution callback) asks QEMU for a reset, which stops
  * every vCPU and flushes all translated code; then, before any vCPU runs again, the script's top
@@ -11,10 +14,17 @@
 
 #include "internal.h"
 
-/* What the next vCPU callback must ask QEMU for: bits, read and cleared atomically. */
-enum { WANT_RELOAD = 1, WANT_RETRANSLATE = 2 };
+/* What the next vCPU callback must ask QEMU for (QLUA_WANT_* bits), and whether one of our
+ * resets is under way: QEMU ignores a reset asked for during another, so requests wait. */
 static int pending;
+static int in_flight;
 static int requested; /* the bits of the reset in progress */
+__thread bool qlua_own_thread; /* the watcher and REPL threads: no vCPU, QEMU must not be asked */
+
+void qlua_request(int bits)
+{
+    __atomic_fetch_or(&pending, bits, __ATOMIC_ACQ_REL);
+}
 static struct stat seen;   /* the file as last loaded */
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -26,12 +36,13 @@ static bool same_file(const struct stat *a, const struct stat *b)
 static gpointer watch_loop(gpointer unused)
 {
     (void)unused;
+    qlua_own_thread = true;
     for (;;) {
         g_usleep(200 * 1000);
         struct stat now;
         if (stat(qlua.script, &now) == 0 && !same_file(&now, &seen)) {
             seen = now;
-            __atomic_fetch_or(&pending, WANT_RELOAD, __ATOMIC_RELEASE);
+            qlua_request(QLUA_WANT_RELOAD);
         }
     }
     return NULL;
@@ -47,9 +58,10 @@ static void after_reset(qemu_plugin_id_t id)
 {
     (void)id;
     lua_State *L = qlua_lock();
-    if (L == NULL || qlua.finished || !(requested & WANT_RELOAD)) {
+    if (L == NULL || qlua.finished || !(requested & QLUA_WANT_RELOAD)) {
         qlua_unlock();
         qlua_events_reregister(); /* a plain retranslation: same handlers, fresh code */
+        __atomic_store_n(&in_flight, 0, __ATOMIC_RELEASE);
         return;
     }
     qlua_buffer_save();
@@ -71,17 +83,27 @@ static void after_reset(qemu_plugin_id_t id)
     }
     qlua_unlock();
     qlua_events_reregister(); /* reset dropped every callback; vCPUs wait until we return */
+    __atomic_store_n(&in_flight, 0, __ATOMIC_RELEASE);
 }
 
-/* Called at the start of vCPU callbacks, without the Lua lock (a reset takes QEMU's lock). */
+/* Called from vCPU threads without the Lua lock: at the start of callbacks (watch=, repl=), after
+ * the outermost unlock when Lua asked for something, and by the counter switch. */
 void qlua_reload_poll(void)
 {
-    if (G_UNLIKELY(__atomic_load_n(&pending, __ATOMIC_ACQUIRE))) {
-        int bits = __atomic_exchange_n(&pending, 0, __ATOMIC_ACQ_REL);
-        if (bits) {
-            requested = bits;
-            qlua_host.reset(qlua.id, after_reset);
-        }
+    int idle = 0;
+    if (G_LIKELY(__atomic_load_n(&pending, __ATOMIC_ACQUIRE) == 0) || qlua_own_thread ||
+        !__atomic_compare_exchange_n(&in_flight, &idle, 1, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        return;
+    }
+    int bits = __atomic_exchange_n(&pending, 0, __ATOMIC_ACQ_REL);
+    if (bits & QLUA_WANT_UNINSTALL) {
+        qlua_host.uninstall(qlua.id, qlua_events_uninstalled); /* in_flight stays set: the end */
+    } else if (bits) {
+        requested = bits;
+        qlua_host.reset(qlua.id, after_reset);
+    } else {
+        __atomic_store_n(&in_flight, 0, __ATOMIC_RELEASE);
     }
 }
 
@@ -97,7 +119,7 @@ static int reload_retranslate(lua_State *L)
         return luaL_error(L, "qemu.retranslate() needs the plugin option repl= or watch= (with "
                              "them, vCPU callbacks look for pending work)");
     }
-    __atomic_fetch_or(&pending, WANT_RETRANSLATE, __ATOMIC_RELEASE);
+    qlua_request(QLUA_WANT_RETRANSLATE);
     return 0;
 }
 

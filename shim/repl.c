@@ -84,6 +84,7 @@ static bool evaluate(const char *chunk, GString *reply)
 static gpointer serve(gpointer data)
 {
     int fd = GPOINTER_TO_INT(data);
+    qlua_own_thread = true;
     FILE *in = fdopen(fd, "r");
     if (in == NULL) {
         close(fd);
@@ -113,6 +114,7 @@ static gpointer serve(gpointer data)
 static gpointer accept_loop(gpointer unused)
 {
     (void)unused;
+    qlua_own_thread = true;
     for (;;) {
         int fd = accept(listen_fd, NULL, NULL);
         if (fd < 0) {

@@ -373,14 +373,37 @@ def repl_evaluates_lua_in_the_running_plugin():
             c.close()
             r = launcher(["attach", sock], input="insns:sum() > 0\nqemu.vcpus()\n")
             expect(r.out == "true\n1\n", "qlua attach with piped input", r)
+            # uninstall from the prompt: carried out by a vCPU thread; the guest runs on
+            r = launcher(["attach", sock], input="qemu.uninstall()\n")
             status = proc.wait(timeout=300)
             text = open(log).read()
-            expect(status == 0 and re.search(r"^final \d+$", text, re.M) and "line" not in text,
-                   f"the run finished normally; REPL output stayed out of the log: {status} {text}")
-            expect(not os.path.exists(sock), "socket removed at exit")
+            expect(status == 0 and len(re.findall(r"^final \d+$", text, re.M)) == 1 and
+                   "line" not in text,
+                   f"exit handlers ran once, the guest finished; REPL output stayed out of the log: "
+                   f"{status} {text}")
+            expect(not os.path.exists(sock), "socket removed")
         finally:
             proc.kill()
             os.unlink(path)
+
+
+@case
+def handlers_added_after_a_retranslation_are_registered_with_qemu():
+    # on_syscall_ret loses its only handler, a retranslation re-registers what has handlers,
+    # then a new on_syscall_ret handler must reach QEMU again.
+    code = ("local n, late = 0, 0\n"
+            "local function first() qemu.off(first) end\n"
+            "qemu.on_syscall_ret(first)\n"
+            "qemu.on_syscall(function()\n"
+            "  n = n + 1\n"
+            "  if n == 5 then qemu.retranslate() end\n"
+            "  if n == 12 then qemu.on_syscall_ret(function() late = late + 1 end) end\n"
+            "end)\n"
+            "qemu.on_exit(function() qemu.printf('late %d syscalls %d\\n', late, n) end)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run_lua(code, [guest("loop"), "2000"], extra=["repl=" + os.path.join(tmp, "s")])
+    m = re.search(r"^late (\d+) syscalls (\d+)$", r.log, re.M)
+    expect(r.status == 0 and m and int(m.group(1)) > 0, "the late handler ran", r)
 
 
 @case
