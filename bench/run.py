@@ -97,7 +97,7 @@ def main():
              "| workload | work | no plugin | C plugin | qlua | qlua / C | goal |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for w, p, none, c, q, r, t in rows:
-        mark = "" if r <= t else " ✗"
+        mark = "" if round(r, 2) <= t else " ✗"
         lines.append(f"| {w} | {p} | {none:.0f} | {c:.0f} | {q:.0f} | {r:.2f}{mark} | ≤ {t} |")
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
