@@ -12,15 +12,49 @@
 --   afilter=ADDR     log only the instruction at ADDR (hex, 0x optional; repeatable)
 --   With several filters, an instruction is logged when it matches any of them, as in 7.2. An
 --   instruction that does not match is not logged at all, nor are its memory accesses.
+--   reg=GLOB        (QEMU 9.0 or later) also track the registers whose name matches GLOB (`*` any
+--                   text, `?` one character; matched as QEMU names them and in lower case;
+--                   repeatable), e.g. reg=rcx, reg=r*x, reg=*. A logged line then ends with
+--                   `, NAME -> 0xHEX` for each tracked register that changed since the previous
+--                   check, in QEMU's register order, HEX being all the register's bytes from the
+--                   last to the first (zero-padded: 16 digits for a 64-bit register):
+--                     0, 0xf0014, 0x4966, "decl %ecx", rcx -> 0x00000000000003e7
+--                   Registers are checked when the next instruction starts, so the changes of an
+--                   instruction end its own line. With filters, an instruction that is not logged
+--                   still checks registers (for the logged line before it); changes made by
+--                   unlogged instructions show up on the next logged line that gets checked, as
+--                   in QEMU 10. On QEMU 7.2 (no register access) reg= is refused at load.
+--   rdisas=on|off   with reg=: check registers only after an instruction whose disassembly (after
+--                   its mnemonic) names a tracked register, and at each block's start, as QEMU
+--                   10's rdisas does; such an instruction is logged even when the filters skip
+--                   it. Changes of unchecked instructions are reported at the next check. Faster,
+--                   but it relies on the disassembly naming the register as tracked (`%ecx` does
+--                   not name rcx).
 --
--- Differences from QEMU 7.2's plugin, on purpose:
+-- Differences from QEMU's plugin (7.2's; 10.0's for reg= and rdisas=), on purpose:
 --   * OPCODE is the little-endian value of the instruction's first 4 bytes, or of all its bytes
 --     when it is shorter: 7.2 always reads 4 bytes, so for a 1- to 3-byte instruction it prints
 --     bytes that follow the instruction (a bug; QEMU 9.0 and later zero-extend like this script).
 --     On a little-endian host (x86_64) that is the only difference: `0xc3` for `retq`.
 --   * At exit, 7.2 prints an empty line for every vCPU index below the highest that never logged
---     an instruction; this script prints nothing for them.
--- Cost: one Lua callback per executed instruction and per memory access of a logged one.
+--     an instruction (10.0 also for a vCPU whose last instruction was not logged, with reg= and
+--     filters); this script prints nothing for them.
+--   * reg=: a register matched by two patterns (reg=rcx,reg=r*x) is tracked and printed once;
+--     QEMU 10.0 prints its change once per matching pattern (a bug).
+--   * reg=: the values the first check compares with are read at the vCPU's first instruction.
+--     QEMU 10.0 reads them when the vCPU is created, before the machine reset, so in system mode
+--     its first checked line also shows the reset's changes (`rdx -> 0x0000000000060fb1,
+--     eflags -> ..., cs -> ...` on x86) and misses a register that the reset set and the line
+--     changed back (`rip -> 0x0000000000000000` after the reset vector's ljmp): qlua cannot read
+--     registers outside a vCPU callback. Later lines are identical.
+--   * reg= with filters: when the last line of a vCPU was ended by an unlogged instruction, QEMU
+--     10.0 prints that line a second time at exit (it empties its buffer by length only); this
+--     script prints it once.
+--   Not a difference: QEMU 10.0 answers the program counter register (rip) of a block's first
+--   instruction in every instruction callback of the block, so a tracked rip changes only at block
+--   starts, in QEMU's plugin and here alike.
+-- Cost: one Lua callback per executed instruction and per memory access of a logged one; with
+-- reg=, each check reads every tracked register.
 local qemu = require "qemu"
 
 local args = qemu.script {
@@ -31,6 +65,10 @@ local args = qemu.script {
       help = "log only instructions whose disassembly starts with this" },
     { name = "afilter", type = "string", multiple = true,
       help = "log only the instruction at this address (hex)" },
+    { name = "reg", type = "string", multiple = true,
+      help = "also log changes of the registers matching this glob (QEMU 9.0 or later)" },
+    { name = "rdisas", type = "bool", default = false,
+      help = "with reg: check registers only after instructions that name one" },
   },
 }
 
@@ -46,6 +84,17 @@ for _, text in ipairs(args.afilter) do
   afilters[addr] = true
 end
 local filtering = #ifilters > 0 or #args.afilter > 0
+
+-- reg=GLOB: GLib pattern syntax (`*` any text, `?` one character, nothing else special), turned
+-- into an anchored Lua pattern.
+local reg_patterns = {}
+for _, glob in ipairs(args.reg) do
+  local pattern = glob:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".")
+  reg_patterns[#reg_patterns + 1] = "^" .. pattern .. "$"
+end
+local tracking = #reg_patterns > 0
+if tracking then qemu.need("registers") end
+local rdisas = tracking and args.rdisas
 
 local system = qemu.info.system
 local format = string.format
@@ -101,14 +150,122 @@ local function wanted(insn, vaddr)
   return false
 end
 
+-- ---- reg=: register changes ----
+
+-- The tracked registers, in QEMU's order: { name = QEMU's name, label = lower case }. Resolved at
+-- the first translation, the earliest moment qemu.registers() answers.
+local tracked
+local function resolve_registers()
+  tracked = {}
+  for _, name in ipairs(qemu.registers()) do
+    local lower = name:lower()
+    for _, pattern in ipairs(reg_patterns) do
+      if name:find(pattern) or lower:find(pattern) then
+        tracked[#tracked + 1] = { name = name, label = lower }
+        break
+      end
+    end
+  end
+end
+
+local reg = qemu.reg
+local last = {} -- vCPU -> { raw bytes of each tracked register, by position in tracked }
+
+-- Reads the values the vCPU's first check compares with, at its first instruction.
+local function baseline(vcpu)
+  local values = {}
+  for i, r in ipairs(tracked) do
+    local _, raw = reg(r.name)
+    values[i] = raw
+  end
+  last[vcpu] = values
+end
+
+-- ", NAME -> 0xHEX" for each tracked register changed since the vCPU's previous check.
+local function changes(vcpu)
+  local values = last[vcpu]
+  local out
+  for i, r in ipairs(tracked) do
+    local _, raw = reg(r.name)
+    if raw ~= values[i] then
+      values[i] = raw
+      local hex = raw:reverse():gsub(".", function(c) return format("%02x", c:byte()) end)
+      out = (out or "") .. ", " .. r.label .. " -> 0x" .. hex
+    end
+  end
+  return out or ""
+end
+
+-- A logged instruction that first checks the registers for the pending line.
+-- Registers are checked only when there is a pending line, as in QEMU 10.
+local function on_exec_regs(vcpu, text)
+  local prev = pending[vcpu]
+  if prev then
+    write(prev .. changes(vcpu) .. "\n")
+  elseif not last[vcpu] then
+    baseline(vcpu)
+  end
+  pending[vcpu] = vcpu .. ", " .. text
+end
+
+-- An instruction that is not logged but checks the registers for the pending line, which it ends.
+local function on_exec_only_regs(vcpu)
+  local prev = pending[vcpu]
+  if prev then
+    write(prev .. changes(vcpu) .. "\n")
+    pending[vcpu] = nil
+  elseif not last[vcpu] then
+    baseline(vcpu)
+  end
+end
+
+-- With rdisas: does the disassembly after the mnemonic name a tracked register?
+local function names_register(disas)
+  local operands = disas:match(" .*$")
+  if not operands then return false end
+  for _, r in ipairs(tracked) do
+    if operands:find(r.label, 1, true) then return true end
+  end
+  return false
+end
+
 qemu.on_translate(function(tb)
+  if not tracking then
+    for insn in tb:insns() do
+      local vaddr = insn.vaddr
+      if wanted(insn, vaddr) then
+        local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
+        insn:on_exec(on_exec, text)
+        insn:on_mem(on_mem, "rw")
+      end
+    end
+    return
+  end
+  if not tracked then resolve_registers() end
+  -- Whether this instruction's start checks the registers (the previous one may have changed
+  -- them): always without rdisas; with it, at the block's start and after an instruction that
+  -- names a tracked register.
+  local check = true
   for insn in tb:insns() do
     local vaddr = insn.vaddr
-    if wanted(insn, vaddr) then
-      local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
-      insn:on_exec(on_exec, text)
-      insn:on_mem(on_mem, "rw")
+    local log = wanted(insn, vaddr)
+    local check_next = check
+    if rdisas then
+      check_next = names_register(insn.disas)
+      if check_next then log = true end
     end
+    if log then
+      local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
+      insn:on_mem(on_mem, "rw")
+      if check then
+        insn:on_exec(on_exec_regs, text, "r")
+      else
+        insn:on_exec(on_exec, text)
+      end
+    elseif check then
+      insn:on_exec(on_exec_only_regs, nil, "r")
+    end
+    check = check_next
   end
 end)
 

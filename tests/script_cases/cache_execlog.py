@@ -245,3 +245,111 @@ def execlog_bad_filters_are_refused():
     r = qemu(["script=execlog", "filter=mov"], [guest("loop"), "1"])
     expect(r.status == 1 and "unknown argument 'filter'; accepted: ifilter, afilter" in r.err,
            "unknown argument", r)
+
+
+# ---- execlog reg= and rdisas= (QEMU 10.0.2, bare-metal guest tests/guests/bare/boot.S) ----
+# boot.S: xor %ax,%ax; mov %ax,%ds; mov $LOOPS,%ecx; then LOOPS times: movl %ecx,0x1000;
+# movl 0x1000,%edx; decl %ecx; jne; then movb $0x10,%al; outb; hlt.
+
+_EXECLOG10_LINE = re.compile(r'^0, 0x([0-9a-f]+), 0x[0-9a-f]+, "(.*)"((?:, (?:load|store), '
+                             r'0x[0-9a-f]{8,}, RAM)*)((?:, [a-z0-9_]+ -> 0x[0-9a-f]+)*)$')
+
+
+def _execlog10_run(extra):
+    """Runs execlog.lua on QEMU 10.0.2 with boot.S: (run, [(pc, disas, [(reg, hex digits)])])."""
+    r = system_qemu("10.0", ["script=execlog"] + list(extra), smp=1)
+    expect(r.status == 33, "the guest exits through isa-debug-exit with status 33", r)
+    parsed = []
+    for line in r.log.splitlines():
+        m = _EXECLOG10_LINE.match(line)
+        expect(m is not None, f"malformed line {line!r}", r)
+        changes = re.findall(r", ([a-z0-9_]+) -> 0x([0-9a-f]+)", m.group(4))
+        parsed.append((int(m.group(1), 16), m.group(2), changes))
+    return r, parsed
+
+
+def _execlog10_body(lines):
+    """The lines without register changes and without the final hlt, which QEMU 10 runs or not
+    depending on a race with the asynchronous debug-exit."""
+    body = [(pc, disas) for pc, disas, _ in lines]
+    return body[:-1] if body and body[-1][1].startswith("hlt") else body
+
+
+@case
+def execlog10_reg_rcx_shows_rcx_changing_at_each_decl():
+    _, plain = _execlog10_run([])
+    r, lines = _execlog10_run(["reg=rcx"])
+    expect(_execlog10_body(lines) == _execlog10_body(plain), "reg= changes only the suffixes", r)
+    changed = [(disas, changes) for _, disas, changes in lines if changes]
+    # mov $LOOPS,%ecx sets it, each decl lowers it by one; 64-bit register: 16 hex digits.
+    want = [("movl $0x3e8, %ecx", [("rcx", "%016x" % LOOPS)])]
+    want += [("decl %ecx", [("rcx", "%016x" % n)]) for n in range(LOOPS - 1, -1, -1)]
+    expect(changed == want, f"{len(changed)} changed lines; expected {LOOPS + 1}", r)
+    expect(r.log.count("rcx -> ") == LOOPS + 1, "one change per write of ecx", r)
+    expect("\n0, 0xf0014, 0x4966, \"decl %ecx\", rcx -> 0x00000000000003e7\n" in r.log,
+           "QEMU 10.0.2's exact line format", r)
+
+
+@case
+def execlog10_reg_globs_follow_qemu_order_and_name_each_register_once():
+    r, lines = _execlog10_run(["reg=r?x", "reg=rcx", "reg=RDX"])
+    loop = [l for l in lines if 0xf000a <= l[0] <= 0xf0016]
+    expect(len(loop) == 4 * LOOPS, "the loop's lines", r)
+    for i in range(LOOPS):
+        (_, d0, c0), (_, d1, c1), (_, d2, c2), (_, d3, c3) = loop[4 * i:4 * i + 4]
+        n = LOOPS - i  # ecx during this iteration, before decl
+        # The first load of 0x1000 changes rdx from its reset value; later ones from n + 1.
+        expect(d1 == "movl 0x1000, %edx" and c1 == [("rdx", "%016x" % n)], f"load {i}", r)
+        expect(d2 == "decl %ecx" and c2 == [("rcx", "%016x" % (n - 1))], f"decl {i}", r)
+        expect(c0 == [] and c3 == [], f"store and jne {i} change no tracked register", r)
+    # r?x matches rax: the movb $0x10, %al line changes it (rax was 0 after xor %ax, %ax).
+    movb = [l for l in lines if l[1] == "movb $0x10, %al"]
+    expect(movb and movb[0][2] == [("rax", "%016x" % 0x10)], "rax after movb", r)
+    names = {name for _, _, changes in lines for name, _ in changes}
+    expect(names <= {"rax", "rbx", "rcx", "rdx"}, f"only r?x registers: {names}", r)
+    for _, _, changes in lines:
+        order = [name for name, _ in changes]
+        expect(order == sorted(order, key="rax rbx rcx rdx".split().index), "QEMU's order", r)
+        expect(len(order) == len(set(order)), "a register matched twice is printed once", r)
+    r, lines = _execlog10_run(["reg=nothing*"])
+    expect(all(not changes for *_, changes in lines) and len(lines) >= 4 * LOOPS + 6,
+           "a pattern matching no register: plain log", r)
+
+
+@case
+def execlog10_reg_with_a_filter_reports_changes_on_the_logged_lines_only():
+    r, lines = _execlog10_run(["reg=rcx", "ifilter=decl"])
+    want = [(0xf0014, "decl %ecx", [("rcx", "%016x" % n)]) for n in range(LOOPS - 1, -1, -1)]
+    expect(lines == want, f"{len(lines)} lines: one per decl with its change, no repeat at exit", r)
+    # Each load's line is checked when decl starts, against the previous check (the previous
+    # decl's start): it carries ecx as stored by its own iteration, set by mov $LOOPS,%ecx or by
+    # the previous decl, both unlogged. The last decl's change is never checked.
+    r, lines = _execlog10_run(["reg=rcx", "afilter=0xf000f"])
+    want = [(0xf000f, "movl 0x1000, %edx", [("rcx", "%016x" % (LOOPS - i))]) for i in range(LOOPS)]
+    expect(lines == want, "a load's line carries the changes made since the previous check", r)
+
+
+@case
+def execlog10_rdisas_checks_after_instructions_naming_a_register_and_at_block_starts():
+    # decl %ecx does not name rcx: its change is seen at the next block's start, after jne.
+    r, lines = _execlog10_run(["reg=rcx", "rdisas=on"])
+    _, plain = _execlog10_run([])
+    expect(_execlog10_body(lines) == _execlog10_body(plain), "rdisas= logs the same lines", r)
+    changed = [(disas, changes) for _, disas, changes in lines if changes]
+    want = [("jne 0xa", [("rcx", "%016x" % n)]) for n in range(LOOPS - 1, -1, -1)]
+    expect(changed == want, "the changes, reported on the block-ending jne lines", r)
+    # An instruction naming a tracked register is logged even when the filters skip it.
+    r, lines = _execlog10_run(["reg=ds", "rdisas=on", "ifilter=out"])
+    expect([d for _, d, _ in lines] == ["movw %ax, %ds", "outb %al, $0xf4"],
+           "movw names ds, outb matches the filter", r)
+    r, lines = _execlog10_run(["reg=ds", "rdisas=off", "ifilter=out"])
+    expect([d for _, d, _ in lines] == ["outb %al, $0xf4"], "rdisas=off: the filter alone", r)
+
+
+@refused_install
+def execlog_reg_needs_registers_and_is_refused_on_7_2():
+    r = qemu(["script=execlog", "reg=rcx"], [guest("loop"), "1"])
+    expect(r.status == 1 and "needs the 'registers' feature, which this QEMU (plugin API 1) "
+           "lacks: it comes with QEMU 9.0" in r.err, "reg= on QEMU 7.2", r)
+    r = qemu(["script=execlog", "rdisas=maybe"], [guest("loop"), "1"])
+    expect(r.status == 1 and "rdisas=maybe: expected a boolean" in r.err, "rdisas word", r)
