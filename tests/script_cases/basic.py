@@ -313,3 +313,101 @@ def syscall_table_is_exact_with_8_threads():
     expect(sum(c for _, c, _ in rows) == _basic_oracle(r)["syscalls"], "calls under 8 threads", r)
     getpid = [row for row in rows if row[0] == 39]  # each thread calls getpid every 20 rounds
     expect(getpid == [(39, 8 * 400 // 20, 0)], f"getpid row {getpid}", r)
+
+
+# ---- mem.lua, QEMU 10.x format (plugin API >= 2): system mode on QEMU 10.0 ----
+# boot.S (64 KiB image at 0xf0000): "xor %ax,%ax" (2 bytes) and "mov %ax,%ds" (2) and
+# "mov $LOOPS,%ecx" (6) put the store "mov %ecx,0x1000" at 0xf000a and the 5-byte store before the
+# load "mov 0x1000,%edx" at 0xf000f; iteration i stores and loads ecx = LOOPS - i at 0x1000.
+
+def _mem10_run(extra, image="boot.bin"):
+    r = system_qemu("10.0", ["script=mem"] + extra, smp=1, image=image)
+    expect(r.status == 33, f"{extra}: the guest exits through isa-debug-exit with status 33", r)
+    return r
+
+
+def _mem10_access_line(pc, kind, value):
+    return f"0x{pc:x},,0x1000,0x1000,32,{kind},0x{value:08x}"
+
+
+@case
+def mem_10_counts_in_one_line():
+    for extra, want in [(["inline=on"], f"mem accesses: {2 * LOOPS}\n"),
+                        (["callback=on"], f"mem accesses: {2 * LOOPS}\n"),
+                        (["inline=on", "track=w"], f"mem accesses: {LOOPS}\n"),
+                        (["callback=on", "track=r"], f"mem accesses: {LOOPS}\n"),
+                        (["callback=on", "haddr=on"], f"mem accesses: {2 * LOOPS}\nio accesses: 0\n"),
+                        (["inline=on", "haddr=on"], f"mem accesses: {2 * LOOPS}\nio accesses: 0\n"),
+                        (["haddr=on"], "io accesses: 0\n"),
+                        ([], "")]:
+        r = _mem10_run(extra)
+        expect(r.log == want, f"{extra}: expected {want!r}", r)
+
+
+@case
+def mem_10_haddr_moves_device_accesses_to_the_io_line():
+    # io.S: 6 reads and 3 writes reach the local APIC and the IOAPIC
+    for track, io in [("rw", 9), ("r", 6), ("w", 3)]:
+        total = int(_basic_line(_mem10_run(["inline=on", "track=" + track], "io.bin"),
+                                r"mem accesses: (\d+)"))
+        r = _mem10_run(["callback=on", "haddr=on", "track=" + track], "io.bin")
+        expect(r.log == f"mem accesses: {total - io}\nio accesses: {io}\n",
+               f"track={track}: {total} accesses of which {io} I/O", r)
+
+
+@case
+def mem_10_print_accesses_lists_every_access_with_its_value():
+    for track, kinds in [("rw", ["store", "load"]), ("w", ["store"]), ("r", ["load"])]:
+        r = _mem10_run(["print-accesses=on", "track=" + track])
+        want = ["insn_vaddr,insn_symbol,mem_vaddr,mem_hwaddr,access_size,access_type,mem_value"]
+        for ecx in range(LOOPS, 0, -1):
+            for kind in kinds:
+                want.append(_mem10_access_line(0xf000a if kind == "store" else 0xf000f, kind, ecx))
+        lines = r.log.splitlines()
+        expect(len(lines) == len(want), f"track={track}: {len(lines)} lines, want {len(want)}", r)
+        bad = [(i, a, b) for i, (a, b) in enumerate(zip(lines, want)) if a != b]
+        expect(not bad, f"track={track}: first difference (line, got, want): {bad[:1]}", r)
+
+
+@case
+def mem_10_print_accesses_shows_device_addresses():
+    r = _mem10_run(["print-accesses=on", "track=w"], "io.bin")
+    rows = [line.split(",") for line in r.log.splitlines()[1:]]
+    io = [(row[2], row[3], row[4], row[5]) for row in rows if row[2].startswith("0xfe")]
+    expect(io == [("0xfee00080", "0xfee00080", "32", "store")] * 2
+           + [("0xfec00000", "0xfec00000", "32", "store")], f"device stores: {io}", r)
+    expect([row[6] for row in rows if row[2].startswith("0xfe")]
+           == ["0x00000000", "0x00000000", "0x00000001"], "values stored to the devices", r)
+    expect(rows[-1][1:] == ["", "0x1000", "0x1000", "32", "store", "0x00000007"], "RAM store", r)
+
+
+@case
+def mem_10_region_summary_checks_loads_against_stores():
+    head = "Region Base, Reads, Writes, Seen all\n"
+    r = _mem10_run(["region-summary=on"])
+    expect(r.log == head + f"0x{0:016x}, {LOOPS}, {LOOPS}, true\n", "every load saw its store", r)
+    r = _mem10_run(["region-summary=on", "inline=on"])
+    expect(r.log == f"mem accesses: {2 * LOOPS}\n" + head + f"0x{0:016x}, {LOOPS}, {LOOPS}, true\n",
+           "each access counts once", r)
+    # loads only: the first one returns 1000 where nothing was seen stored (offset 0x1000)
+    r = _mem10_run(["region-summary=on", "track=r"])
+    expect(r.log == f"Warning: 0x{0:016x}:4096 read an un-instrumented value\n" + head
+           + f"0x{0:016x}, {LOOPS}, 0, false\n", "unseen stores", r)
+    r = _mem10_run(["region-summary=on", "track=w", "callback=on"])
+    expect(r.log == f"mem accesses: {LOOPS}\n" + head + f"0x{0:016x}, 0, {LOOPS}, true\n",
+           "stores only", r)
+
+
+@refused_install
+def mem_10_refuses_inline_with_callback():
+    r = system_qemu("10.0", ["script=mem", "inline=on", "callback=on"], smp=1)
+    expect(r.status == 1 and "mem.lua: can't enable inline and callback counting at the same time"
+           in r.err, "inline= and callback= are exclusive on QEMU 10", r)
+
+
+@refused_install
+def mem_7_2_refuses_the_10x_arguments_naming_the_feature():
+    for arg in ["print-accesses=on", "region-summary=on"]:
+        r = qemu(["script=mem", arg], [guest("loop"), "1"])
+        expect(r.status == 1 and f"mem.lua: {arg}: " in r.err and "'mem_value' feature" in r.err
+               and "QEMU 9.2" in r.err, f"{arg} on QEMU 7.2", r)
