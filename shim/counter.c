@@ -302,9 +302,14 @@ static unsigned int known_vcpus(void)
 /* A scoreboard counter is QEMU's entry plus qlua's own slot. Lua's adds and sets go to QEMU's
  * entry, where native conditions (tb:when) see them, except for a vCPU QEMU has not created yet
  * (e.g. while the script loads): QEMU asserts on such an entry, so they wait in qlua's slot. */
+static bool in_scoreboard(qlua_counter *c, unsigned int vcpu)
+{
+    return c->sb && vcpu < known_vcpus();
+}
+
 static uint64_t sb_part(qlua_counter *c, unsigned int vcpu)
 {
-    return c->sb && vcpu < known_vcpus() ? qlua_host.u64_get(sb_entry(c), vcpu) : 0;
+    return in_scoreboard(c, vcpu) ? qlua_host.u64_get(sb_entry(c), vcpu) : 0;
 }
 
 uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu)
@@ -441,7 +446,7 @@ static int counter_add(lua_State *L)
     qlua_counter *c = qlua_counter_check(L, 1);
     uint64_t n = qlua_check_u64(L, 2);
     unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
-    if (c->sb && vcpu < known_vcpus()) {
+    if (in_scoreboard(c, vcpu)) {
         qlua_host.u64_add(sb_entry(c), vcpu, n);
     } else {
         __atomic_fetch_add(slot(c, vcpu), n, __ATOMIC_RELAXED);
@@ -455,7 +460,7 @@ static int counter_set(lua_State *L)
     qlua_counter *c = qlua_counter_check(L, 1);
     uint64_t v = qlua_check_u64(L, 2);
     unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
-    if (c->sb && vcpu < known_vcpus()) {
+    if (in_scoreboard(c, vcpu)) {
         qlua_host.u64_set(sb_entry(c), vcpu, v);
         __atomic_store_n(slot(c, vcpu), 0, __ATOMIC_RELAXED);
     } else {

@@ -101,6 +101,17 @@ bool qlua_host_has(const char *feature, const char **since)
     return false;
 }
 
+/* Raises the one error every feature-gated function gives on a host without the feature. */
+void qlua_host_need(lua_State *L, const char *what, const char *feature)
+{
+    const char *since;
+    if (!qlua_host_has(feature, &since)) {
+        luaL_error(L, "%s needs the '%s' feature, which this QEMU (plugin API %d) lacks: it comes "
+                      "with %s",
+                   what, feature, qlua_host.api_cur, since);
+    }
+}
+
 void qlua_host_features(lua_State *L)
 {
     lua_createtable(L, 0, G_N_ELEMENTS(features));

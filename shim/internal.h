@@ -109,6 +109,7 @@ extern int qlua_declared_version; /* the value of qemu_plugin_version */
 int qlua_host_probe_version(void);
 const char *qlua_host_load(const qemu_info_t *info); /* NULL, or the name of a missing function */
 bool qlua_host_has(const char *feature, const char **since);
+void qlua_host_need(lua_State *L, const char *what, const char *feature);
 void qlua_host_features(lua_State *L); /* pushes a table feature -> bool */
 size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, size_t len);
 bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf);

@@ -100,12 +100,7 @@ static struct qemu_plugin_hwaddr *hwaddr(access_handle *h)
 /* access.value: the value loaded or stored (QEMU >= 9.2); 16-byte values as a string. */
 static void push_value(lua_State *L, qemu_plugin_meminfo_t info)
 {
-    const char *since;
-    if (!qlua_host_has("mem_value", &since)) {
-        luaL_error(L, "access.value needs the 'mem_value' feature, which this QEMU (plugin API %d) "
-                      "lacks: it comes with %s",
-                   qlua_host.api_cur, since);
-    }
+    qlua_host_need(L, "access.value", "mem_value");
     qemu_plugin_mem_value v = qlua_host.mem_get_value(info);
     switch (v.type) {
     case QEMU_PLUGIN_MEM_VALUE_U8: lua_pushinteger(L, v.data.u8); break;

@@ -14,12 +14,7 @@ static GPtrArray *reg_names;    /* in QEMU's order */
 
 static void need(lua_State *L, const char *what, const char *feature)
 {
-    const char *since;
-    if (!qlua_host_has(feature, &since)) {
-        luaL_error(L, "%s needs the '%s' feature, which this QEMU (plugin API %d) lacks: it comes "
-                      "with %s",
-                   what, feature, qlua_host.api_cur, since);
-    }
+    qlua_host_need(L, what, feature);
     if (qlua_vcpu_context <= 0) {
         luaL_error(L, "%s works only inside a vCPU callback (on_exec, on_mem, when, on_syscall, "
                       "on_translate): QEMU reads the vCPU that runs it",
@@ -117,12 +112,7 @@ static const void *time_handle;
 /* core.time_control() -> true: from now on the script drives the guest's virtual clock. */
 static int vcpu_time_control(lua_State *L)
 {
-    const char *since;
-    if (!qlua_host_has("time_control", &since)) {
-        return luaL_error(L, "qemu.time_control() needs the 'time_control' feature, which this "
-                             "QEMU lacks: it comes with %s",
-                          since);
-    }
+    qlua_host_need(L, "qemu.time_control()", "time_control");
     if (time_handle == NULL) {
         time_handle = qlua_host.request_time_control();
         if (time_handle == NULL) {
