@@ -5,7 +5,7 @@ For each workload and each kind of work it runs: no plugin, the C reference plug
 bench/insn_inline.c) and the equivalent qlua script (bench/scripts/, scripts/count.lua), alternating
 the three in every round so machine noise hits all alike, and prints medians and the ratio
 qlua / C. The table is also written to bench/RESULTS.md with the machine and QEMU version.
-Usage: bench/run.py [--build DIR] [--runs N] [--quick]"""
+Usage: bench/run.py [--build DIR] [--runs N] [--quick] [--only TEXT]"""
 import argparse
 import os
 import platform
@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    ap.add_argument("--only", help="run only the kinds of work whose name contains this text")
     a = ap.parse_args()
     plugin = os.path.join(a.build, "libqlua.so")
     rows = []
@@ -70,6 +71,8 @@ def main():
         for wname, program in workloads(a.build, tmp, a.quick):
             base = ["qemu-x86_64"]
             for pname, cso, carg, script, target in PAIRS:
+                if a.only and a.only not in pname:
+                    continue
                 c = os.path.join(a.build, cso) + ("," + carg if carg else "")
                 configs = {
                     "none": base + program,

@@ -86,8 +86,8 @@ local function clean(symbol)
   return name
 end
 
-local function on_block(vcpu, b)
-  profile:block(vcpu, insns:get(vcpu), b.vaddr, b.symbol, b.kind, b.next)
+local function on_block(vcpu, b, count) -- count: the vCPU's instructions before this block
+  profile:block(vcpu, count, b.vaddr, b.symbol, b.kind, b.next)
 end
 
 qemu.on_translate(function(tb)
@@ -102,7 +102,7 @@ qemu.on_translate(function(tb)
     symbol = clean(tb[1].symbol),
     kind = kind,
     next = kind == "call" and last.vaddr + last.size or nil,
-  })
+  }, { counter = insns })
 end)
 
 -- A vCPU index is reused by a later thread in user mode: the ending thread's last instructions

@@ -99,8 +99,9 @@ local sizes = {} -- translated instructions by length in bytes
 -- instruction that reaches into a second page but still lists it in the block.
 local prev_block, prev_count, last_pc = {}, {}, {}
 
-local function on_block(vcpu, block)
-  local count = insns:get(vcpu)
+-- count: the instruction counter of this vCPU as the block starts (passed natively, so the
+-- callback can be queued)
+local function on_block(vcpu, block, count)
   local prev = prev_block[vcpu]
   if prev then
     local ran = prev[count - prev_count[vcpu]]
@@ -113,10 +114,10 @@ local function on_block(vcpu, block)
 end
 
 -- A matched instruction about to execute. The counter does not include this execution yet.
-local function on_match(vcpu, rec)
+local function on_match(vcpu, rec, count)
   local m = rec.match
   rec.hits = rec.hits + 1
-  local icount = insns:get(vcpu) + 1
+  local icount = count + 1
   local hits = (m.hits[vcpu] or 0) + 1
   local delta = icount - (m.last[vcpu] or 0)
   local total = (m.total[vcpu] or 0) + delta
@@ -127,7 +128,7 @@ end
 
 qemu.on_translate(function(tb)
   local block = not args.inline and {} or nil
-  if block then tb:on_exec(on_block, block) end
+  if block then tb:on_exec(on_block, block, { counter = insns }) end
   for insn in tb:insns() do
     if block then block[#block + 1] = insn.vaddr end
     insn:count(insns)
@@ -139,7 +140,8 @@ qemu.on_translate(function(tb)
       local disas = insn.disas
       for _, m in ipairs(matches) do
         if string.sub(disas, 1, #m.prefix) == m.prefix then
-          insn:on_exec(on_match, { match = m, vaddr = insn.vaddr, disas = disas, hits = 0 })
+          insn:on_exec(on_match, { match = m, vaddr = insn.vaddr, disas = disas, hits = 0 },
+            { counter = insns })
         end
       end
     end

@@ -28,9 +28,26 @@ typedef struct {
     size_t batch;
 } tracer;
 
+/* A queued execution callback (on_exec without sync = true): the function and its data as
+ * registry references, so LuaJIT's drain loop calls them with no C in between; `owner` is for the
+ * error policy and the profile. Layout shared with Lua (qlua_buffer_open). */
+typedef struct {
+    qlua_fn *owner;
+    int32_t fn;
+    int32_t data;   /* 0: no data */
+    uint32_t vcpu;
+    uint32_t has_count;
+    qlua_event_num count; /* on_exec(..., { counter = c }): c's value for this vCPU back then */
+} qlua_queued;
+
+#define QUEUE_BATCH 4096
+
 typedef struct thread_buffers {
     qlua_event *events[MAX_TRACERS];
     size_t count[MAX_TRACERS];
+    qlua_queued *queue;
+    size_t queued;
+    uint32_t queue_pos; /* LuaJIT's drain loop writes the record it is calling here */
     bool draining;
     struct thread_buffers *next;
 } thread_buffers;
@@ -46,7 +63,7 @@ typedef struct {
 
 static tracer tracers[MAX_TRACERS];
 static int n_tracers;
-static __thread thread_buffers *mine;
+static QLUA_TLS thread_buffers *mine;
 static thread_buffers *all_buffers; /* every thread's, for exit and fork */
 static GMutex all_lock;
 
@@ -85,12 +102,134 @@ static void drain_one(thread_buffers *b, int t)
     b->draining = false;
 }
 
+static int queue_drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, first, n, pos) */
+static int queue_noop_ref = LUA_NOREF;     /* stands in for a function onerror=warn disabled */
+
+/* Delivers this thread's queued callbacks, in the order they were executed. The lock is taken
+ * once per batch: that, and LuaJIT running the loop as compiled code, is what makes a queued
+ * callback several times cheaper than a synchronous one. */
+static void drain_queue(thread_buffers *b)
+{
+    size_t n = b->queued;
+    if (n == 0 || b->draining) {
+        return;
+    }
+    b->draining = true;
+    int context = qlua_vcpu_context;
+    qlua_vcpu_context = 0; /* delivered after the fact: the vCPU has moved on */
+    qlua_queue_context++;
+    lua_State *L = qlua_lock();
+    uint64_t t0 = qlua.profile ? qlua_now_ns() : 0;
+    if (qlua_some_fn_disabled) { /* rare: onerror=warn turned a function off */
+        for (size_t j = 0; j < n; j++) {
+            if (b->queue[j].owner->disabled) {
+                b->queue[j].fn = queue_noop_ref;
+            }
+        }
+    }
+    size_t first = 0;
+    while (L && !qlua.finished && first < n) {
+        size_t failed;
+        qlua_gate_push_handler(L);
+        int handler = lua_gettop(L);
+        if (queue_drainer_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, queue_drainer_ref);
+            lua_pushlightuserdata(L, b->queue);
+            lua_pushinteger(L, (lua_Integer)first);
+            lua_pushinteger(L, (lua_Integer)n);
+            lua_pushlightuserdata(L, &b->queue_pos);
+            if (lua_pcall(L, 4, 0, handler) == 0) {
+                lua_pop(L, 1);
+                break;
+            }
+            failed = b->queue_pos;
+        } else { /* Lua 5.4: one protected call per record, still one lock per batch */
+            for (failed = first; failed < n; failed++) {
+                const qlua_queued *q = &b->queue[failed];
+                if (q->owner->disabled) {
+                    continue;
+                }
+                lua_rawgeti(L, LUA_REGISTRYINDEX, q->fn);
+                lua_pushinteger(L, q->vcpu);
+                if (q->data == 0) {
+                    lua_pushnil(L);
+                } else {
+                    lua_rawgeti(L, LUA_REGISTRYINDEX, q->data);
+                }
+                if (q->has_count) {
+                    qlua_push_u64(L, (uint64_t)q->count);
+                }
+                if (lua_pcall(L, 2 + (q->has_count ? 1 : 0), 0, handler) != 0) {
+                    break;
+                }
+            }
+            if (failed == n) {
+                lua_pop(L, 1);
+                break;
+            }
+        }
+        qlua_fn *owner = b->queue[failed].owner;
+        qlua_gate_error(owner); /* returns only under onerror=warn, owner now disabled */
+        lua_pop(L, 1);
+        for (size_t j = failed + 1; j < n; j++) {
+            if (b->queue[j].owner->disabled) {
+                b->queue[j].fn = queue_noop_ref;
+            }
+        }
+        first = failed + 1;
+    }
+    if (qlua.profile && L) {
+        /* one batch, many sites: its time is shared out by each site's number of records */
+        uint64_t per = (qlua_now_ns() - t0) / n;
+        qlua_profile_batch();
+        for (size_t j = 0; j < n; j++) {
+            qlua_stats *s = b->queue[j].owner->stats;
+            if (s) {
+                qlua_profile_charge(s, per);
+                qlua_profile_events(s, 1);
+            }
+        }
+    }
+    qlua_unlock();
+    qlua_queue_context--;
+    qlua_vcpu_context = context;
+    b->queued = 0;
+    b->draining = false;
+}
+
+/* A queued execution callback: QEMU calls this at each event; Lua sees it at the next drain. */
+void qlua_buffer_queued_cb(unsigned int vcpu, void *udata)
+{
+    const qlua_exec_rec *r = udata;
+    if (G_UNLIKELY(qlua.polls)) {
+        qlua_reload_poll();
+    }
+    thread_buffers *b = mine;
+    if (G_UNLIKELY(b == NULL || b->queue == NULL)) {
+        b = my_buffers();
+        b->queue = g_new(qlua_queued, QUEUE_BATCH);
+    }
+    qlua_queued *q = &b->queue[b->queued];
+    q->owner = r->fn;
+    q->fn = r->fn_ref;
+    q->data = r->data_ref;
+    q->vcpu = vcpu;
+    q->has_count = r->count != NULL;
+    q->count = r->count ? (qlua_event_num)qlua_counter_value(r->count, vcpu) : 0;
+    if (G_UNLIKELY(++b->queued == QUEUE_BATCH)) {
+        drain_queue(b);
+    }
+}
+
 static void drain_thread(thread_buffers *b)
 {
     for (int t = 0; t < n_tracers; t++) {
         drain_one(b, t);
     }
+    drain_queue(b);
 }
+
+QLUA_TLS int qlua_queue_context;
 
 /* Before another Lua callback runs on this thread: deliver what this thread traced first. */
 void qlua_buffer_drain_mine(void)
@@ -263,8 +402,30 @@ static int buffer_event(lua_State *L)
     return 7;
 }
 
+/* core.queue_drainer(fn, noop): LuaJIT's loop over queued records (see lua/qemu/init.lua) */
+static int buffer_queue_drainer(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, queue_drainer_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, queue_noop_ref);
+    lua_pushvalue(L, 1);
+    queue_drainer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 2);
+    queue_noop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 void qlua_buffer_open(lua_State *L)
 {
+    queue_drainer_ref = queue_noop_ref = LUA_NOREF; /* a new state (reload keeps the state) */
+    lua_pushcfunction(L, buffer_queue_drainer);
+    lua_setfield(L, -2, "queue_drainer");
+    lua_pushfstring(L, "typedef struct { void *owner; int32_t fn; int32_t data; uint32_t vcpu; "
+                       "uint32_t has_count; %s count; } qlua_queued;", QLUA_EVENT_NUM_NAME);
+    lua_setfield(L, -2, "queued_cdef");
+    lua_pushinteger(L, (lua_Integer)sizeof(qlua_queued));
+    lua_setfield(L, -2, "queued_size");
     lua_pushcfunction(L, buffer_tracer_new);
     lua_setfield(L, -2, "tracer_new");
     lua_pushcfunction(L, buffer_event);

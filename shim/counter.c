@@ -428,14 +428,30 @@ static unsigned int check_vcpu(lua_State *L, int idx)
     return (unsigned int)v;
 }
 
+/* Reading or overwriting a counter from a queued callback would act on its value at delivery,
+ * not at the event: refused, saying how to get the value of the moment. (c:add is allowed: adds
+ * commute.) */
+static void not_queued(lua_State *L, const char *what)
+{
+    if (qlua_queue_context > 0) {
+        luaL_error(L, "counter:%s() in a queued on_exec callback would see the counter as of the "
+                      "batch's delivery, not of the event: pass the value with "
+                      "on_exec(fn, data, { counter = c }) (fn gets it as a third argument), or "
+                      "make the callback synchronous with on_exec(fn, data, \"sync\")",
+                   what);
+    }
+}
+
 static int counter_sum_l(lua_State *L)
 {
+    not_queued(L, "sum");
     qlua_push_u64(L, counter_sum(qlua_counter_check(L, 1)));
     return 1;
 }
 
 static int counter_get(lua_State *L)
 {
+    not_queued(L, "get");
     qlua_push_u64(L, qlua_counter_value(qlua_counter_check(L, 1), check_vcpu(L, 2)));
     return 1;
 }
@@ -457,6 +473,7 @@ static int counter_add(lua_State *L)
 /* c:set(value [, vcpu = 0]) from Lua (slow path): e.g. to restart a per-vCPU interval. */
 static int counter_set(lua_State *L)
 {
+    not_queued(L, "set");
     qlua_counter *c = qlua_counter_check(L, 1);
     uint64_t v = qlua_check_u64(L, 2);
     unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
@@ -471,6 +488,7 @@ static int counter_set(lua_State *L)
 
 static int counter_reset(lua_State *L)
 {
+    not_queued(L, "reset");
     qlua_counter *c = qlua_counter_check(L, 1);
     if (c->sb) {
         for (unsigned int v = 0; v < known_vcpus(); v++) {
@@ -489,6 +507,7 @@ static int counter_reset(lua_State *L)
 /* c:values() -> { [0] = n0, n1, ... } up to the highest vCPU index seen. */
 static int counter_values(lua_State *L)
 {
+    not_queued(L, "values");
     qlua_counter *c = qlua_counter_check(L, 1);
     unsigned int n = MAX(known_vcpus(), 1);
     lua_createtable(L, (int)n, 1);

@@ -128,10 +128,7 @@ static void arena_reclaim(lua_State *L)
 
 /* ---- execution callbacks ---- */
 
-typedef struct {
-    qlua_fn *fn;
-    int data_ref;
-} exec_rec;
+typedef qlua_exec_rec exec_rec;
 
 static void exec_cb(unsigned int vcpu, void *udata)
 {
@@ -144,48 +141,103 @@ static void exec_cb(unsigned int vcpu, void *udata)
         return;
     }
     lua_pushinteger(L, vcpu);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    if (r->data_ref == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    }
+    if (r->count) {
+        qlua_push_u64(L, qlua_counter_value(r->count, vcpu));
+    }
     qlua_vcpu_context++;
-    qlua_gate_call(r->fn, 2);
+    qlua_gate_call(r->fn, r->count ? 3 : 2);
     qlua_vcpu_context--;
 }
 
-/* The optional register-access argument of on_exec: nil (none), "r" (read) or "rw". QEMU must
- * know at translation time, since making registers readable costs at every execution. */
-enum qemu_plugin_cb_flags qlua_check_regs(lua_State *L, int idx)
+/* The optional last argument of on_exec: nil, "none", "r", "rw", "sync", or a table
+ * { regs = "r"|"rw"|"none", sync = bool }. Register access makes a callback synchronous (the
+ * registers are those of the moment); QEMU must know at translation time, since making registers
+ * readable costs at every execution. */
+static enum qemu_plugin_cb_flags exec_options(lua_State *L, int idx, bool *sync,
+                                               qlua_counter **count)
 {
-    static const char *const names[] = {"none", "r", "rw", NULL};
+    static const char *const names[] = {"none", "r", "rw", "sync", NULL};
     static const enum qemu_plugin_cb_flags flags[] = {
-        QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS};
+        QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS,
+        QEMU_PLUGIN_CB_NO_REGS};
+    *sync = qlua.exec_sync;
+    *count = NULL;
     if (lua_isnoneornil(L, idx)) {
         return QEMU_PLUGIN_CB_NO_REGS;
     }
-    luaL_checktype(L, idx, LUA_TSTRING);
-    return flags[luaL_checkoption(L, idx, NULL, names)];
+    enum qemu_plugin_cb_flags f = QEMU_PLUGIN_CB_NO_REGS;
+    if (lua_istable(L, idx)) {
+        lua_getfield(L, idx, "sync");
+        if (!lua_isnil(L, -1)) {
+            luaL_argcheck(L, lua_isboolean(L, -1), idx, "sync must be true or false");
+            *sync = *sync || lua_toboolean(L, -1);
+        }
+        lua_getfield(L, idx, "regs");
+        if (!lua_isnil(L, -1)) {
+            static const char *const regs[] = {"none", "r", "rw", NULL};
+            f = flags[luaL_checkoption(L, -1, NULL, regs)];
+        }
+        lua_getfield(L, idx, "counter");
+        if (!lua_isnil(L, -1)) {
+            *count = qlua_counter_check(L, lua_gettop(L));
+        }
+        lua_pop(L, 3);
+        lua_pushnil(L); /* unknown keys are mistakes: say which keys exist */
+        while (lua_next(L, idx)) {
+            lua_pop(L, 1);
+            const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+            if (strcmp(k, "sync") && strcmp(k, "regs") && strcmp(k, "counter")) {
+                luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s' (accepted: sync, "
+                                                         "regs, counter)", k));
+            }
+        }
+    } else if (lua_type(L, idx) == LUA_TSTRING) {
+        int i = luaL_checkoption(L, idx, NULL, names);
+        f = flags[i];
+        *sync = *sync || i == 3;
+    } else {
+        luaL_argerror(L, idx, "expected \"r\", \"rw\", \"sync\" or { regs = ..., sync = ... }");
+    }
+    if (f != QEMU_PLUGIN_CB_NO_REGS) {
+        *sync = true;
+    }
+    return f;
 }
 
 static exec_rec *exec_rec_new(lua_State *L, int fn_idx, int data_idx, const char *event)
 {
     exec_rec *r = qlua_arena_alloc(sizeof *r);
     r->fn = qlua_exec_fn(L, fn_idx, event);
-    r->data_ref = qlua_ref_data(L, data_idx);
+    r->fn_ref = r->fn->ref;
+    r->data_ref = lua_isnoneornil(L, data_idx) ? 0 : qlua_ref_data(L, data_idx);
     return r;
 }
 
-/* tb:on_exec / insn:on_exec (fn [, data] [, regs]) */
+/* tb:on_exec / insn:on_exec (fn [, data] [, options]) */
 void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx)
 {
-    enum qemu_plugin_cb_flags flags = qlua_check_regs(L, data_idx + 1);
+    bool sync;
+    qlua_counter *count;
+    enum qemu_plugin_cb_flags flags = exec_options(L, data_idx + 1, &sync, &count);
     exec_rec *r = exec_rec_new(L, fn_idx, data_idx, "tb:on_exec");
-    qlua_host.register_vcpu_tb_exec_cb(tb, exec_cb, flags, r);
+    r->count = count;
+    qlua_host.register_vcpu_tb_exec_cb(tb, sync ? exec_cb : qlua_buffer_queued_cb, flags, r);
 }
 
 void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
                              int data_idx)
 {
-    enum qemu_plugin_cb_flags flags = qlua_check_regs(L, data_idx + 1);
+    bool sync;
+    qlua_counter *count;
+    enum qemu_plugin_cb_flags flags = exec_options(L, data_idx + 1, &sync, &count);
     exec_rec *r = exec_rec_new(L, fn_idx, data_idx, "insn:on_exec");
-    qlua_host.register_vcpu_insn_exec_cb(insn, exec_cb, flags, r);
+    r->count = count;
+    qlua_host.register_vcpu_insn_exec_cb(insn, sync ? exec_cb : qlua_buffer_queued_cb, flags, r);
 }
 
 /* tb:when / insn:when (counter, op, value, fn [, data]): fn(vcpu, data) on each execution at which
@@ -348,6 +400,8 @@ static void compact_handlers(lua_State *L)
 static void flush_cb(qemu_plugin_id_t id)
 {
     (void)id;
+    /* queued callbacks name their functions and data by references the reclaim frees */
+    qlua_buffer_drain_all();
     lua_State *L = qlua_lock();
     if (L) {
         arena_reclaim(L);

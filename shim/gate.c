@@ -14,13 +14,14 @@
 #include "internal.h"
 
 struct qlua_state qlua;
+bool qlua_some_fn_disabled;
 
 /* Output is handed to qemu_plugin_outs in chunks this large (and at exit, errors and forks). */
 #define QLUA_OUT_CHUNK (64 * 1024)
 
 /* The lock is recursive through a per-thread depth over a plain mutex: cheaper than a recursive
  * pthread mutex on the per-event path, and a forked child can release it (see fork_child). */
-static __thread unsigned int lock_depth;
+static QLUA_TLS unsigned int lock_depth;
 
 lua_State *qlua_lock(void)
 {
@@ -152,20 +153,34 @@ void qlua_gate_call(qlua_fn *fn, int nargs)
         qlua_profile_charge(fn->stats, qlua_now_ns() - t0);
     }
     if (rc != 0) {
-        const char *msg = lua_tostring(L, -1);
-        if (qlua.onerror_warn) {
-            fn->disabled = true;
-            qlua_report("error in %s callback (callback disabled, onerror=warn): %s", fn->event,
-                        msg);
-            lua_pop(L, 1);
-            qlua_events_disable(L, fn);
-        } else {
-            qlua_report("error in %s callback: %s", fn->event, msg);
-            qlua_fail_exit();
-        }
+        qlua_gate_error(fn);
     }
     lua_pop(L, 1);
     qlua_unlock();
+}
+
+/* The error policy, for the message on top of the stack (popped): report and end the run, or
+ * (onerror=warn) report and switch the failing function off for good. */
+void qlua_gate_error(qlua_fn *fn)
+{
+    lua_State *L = qlua.L;
+    const char *msg = lua_tostring(L, -1);
+    if (qlua.onerror_warn) {
+        fn->disabled = true;
+        qlua_some_fn_disabled = true;
+        qlua_report("error in %s callback (callback disabled, onerror=warn): %s", fn->event, msg);
+        lua_pop(L, 1);
+        qlua_events_disable(L, fn);
+    } else {
+        qlua_report("error in %s callback: %s", fn->event, msg);
+        qlua_fail_exit();
+    }
+}
+
+/* For callers that run their own pcall under the lock (queued callbacks): the error handler. */
+void qlua_gate_push_handler(lua_State *L)
+{
+    lua_pushvalue(L, TRACEBACK_SLOT);
 }
 
 qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event)

@@ -11,6 +11,10 @@
 
 #include "qemu_plugin_abi.h"
 
+/* Thread-locals read on every event: initial-exec avoids a __tls_get_addr call per access (the
+ * few bytes come from the static TLS reserve glibc keeps for libraries loaded with dlopen). */
+#define QLUA_TLS __thread __attribute__((tls_model("initial-exec")))
+
 #if LUA_VERSION_NUM < 502
 #define lua_rawlen lua_objlen
 #endif
@@ -132,7 +136,7 @@ void qlua_reload_start(void);
 void qlua_reload_poll(void);
 enum { QLUA_WANT_RELOAD = 1, QLUA_WANT_RETRANSLATE = 2, QLUA_WANT_UNINSTALL = 4 };
 void qlua_request(int bits);
-extern __thread bool qlua_own_thread;
+extern QLUA_TLS bool qlua_own_thread;
 void qlua_events_uninstalled(qemu_plugin_id_t id);
 extern int qlua_deferred; /* set when Lua asked for QEMU work to do after the outermost unlock */
 void qlua_deferred_run(void);
@@ -158,6 +162,7 @@ qlua_stats *qlua_profile_site(lua_State *L, int idx, const char *event);
 void qlua_profile_charge(qlua_stats *s, uint64_t ns);
 void qlua_profile_events(qlua_stats *s, uint64_t n);
 void qlua_profile_report(void);
+void qlua_profile_batch(void);
 
 struct qlua_state {
     qemu_plugin_id_t id;
@@ -165,6 +170,7 @@ struct qlua_state {
     GMutex lock; /* with a per-thread depth: see qlua_lock */
     bool onerror_warn;
     bool profile;  /* profile=on: time every entry into Lua, report at exit */
+    bool exec_sync; /* exec=sync: every on_exec callback runs as the code executes */
     bool watch;    /* watch=on: reload the script when its file changes */
     bool polls;    /* watch= or repl=: vCPU callbacks look for a pending reload/retranslation */
     bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
@@ -178,6 +184,9 @@ extern struct qlua_state qlua;
 
 lua_State *qlua_gate_enter(qlua_fn *fn);
 void qlua_gate_call(qlua_fn *fn, int nargs);
+void qlua_gate_error(qlua_fn *fn);
+extern bool qlua_some_fn_disabled; /* set once onerror=warn has turned any function off */
+void qlua_gate_push_handler(lua_State *L);
 lua_State *qlua_lock(void);
 void qlua_unlock(void);
 int qlua_gate_load(const char *path, char **error); /* runs the script's top level */
@@ -204,7 +213,7 @@ void qlua_plugin_open(lua_State *L);
 void qlua_vcpu_open(lua_State *L);
 
 /* vcpu.c: > 0 while this thread runs a callback for a vCPU (QEMU's "current vCPU" is set) */
-extern __thread int qlua_vcpu_context;
+extern QLUA_TLS int qlua_vcpu_context;
 void qlua_gate_open(lua_State *L);
 
 /* ---- tb.c / insn.c: translation-time handles ---- */
@@ -232,12 +241,21 @@ typedef uint64_t qlua_event_num;
 void qlua_buffer_open(lua_State *L);
 void qlua_buffer_drain_mine(void);
 void qlua_buffer_drain_all(void);
+/* An execution callback's record (tb/insn:on_exec, when): what QEMU hands back at each event. */
+typedef struct qlua_counter qlua_counter;
+typedef struct {
+    qlua_fn *fn;
+    int fn_ref;          /* fn->ref, here so a queued event reads one record */
+    int data_ref;        /* registry reference of the data; 0: none */
+    qlua_counter *count; /* on_exec(..., { counter = c }): pass c's value at the event */
+} qlua_exec_rec;
+void qlua_buffer_queued_cb(unsigned int vcpu, void *udata); /* udata: qlua_exec_rec */
+extern QLUA_TLS int qlua_queue_context; /* > 0 while queued callbacks are being delivered */
 void qlua_buffer_trace_tb(lua_State *L, struct qemu_plugin_tb *tb, int tracer_idx);
 void qlua_buffer_trace_insn(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx);
 void qlua_buffer_trace_mem(lua_State *L, struct qemu_plugin_insn *insn, int tracer_idx);
 
 /* ---- counter.c ---- */
-typedef struct qlua_counter qlua_counter;
 qlua_counter *qlua_counter_check(lua_State *L, int idx);
 void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n);
 void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n);
@@ -264,7 +282,6 @@ void qlua_events_disable(lua_State *L, qlua_fn *fn);
 void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx);
 void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
                              int data_idx);
-enum qemu_plugin_cb_flags qlua_check_regs(lua_State *L, int idx);
 void qlua_exec_register_when(lua_State *L, struct qemu_plugin_tb *tb,
                              struct qemu_plugin_insn *insn, int first);
 

@@ -23,7 +23,7 @@ __attribute__((constructor)) static void probe_host(void)
 
 /* The plugin's own options; everything else is the script's. */
 static const char *const own_options[] = {"script", "onerror", "counters", "profile", "repl",
-                                          "watch", NULL};
+                                          "watch", "exec", NULL};
 
 static GPtrArray *script_args; /* "key=value" strings, in order */
 
@@ -32,7 +32,7 @@ static void usage(void)
     fprintf(stderr,
             "qlua %s: no script given. Usage:\n"
             "  -plugin libqlua.so,script=PATH|NAME[,onerror=fail|warn][,counters=auto|callback]"
-            "[,profile=on][,repl=PATH][,watch=on][,KEY=VALUE...]\n"
+            "[,profile=on][,repl=PATH][,watch=on][,exec=queued|sync][,KEY=VALUE...]\n"
             "    script=    a Lua file, or the name of a script shipped in %s/scripts "
             "(e.g. script=count)\n"
             "    onerror=   fail (default): a Lua error ends the run with status 1;\n"
@@ -42,6 +42,8 @@ static void usage(void)
             "    profile=   on: report at exit where and how long Lua ran (default off)\n"
             "    repl=PATH  a unix socket (mode 0600) for `qlua attach PATH`: a live Lua prompt\n"
             "    watch=     on: reload the script when its file changes (qemu.persist survives)\n"
+            "    exec=      queued (default): on_exec callbacks are delivered in batches, in order,\n"
+            "               before the thread's next other callback; sync: each one as it executes\n"
             "    KEY=VALUE  any other argument is given to the script as qemu.args.KEY\n",
             QLUA_VERSION, qlua.root ? qlua.root : "<qlua>");
 }
@@ -148,7 +150,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             QLUA_DATA_DIR, QLUA_SOURCE_DIR));
     }
     const char *script = NULL, *onerror = "fail", *counters = "auto", *profile = "off";
-    const char *repl = NULL, *watch = "off";
+    const char *repl = NULL, *watch = "off", *exec = "queued";
     script_args = g_ptr_array_new();
     for (int i = 0; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
@@ -168,6 +170,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             repl = value;
         } else if (g_str_has_prefix(argv[i], "watch=")) {
             watch = value;
+        } else if (g_str_has_prefix(argv[i], "exec=")) {
+            exec = value;
         } else {
             g_ptr_array_add(script_args, argv[i]);
         }
@@ -179,11 +183,13 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     if (!check_choice("onerror", onerror, "fail", "warn", &error) ||
         !check_choice("counters", counters, "auto", "callback", &error) ||
         !check_choice("profile", profile, "on", "off", &error) ||
-        !check_choice("watch", watch, "on", "off", &error)) {
+        !check_choice("watch", watch, "on", "off", &error) ||
+        !check_choice("exec", exec, "queued", "sync", &error)) {
         return fail_install(error);
     }
     qlua.profile = g_str_equal(profile, "on");
     qlua.watch = g_str_equal(watch, "on");
+    qlua.exec_sync = g_str_equal(exec, "sync");
     qlua.polls = qlua.watch || repl != NULL;
     if (qlua.profile) {
         qlua_profile_start();

@@ -13,8 +13,15 @@ struct qlua_stats {
     char *where;
     uint64_t calls;
     uint64_t ns;
-    uint64_t events; /* tracers: records delivered */
+    uint64_t events; /* tracers: records delivered; queued on_exec: calls that came queued */
 };
+
+static uint64_t queue_batches; /* deliveries of queued on_exec callbacks */
+
+void qlua_profile_batch(void)
+{
+    queue_batches++;
+}
 
 static GHashTable *sites; /* "event@where" -> qlua_stats */
 static GPtrArray *order;
@@ -92,20 +99,30 @@ void qlua_profile_report(void)
     if (!qlua.profile) {
         return;
     }
-    uint64_t total_ns = 0, total_calls = 0;
+    uint64_t total_ns = 0, total_calls = 0, queued = 0;
     for (guint i = 0; i < order->len; i++) {
         qlua_stats *s = g_ptr_array_index(order, i);
         total_ns += s->ns;
         total_calls += s->calls;
+        if (!g_str_equal(s->event, "tracer")) {
+            queued += s->events;
+        }
     }
     uint64_t run_ns = qlua_now_ns() - start_ns;
     g_ptr_array_sort(order, by_time);
     GString *out = g_string_new(NULL);
     g_string_append_printf(out,
-                           "qlua profile: Lua entered %" G_GUINT64_FORMAT " times, %.1f ms in Lua "
+                           "qlua profile: Lua called %" G_GUINT64_FORMAT " times, %.1f ms in Lua "
                            "(%.1f%% of %.1f ms since the script loaded)\n",
                            total_calls, total_ns / 1e6,
                            run_ns ? 100.0 * (double)total_ns / (double)run_ns : 0.0, run_ns / 1e6);
+    if (queued > 0) {
+        g_string_append_printf(out,
+                               "qlua profile: %" G_GUINT64_FORMAT " of those calls were queued "
+                               "on_exec callbacks, delivered in %" G_GUINT64_FORMAT
+                               " batches (their time is shared out by count within a batch)\n",
+                               queued, queue_batches);
+    }
     g_string_append_printf(out, "%-16s %-32s %12s %10s %9s %12s\n", "callback", "defined at",
                            "calls", "ms", "ns/call", "events");
     for (guint i = 0; i < order->len; i++) {
@@ -114,7 +131,7 @@ void qlua_profile_report(void)
         if (s->calls == 0) {
             continue; /* never entered (e.g. a wrapper whose calls are charged elsewhere) */
         }
-        if (g_str_equal(s->event, "tracer")) {
+        if (g_str_equal(s->event, "tracer") || s->events > 0) {
             g_snprintf(events, sizeof events, "%" G_GUINT64_FORMAT, s->events);
         }
         g_string_append_printf(out, "%-16s %-32s %12" G_GUINT64_FORMAT " %10.1f %9.0f %12s\n",

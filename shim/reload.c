@@ -19,7 +19,7 @@
 static int pending;
 static int in_flight;
 static int requested; /* the bits of the reset in progress */
-__thread bool qlua_own_thread; /* the watcher and REPL threads: no vCPU, QEMU must not be asked */
+QLUA_TLS bool qlua_own_thread; /* the watcher and REPL threads: no vCPU, QEMU must not be asked */
 
 void qlua_request(int bits)
 {

@@ -7,7 +7,7 @@
 #include "internal.h"
 
 /* > 0 while this thread runs a callback on behalf of a vCPU (exec, mem, syscall, translate). */
-__thread int qlua_vcpu_context;
+QLUA_TLS int qlua_vcpu_context;
 
 static GHashTable *reg_handles; /* name -> struct qemu_plugin_register * */
 static GPtrArray *reg_names;    /* in QEMU's order */
@@ -15,6 +15,12 @@ static GPtrArray *reg_names;    /* in QEMU's order */
 static void need(lua_State *L, const char *what, const char *feature)
 {
     qlua_host_need(L, what, feature);
+    if (qlua_vcpu_context <= 0 && qlua_queue_context > 0) {
+        luaL_error(L, "%s works only at the moment of a vCPU event, and this on_exec callback is "
+                      "queued (delivered in a batch after the fact): register it with "
+                      "on_exec(fn, data, \"sync\"), or { regs = \"r\" } to read registers",
+                   what);
+    }
     if (qlua_vcpu_context <= 0) {
         luaL_error(L, "%s works only inside a vCPU callback (on_exec, on_mem, when, on_syscall, "
                       "on_translate): QEMU reads the vCPU that runs it",

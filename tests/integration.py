@@ -207,6 +207,63 @@ def tracers_deliver_every_event_in_order_with_8_threads():
         expect(t["vcpus"] == "9", "9 threads traced")
 
 
+def queued(program, extra=()):
+    r = qemu(["script=" + script("queued.lua")] + list(extra), program, oracle=True)
+    expect(r.status == 0, "guest failed", r)
+    q = fields(r.log, "queued")
+    expect(q["insns"] == fields(r.log, "oracle")["insns"], "queued callbacks lost or added events", r)
+    expect(q["native"] == q["insns"], "native counter disagrees", r)
+    expect(q["same"] == q["vcpus"] and int(q["vcpus"]) > 0,
+           "queued callbacks saw other counter values or another order than synchronous ones", r)
+    return r, q
+
+
+@case
+def queued_callbacks_see_every_event_in_order_with_the_counter_of_the_moment():
+    queued([guest("loop"), "20"])
+    r, q = queued([guest("threads"), "100"])
+    expect(q["vcpus"] == "9", "9 threads", r)
+    queued([guest("forks")])
+
+
+@case
+def queued_callback_error_under_warn_costs_the_rest_of_its_batch_nothing():
+    # the failing callback raises on its 1000th call, in the middle of a batch of other callbacks
+    r, q = queued([guest("loop"), "20"], ["fail=1000", "onerror=warn"])
+    expect(q["failing_calls"] == "1000", "the failing callback ran again after its error", r)
+    expect(r.err.count("callback disabled, onerror=warn") == 1 and "queued failure" in r.err,
+           "one warning naming the error", r)
+    r = qemu(["script=" + script("queued.lua"), "fail=1000"], [guest("loop"), "20"])
+    expect(r.status == 1 and re.search(r"error in insn:on_exec callback: \S*queued\.lua:\d+: queued failure", r.err)
+           and "stack traceback:" in r.err, "fail policy: message, traceback, status 1", r)
+
+
+@case
+def exec_sync_makes_every_callback_synchronous_with_the_same_results():
+    r, _ = queued([guest("loop"), "20"], ["exec=sync"])
+    traced([guest("loop"), "20"], ["exec=sync"])
+
+
+@refused_install
+def bad_exec_option_is_refused_with_the_accepted_values():
+    r = qemu(["script=count", "exec=later"], [guest("loop"), "1"])
+    expect(r.status == 1 and "exec=later" in r.err and "queued" in r.err and "sync" in r.err,
+           "bad exec= names the accepted values", r)
+
+
+@case
+def queued_callbacks_refuse_to_read_counters_of_a_later_moment():
+    r = run_lua("local c = qemu.counter()\n"
+                "qemu.on_translate(function(tb) tb:count(c); tb:on_exec(function(v) return c:get(v) end) end)",
+                [guest("loop"), "2"])
+    expect(r.status == 1 and "counter:get() in a queued on_exec callback" in r.err
+           and "{ counter = c }" in r.err and '"sync"' in r.err, "the rule and both ways out", r)
+    r = run_lua("qemu.on_translate(function(tb) tb:on_exec(print, nil, { snyc = true }) end)",
+                [guest("loop"), "2"])
+    expect(r.status == 1 and "unknown option 'snyc' (accepted: sync, regs, counter)" in r.err,
+           "a misspelt option is named", r)
+
+
 @case
 def tracers_deliver_everything_before_fork_and_exit():
     r = run_lua("local n = 0\n"
@@ -233,12 +290,18 @@ def profile_reports_where_lua_ran_and_warns_about_per_instruction_callbacks():
     expect(rows.get("tracer", (0, "0"))[1] ==
            str(int(oracle["tbs"]) + int(oracle["insns"]) + int(oracle["reads"]) + int(oracle["writes"])),
            "tracer events delivered", r)
-    total = re.search(r"^qlua profile: Lua entered (\d+) times", r.log, re.M)
+    total = re.search(r"^qlua profile: Lua called (\d+) times", r.log, re.M)
     expect(total and int(total.group(1)) == sum(c for c, _ in rows.values()), "total calls", r)
+    q = re.search(r"^qlua profile: (\d+) of those calls were queued on_exec callbacks, delivered in (\d+) batches",
+                  r.log, re.M)
+    expect(q and int(q.group(1)) == int(oracle["insns"]) and
+           int(oracle["insns"]) / 4096 <= int(q.group(2)) <= int(oracle["insns"]),
+           "queued calls and their batches", r)
+    expect(rows["insn:on_exec"][1] == oracle["insns"], "queued events of the site", r)
     expect(re.search(r"warning: insn:on_exec at \S+trace\.lua:\d+ put Lua on a per-instruction path",
                      r.log), "per-instruction warning", r)
     r = qemu(["script=" + script("trace.lua"), "lua=off", "profile=on"], [guest("loop"), "5"])
-    expect("qlua profile: Lua entered" in r.log and "warning" not in r.log, "no warning without on_exec", r)
+    expect("qlua profile: Lua called" in r.log and "warning" not in r.log, "no warning without on_exec", r)
     r = qemu(["script=" + script("trace.lua")], [guest("loop"), "5"])
     expect("qlua profile" not in r.log, "no report unless profile=on", r)
 
@@ -823,13 +886,22 @@ def registers_memory_and_access_values_on_qemu_10():
     finally:
         os.unlink(path)
     expect(r.log.count("works only inside a vCPU callback") == 2, "reads outside callbacks", r)
+    path = lua_file("local said = 0\n"
+                    "local function probe() if said == 0 then said = 1; qemu.print(pcall(qemu.read_memory, 0, 4)) end end\n"
+                    "qemu.on_translate(function(tb) tb:on_exec(probe) end)")
+    try:
+        r = system_qemu("10.0", ["script=" + path])
+    finally:
+        os.unlink(path)
+    expect("this on_exec callback is queued" in r.log and '"sync"' in r.log,
+           "a queued callback is told how to read memory of the moment", r)
 
 
 TIME_PROBE = """
 qemu.time_control()
 local blocks, t = qemu.counter(), 0
 local function tick() t = t + 1000; qemu.set_time(t) end
-qemu.on_translate(function(tb) tb:count(blocks); tb:on_exec(tick) end)
+qemu.on_translate(function(tb) tb:count(blocks); tb:on_exec(tick, nil, "sync") end)
 qemu.on_exit(function() qemu.printf("time %d blocks %d\\n", t, blocks:sum()) end)
 """
 

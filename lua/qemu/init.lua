@@ -155,6 +155,33 @@ function qemu.tracer(spec)
   return core.tracer_new(wrapper, batch, fn)
 end
 
+-- Queued execution callbacks (on_exec without "sync"): the C side records (function, data, vCPU)
+-- per event; under LuaJIT this loop delivers a batch as compiled code, calling each function
+-- straight from the registry. `pos` tells C which record failed if one raises an error. Lua 5.4
+-- has no FFI: C delivers the records itself, still one lock per batch.
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok and core.queued_cdef then
+    ffi.cdef(core.queued_cdef)
+    assert(ffi.sizeof("qlua_queued") == core.queued_size, "qlua_queued layout mismatch")
+    local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
+    local registry = debug.getregistry()
+    core.queue_drainer(function(p, first, n, pos)
+      local q, at = cast(rec_t, p), cast(pos_t, pos)
+      for i = first, n - 1 do
+        local e = q[i]
+        at[0] = i
+        local d = e.data -- 0: no data (a negative key would keep LuaJIT from compiling the loop)
+        if e.has_count ~= 0 then
+          if d == 0 then registry[e.fn](e.vcpu, nil, e.count)
+          else registry[e.fn](e.vcpu, registry[d], e.count) end
+        elseif d == 0 then registry[e.fn](e.vcpu)
+        else registry[e.fn](e.vcpu, registry[d]) end
+      end
+    end, function() end)
+  end
+end
+
 --- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,
 -- indices are reused after threads exit).
 qemu.vcpus = core.vcpus
