@@ -35,8 +35,15 @@ static uint64_t translate_next;
 /* ---- arena: per-translation records, freed wholesale at flush ---- */
 
 #define ARENA_CHUNK (64 * 1024)
+/* What a registry reference held by a record costs at least (a registry slot, its bookkeeping). */
+#define REF_BYTES 16
 static GSList *arena_chunks;
 static size_t arena_used = ARENA_CHUNK;
+static size_t arena_bytes;      /* chunks held since the last flush */
+static size_t arena_peak;       /* the most arena_bytes + refs ever held at once */
+static uint64_t arena_reclaims; /* flushes that reclaimed records */
+static uint64_t arena_limit_flushes; /* ... of which qlua asked for because of records= */
+static bool limit_flush_asked;
 static GArray *arena_refs; /* registry references owned by records */
 static int exec_fns_ref = LUA_NOREF; /* function -> qlua_fn* for the current flush generation */
 static int disabled_fns_ref = LUA_NOREF; /* functions onerror=warn turned off, for good */
@@ -45,8 +52,21 @@ void *qlua_arena_alloc(size_t size)
 {
     size = (size + 15) & ~(size_t)15;
     if (arena_used + size > ARENA_CHUNK) {
-        arena_chunks = g_slist_prepend(arena_chunks, g_malloc(MAX(size, ARENA_CHUNK)));
+        size_t chunk = MAX(size, ARENA_CHUNK);
+        arena_chunks = g_slist_prepend(arena_chunks, g_malloc(chunk));
         arena_used = 0;
+        arena_bytes += chunk;
+        size_t held = arena_bytes + REF_BYTES * arena_refs->len;
+        arena_peak = MAX(arena_peak, held);
+        /* Code QEMU retranslates (self-modifying or reloaded code, unmapped libraries) leaves
+         * records nothing uses any more, and QEMU flushes only when its own code buffer fills:
+         * past the limit, ask for a flush (a reset, done after the outermost unlock). */
+        if (qlua.records_limit && held >= qlua.records_limit && !limit_flush_asked) {
+            limit_flush_asked = true;
+            arena_limit_flushes++;
+            qlua_request(QLUA_WANT_RETRANSLATE);
+            __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
+        }
     }
     void *p = (char *)arena_chunks->data + arena_used;
     arena_used += size;
@@ -122,6 +142,9 @@ static void arena_reclaim(lua_State *L)
     g_slist_free_full(arena_chunks, g_free);
     arena_chunks = NULL;
     arena_used = ARENA_CHUNK;
+    arena_bytes = 0;
+    arena_reclaims++;
+    limit_flush_asked = false;
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, exec_fns_ref);
 }
@@ -597,6 +620,35 @@ static int events_uninstall(lua_State *L)
     return 0;
 }
 
+void qlua_events_memory(uint64_t *held, uint64_t *peak, uint64_t *reclaims,
+                        uint64_t *limit_flushes)
+{
+    *held = arena_bytes + REF_BYTES * arena_refs->len;
+    *peak = MAX(arena_peak, *held);
+    *reclaims = arena_reclaims;
+    *limit_flushes = arena_limit_flushes;
+}
+
+/* core.memory() -> { records, records_peak, reclaims, limit_flushes, limit, lua } */
+static int events_memory(lua_State *L)
+{
+    uint64_t held, peak, reclaims, limit_flushes;
+    qlua_events_memory(&held, &peak, &reclaims, &limit_flushes);
+    uint64_t lua_bytes = (uint64_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (uint64_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    const struct {
+        const char *name;
+        uint64_t value;
+    } fields[] = {{"records", held},           {"records_peak", peak},
+                  {"reclaims", reclaims},      {"limit_flushes", limit_flushes},
+                  {"records_limit", qlua.records_limit}, {"lua", lua_bytes}};
+    lua_createtable(L, 0, G_N_ELEMENTS(fields));
+    for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+        qlua_push_u64(L, fields[i].value);
+        lua_setfield(L, -2, fields[i].name);
+    }
+    return 1;
+}
+
 void qlua_events_open(lua_State *L)
 {
     static bool ready;
@@ -615,10 +667,13 @@ void qlua_events_open(lua_State *L)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     disabled_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushcfunction(L, events_on);
-    lua_setfield(L, -2, "on");
-    lua_pushcfunction(L, events_uninstall);
-    lua_setfield(L, -2, "uninstall");
-    lua_pushcfunction(L, events_off);
-    lua_setfield(L, -2, "off");
+    static const luaL_Reg functions[] = {{"on", events_on},
+                                         {"uninstall", events_uninstall},
+                                         {"off", events_off},
+                                         {"memory", events_memory},
+                                         {NULL, NULL}};
+    for (const luaL_Reg *f = functions; f->name; f++) {
+        lua_pushcfunction(L, f->func);
+        lua_setfield(L, -2, f->name);
+    }
 }

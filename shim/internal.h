@@ -170,6 +170,7 @@ struct qlua_state {
     GMutex lock; /* with a per-thread depth: see qlua_lock */
     bool onerror_warn;
     bool profile;  /* profile=on: time every entry into Lua, report at exit */
+    size_t records_limit; /* records=: arena size that makes qlua flush translations; 0: none */
     bool exec_sync; /* exec=sync: every on_exec callback runs as the code executes */
     bool watch;    /* watch=on: reload the script when its file changes */
     bool polls;    /* watch= or repl=: vCPU callbacks look for a pending reload/retranslation */
@@ -278,6 +279,8 @@ void *qlua_arena_alloc(size_t size);
 qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event);
 int qlua_ref_data(lua_State *L, int idx);
 void qlua_events_install(void);
+void qlua_events_memory(uint64_t *held, uint64_t *peak, uint64_t *reclaims,
+                        uint64_t *limit_flushes);
 void qlua_events_disable(lua_State *L, qlua_fn *fn);
 void qlua_exec_register_tb(lua_State *L, struct qemu_plugin_tb *tb, int fn_idx, int data_idx);
 void qlua_exec_register_insn(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,

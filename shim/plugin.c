@@ -23,7 +23,7 @@ __attribute__((constructor)) static void probe_host(void)
 
 /* The plugin's own options; everything else is the script's. */
 static const char *const own_options[] = {"script", "onerror", "counters", "profile", "repl",
-                                          "watch", "exec", NULL};
+                                          "watch", "exec", "records", NULL};
 
 static GPtrArray *script_args; /* "key=value" strings, in order */
 
@@ -32,7 +32,7 @@ static void usage(void)
     fprintf(stderr,
             "qlua %s: no script given. Usage:\n"
             "  -plugin libqlua.so,script=PATH|NAME[,onerror=fail|warn][,counters=auto|callback]"
-            "[,profile=on][,repl=PATH][,watch=on][,exec=queued|sync][,KEY=VALUE...]\n"
+            "[,profile=on][,repl=PATH][,watch=on][,exec=queued|sync][,records=SIZE][,KEY=VALUE...]\n"
             "    script=    a Lua file, or the name of a script shipped in %s/scripts "
             "(e.g. script=count)\n"
             "    onerror=   fail (default): a Lua error ends the run with status 1;\n"
@@ -44,6 +44,8 @@ static void usage(void)
             "    watch=     on: reload the script when its file changes (qemu.persist survives)\n"
             "    exec=      queued (default): on_exec callbacks are delivered in batches, in order,\n"
             "               before the thread's next other callback; sync: each one as it executes\n"
+            "    records=   memory for per-translation records before qlua flushes translated code\n"
+            "               to reclaim it (default 64M; K, M, G suffixes; off: never)\n"
             "    KEY=VALUE  any other argument is given to the script as qemu.args.KEY\n",
             QLUA_VERSION, qlua.root ? qlua.root : "<qlua>");
 }
@@ -120,6 +122,33 @@ static bool check_choice(const char *key, const char *value, const char *a, cons
     return false;
 }
 
+/* SIZE: a whole number of bytes with an optional K, M or G (powers of 1024), or "off" (0). */
+static bool parse_size(const char *key, const char *value, size_t *out, char **error)
+{
+    if (g_str_equal(value, "off")) {
+        *out = 0;
+        return true;
+    }
+    char *end;
+    guint64 n = g_ascii_strtoull(value, &end, 10);
+    int shift = 0;
+    switch (g_ascii_toupper(*end)) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (end == value || !g_ascii_isdigit(value[0]) || *end != '\0' || n == 0 ||
+        n > (G_MAXSIZE >> shift) >> 1) {
+        *error = g_strdup_printf("%s=%s: expected a size such as 64M (bytes, or with a K, M or G "
+                                 "suffix), or off",
+                                 key, value);
+        return false;
+    }
+    *out = (size_t)n << shift;
+    return true;
+}
+
 static int fail_install(char *error)
 {
     fprintf(stderr, "qlua: %s\n", error);
@@ -150,7 +179,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             QLUA_DATA_DIR, QLUA_SOURCE_DIR));
     }
     const char *script = NULL, *onerror = "fail", *counters = "auto", *profile = "off";
-    const char *repl = NULL, *watch = "off", *exec = "queued";
+    const char *repl = NULL, *watch = "off", *exec = "queued", *records = "64M";
     script_args = g_ptr_array_new();
     for (int i = 0; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
@@ -172,6 +201,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
             watch = value;
         } else if (g_str_has_prefix(argv[i], "exec=")) {
             exec = value;
+        } else if (g_str_has_prefix(argv[i], "records=")) {
+            records = value;
         } else {
             g_ptr_array_add(script_args, argv[i]);
         }
@@ -185,6 +216,9 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         !check_choice("profile", profile, "on", "off", &error) ||
         !check_choice("watch", watch, "on", "off", &error) ||
         !check_choice("exec", exec, "queued", "sync", &error)) {
+        return fail_install(error);
+    }
+    if (!parse_size("records", records, &qlua.records_limit, &error)) {
         return fail_install(error);
     }
     qlua.profile = g_str_equal(profile, "on");

@@ -123,6 +123,13 @@ void qlua_profile_report(void)
                                " batches (their time is shared out by count within a batch)\n",
                                queued, queue_batches);
     }
+    uint64_t held, peak, reclaims, limit_flushes;
+    qlua_events_memory(&held, &peak, &reclaims, &limit_flushes);
+    g_string_append_printf(out,
+                           "qlua profile: per-translation records: %.1f KiB held, at most %.1f "
+                           "KiB; reclaimed at %" G_GUINT64_FORMAT " flushes (%" G_GUINT64_FORMAT
+                           " asked for by records=)\n",
+                           held / 1024.0, peak / 1024.0, reclaims, limit_flushes);
     g_string_append_printf(out, "%-16s %-32s %12s %10s %9s %12s\n", "callback", "defined at",
                            "calls", "ms", "ns/call", "events");
     for (guint i = 0; i < order->len; i++) {

@@ -264,6 +264,43 @@ def queued_callbacks_refuse_to_read_counters_of_a_later_moment():
            "a misspelt option is named", r)
 
 
+def records_run(rounds, limit):
+    r = qemu(["script=" + script("records.lua"), "records=" + limit], [guest("smc"), str(rounds)],
+             oracle=True)
+    expect(r.status == 0 and f"smc {rounds} {rounds * (rounds - 1) // 2}" in r.out, "guest", r)
+    m = {k: int(v) for k, v in fields(r.log, "records").items()}
+    expect(m["insns"] == int(fields(r.log, "oracle")["insns"]), "callbacks lost across flushes", r)
+    expect(m["translations"] > rounds, "the guest retranslates every round", r)
+    return r, m
+
+
+@case
+def memory_stays_flat_under_endless_retranslation():
+    small, large = 30000, 120000
+    # control: without a limit, what qlua holds grows with the translations (the guest works)
+    _, off_s = records_run(small, "off")
+    _, off_l = records_run(large, "off")
+    expect(off_l["limit_flushes"] == 0 and off_l["peak"] > 3 * off_s["peak"],
+           f"records grow without a limit: {off_s['peak']} -> {off_l['peak']}")
+    expect(off_l["lua"] - off_s["lua"] > 10 << 20, "Lua heap grows without a limit")
+    # records=1M: qlua flushes translations whenever its records reach 1 MiB
+    r_s, on_s = records_run(small, "1M")
+    r_l, on_l = records_run(large, "1M")
+    expect(on_l["limit"] == 1 << 20, "records=1M read", r_l)
+    expect(on_l["limit_flushes"] >= 4 and on_l["flushes"] >= on_l["limit_flushes"],
+           "flushes asked for", r_l)
+    expect(on_s["peak"] <= 2 << 20 and on_l["peak"] <= 2 << 20, "records peak bounded", r_l)
+    expect(on_l["lua"] - on_s["lua"] < 4 << 20 and on_l["lua"] < 8 << 20,
+           f"Lua heap flat: {on_s['lua']} -> {on_l['lua']}", r_l)
+
+
+@refused_install
+def bad_records_option_is_refused_with_the_accepted_form():
+    for bad in ("lots", "12X", "0", "-5M"):
+        r = qemu(["script=count", "records=" + bad], [guest("loop"), "1"])
+        expect(r.status == 1 and f"records={bad}: expected a size such as 64M" in r.err, bad, r)
+
+
 @case
 def tracers_deliver_everything_before_fork_and_exit():
     r = run_lua("local n = 0\n"

@@ -46,6 +46,12 @@ function qemu.off(fn)
   return false
 end
 
+--- qemu.memory() -> { records, records_peak, records_limit, reclaims, limit_flushes, lua }: bytes
+-- held for per-translation records (native records and the references they keep), the most
+-- held at once, the records= limit (0: none), how many flushes reclaimed them and how many of
+-- those qlua asked for because of the limit; bytes of the Lua heap.
+qemu.memory = core.memory
+
 --- qemu.retranslate(): at the next vCPU callback QEMU flushes all translated code, so on_translate
 -- handlers added since see every block again (used from the REPL; needs repl= or watch=).
 qemu.retranslate = core.retranslate
