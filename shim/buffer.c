@@ -54,11 +54,15 @@ typedef struct thread_buffers {
 
 typedef struct {
     int tracer;
-    uint64_t addr;
-    uint64_t tag;
+    qlua_event_num addr; /* converted once, at translation */
+    qlua_event_num tag;
     uint16_t size;
     uint8_t kind;
     enum qemu_plugin_mem_rw rw;
+    /* memory events: the last meminfo seen and what it decoded to, as one word so threads can
+     * share it without a lock (an instruction nearly always makes the same kind of access):
+     * bits 0-31 meminfo, 32-47 size, 48-55 kind (0xff: not wanted), 56-63 flags, 0: empty */
+    uint64_t decoded;
 } trace_rec;
 
 static tracer tracers[MAX_TRACERS];
@@ -277,18 +281,18 @@ void qlua_buffer_restore(void)
     n_tracers = saved_n;
 }
 
-static inline void append(unsigned int vcpu, const trace_rec *r, uint64_t addr, uint8_t kind,
-                          uint16_t size, uint8_t flags)
+static inline void append_num(unsigned int vcpu, const trace_rec *r, qlua_event_num addr,
+                              uint8_t kind, uint16_t size, uint8_t flags)
 {
-    thread_buffers *b = my_buffers();
+    thread_buffers *b = G_LIKELY(mine != NULL) ? mine : my_buffers();
     int t = r->tracer;
     if (G_UNLIKELY(b->events[t] == NULL)) {
         b->events[t] = g_new(qlua_event, tracers[t].batch);
     }
     qlua_event *e = &b->events[t][b->count[t]];
-    e->addr = (qlua_event_num)addr;
-    e->pc = (qlua_event_num)r->addr;
-    e->tag = (qlua_event_num)r->tag;
+    e->addr = addr;
+    e->pc = r->addr;
+    e->tag = r->tag;
     e->vcpu = vcpu;
     e->size = size;
     e->kind = kind;
@@ -301,21 +305,35 @@ static inline void append(unsigned int vcpu, const trace_rec *r, uint64_t addr, 
 static void trace_exec_cb(unsigned int vcpu, void *udata)
 {
     trace_rec *r = udata;
-    append(vcpu, r, r->addr, r->kind, r->size, 0);
+    append_num(vcpu, r, r->addr, r->kind, r->size, 0);
+}
+
+/* What a memory access's meminfo means for a tracer record, packed as trace_rec.decoded says. */
+static uint64_t decode(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info)
+{
+    uint64_t kind = !qlua_mem_wanted(rw, info)          ? 0xff
+                    : qlua_host.mem_is_store(info) ? QLUA_EV_STORE
+                                                   : QLUA_EV_LOAD;
+    uint64_t flags = (qlua_host.mem_is_sign_extended(info) ? 1 : 0) |
+                     (qlua_host.mem_is_big_endian(info) ? 2 : 0);
+    uint64_t size = (uint64_t)1 << qlua_host.mem_size_shift(info);
+    /* size >= 1 keeps the word non-zero, so 0 can mean "empty" */
+    return (uint64_t)(uint32_t)info | size << 32 | kind << 48 | flags << 56;
 }
 
 static void trace_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
                          void *udata)
 {
     trace_rec *r = udata;
-    if (!qlua_mem_wanted(r->rw, info)) {
-        return;
+    uint64_t d = __atomic_load_n(&r->decoded, __ATOMIC_RELAXED);
+    if (G_UNLIKELY(d == 0 || (uint32_t)d != (uint32_t)info)) {
+        d = decode(r->rw, info);
+        __atomic_store_n(&r->decoded, d, __ATOMIC_RELAXED);
     }
-    bool store = qlua_host.mem_is_store(info);
-    uint8_t flags = (qlua_host.mem_is_sign_extended(info) ? 1 : 0) |
-                    (qlua_host.mem_is_big_endian(info) ? 2 : 0);
-    append(vcpu, r, vaddr, store ? QLUA_EV_STORE : QLUA_EV_LOAD,
-           (uint16_t)(1u << qlua_host.mem_size_shift(info)), flags);
+    uint8_t kind = (uint8_t)(d >> 48);
+    if (kind != 0xff) {
+        append_num(vcpu, r, (qlua_event_num)vaddr, kind, (uint16_t)(d >> 32), (uint8_t)(d >> 56));
+    }
 }
 
 static int check_tracer(lua_State *L, int idx)
@@ -329,8 +347,9 @@ static trace_rec *rec_new(lua_State *L, int tracer_idx, uint64_t addr, uint8_t k
 {
     trace_rec *r = qlua_arena_alloc(sizeof *r);
     r->tracer = check_tracer(L, tracer_idx);
-    r->tag = lua_isnoneornil(L, tracer_idx + 1) ? 0 : qlua_check_u64(L, tracer_idx + 1);
-    r->addr = addr;
+    r->tag = (qlua_event_num)(lua_isnoneornil(L, tracer_idx + 1) ? 0
+                                                                 : qlua_check_u64(L, tracer_idx + 1));
+    r->addr = (qlua_event_num)addr;
     r->kind = kind;
     r->size = size;
     r->rw = QEMU_PLUGIN_MEM_RW;

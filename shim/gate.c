@@ -356,6 +356,7 @@ static int open_core(lua_State *L)
     qlua_insn_open(L);
     qlua_mem_open(L);
     qlua_counter_open(L);
+    qlua_tally_open(L);
     return 1;
 }
 

@@ -212,6 +212,7 @@ void qlua_counter_open(lua_State *L);
 void qlua_events_open(lua_State *L);
 void qlua_plugin_open(lua_State *L);
 void qlua_vcpu_open(lua_State *L);
+void qlua_tally_open(lua_State *L);
 
 /* vcpu.c: > 0 while this thread runs a callback for a vCPU (QEMU's "current vCPU" is set) */
 extern QLUA_TLS int qlua_vcpu_context;

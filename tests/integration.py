@@ -302,6 +302,33 @@ def bad_records_option_is_refused_with_the_accepted_form():
 
 
 @case
+def tally_counts_like_a_lua_table_and_the_oracle():
+    for program in ([guest("loop"), "20"], [guest("threads"), "50"]):
+        r = qemu(["script=" + script("tally.lua")], program, oracle=True)
+        expect(r.status == 0, "guest", r)
+        t = fields(r.log, "tally")
+        expect(t["same"] == "true", "tally and Lua table differ", r)
+        expect_equal_counts(r, t, ["reads", "writes", "tbs"])
+        expect(t["missing"] == "0" and t["after_reset"] == "0", "get of an absent key; reset", r)
+
+
+@case
+def tally_refuses_keys_it_cannot_hold():
+    bad = [("t:add(1.5)", "key"), ("t:add('x')", "key"), ("t:add(2^64)", "key")]
+    if "LuaJIT" in run_lua("qemu.print(qemu.info.lua)").log:
+        # Lua 5.4 reads a negative integer as its 64-bit pattern (docs/api.md, numbers)
+        bad += [("t:add(-1)", "key"), ("t:add(1, -2)", "amount")]
+    for expr, what in bad:
+        r = run_lua(f"local t = qemu.tally()\nqemu.on_exit(function() {expr} end)")
+        expect(r.status == 1 and (f"the {what} must be a whole number from 0 to 2^64-1" in r.err
+                                  or "expected a non-negative integer" in r.err
+                                  or "number expected, got string" in r.err), expr, r)
+    r = run_lua("local t = qemu.tally()\nt:add(2^53); t:add(0, 3); t:add(7, 0)\n"
+                "qemu.print(t:get(2^53), t:get(0), t:get(7), t:size(), tostring(t))")
+    expect("1\t3\t0\t3\ttally (3 keys)" in r.log, "edge keys", r)
+
+
+@case
 def tracers_deliver_everything_before_fork_and_exit():
     r = run_lua("local n = 0\n"
                 "local t = qemu.tracer{ batch = 1000000, fn = function(ev, k) n = n + k end }\n"
