@@ -34,10 +34,9 @@ local args = qemu.script {
 
 local bbs, insns = qemu.counter(), qemu.counter()
 
-qemu.on_translate(function(tb)
-  tb:count(bbs)
-  tb:count(insns, #tb)
-end)
+-- tb:count(bbs) and tb:count(insns, #tb) on every block, added by qlua with no Lua at translation
+qemu.count_every("block", bbs)
+qemu.count_every("block_insns", insns)
 
 local function cpu_line(vcpu)
   return string.format("CPU%d: bb's: %d, insns: %d\n", vcpu, bbs:get(vcpu), insns:get(vcpu))

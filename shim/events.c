@@ -27,6 +27,39 @@ static const char *const event_labels[] = {"on_translate",   "on_exit",    "on_v
                                            "on_syscall",     "on_syscall_ret", "on_flush"};
 
 static GPtrArray *handlers[EV_COUNT];
+
+/* qemu.count_every(kind, counter [, rw]): counting ops qlua adds to every translated block itself,
+ * with no Lua at translation time. Kept with the handlers: a reload replaces both. */
+enum rule_kind { RULE_INSN, RULE_BLOCK, RULE_BLOCK_INSNS, RULE_MEM };
+typedef struct {
+    enum rule_kind kind;
+    qlua_counter *counter;
+    enum qemu_plugin_mem_rw rw;
+} count_rule;
+static GPtrArray *rules; /* of count_rule */
+
+static void apply_rules(struct qemu_plugin_tb *tb)
+{
+    size_t n = qlua_host.tb_n_insns(tb);
+    for (guint r = 0; r < rules->len; r++) {
+        const count_rule *rule = g_ptr_array_index(rules, r);
+        switch (rule->kind) {
+        case RULE_BLOCK: qlua_counter_tb(tb, rule->counter, 1); break;
+        case RULE_BLOCK_INSNS: qlua_counter_tb(tb, rule->counter, n); break;
+        case RULE_INSN:
+        case RULE_MEM:
+            for (size_t i = 0; i < n; i++) {
+                struct qemu_plugin_insn *insn = qlua_host.tb_get_insn(tb, i);
+                if (rule->kind == RULE_INSN) {
+                    qlua_counter_insn(insn, rule->counter, 1);
+                } else {
+                    qlua_counter_mem(insn, rule->counter, 1, rule->rw);
+                }
+            }
+            break;
+        }
+    }
+}
 static bool registered[EV_COUNT];
 static bool want_register[EV_COUNT]; /* asked for from Lua; done after the outermost unlock */
 int qlua_deferred;
@@ -315,6 +348,7 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         qlua_reload_poll();
     }
     qlua_lock();
+    apply_rules(tb);
     qlua_translate_gen = ++translate_next;
     qlua_vcpu_context++;
     DISPATCH(EV_TRANSLATE, 1, qlua_tb_push(L, tb));
@@ -487,7 +521,7 @@ static void register_all(void)
         bool polls = qlua.polls && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME ||
                                     (ev == EV_SYSCALL && !qlua_host.system));
         if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
-            handlers[ev]->len > 0 || polls) {
+            handlers[ev]->len > 0 || polls || (ev == EV_TRANSLATE && rules->len > 0)) {
             register_event((enum event)ev);
         }
     }
@@ -506,11 +540,13 @@ void qlua_events_reregister(void)
 /* Reload support: the script's handlers are swapped as a whole. */
 GPtrArray **qlua_events_take_handlers(void)
 {
-    GPtrArray **taken = g_new(GPtrArray *, EV_COUNT);
+    GPtrArray **taken = g_new(GPtrArray *, EV_COUNT + 1);
     for (int ev = 0; ev < EV_COUNT; ev++) {
         taken[ev] = handlers[ev];
         handlers[ev] = g_ptr_array_new();
     }
+    taken[EV_COUNT] = rules; /* the count_every rules travel with the handlers */
+    rules = g_ptr_array_new_with_free_func(g_free);
     return taken;
 }
 
@@ -520,11 +556,14 @@ void qlua_events_put_handlers(GPtrArray **given)
         g_ptr_array_free(handlers[ev], TRUE);
         handlers[ev] = given[ev];
     }
+    g_ptr_array_free(rules, TRUE);
+    rules = given[EV_COUNT];
     g_free(given);
 }
 
 void qlua_events_drop_handlers(GPtrArray **dropped)
 {
+    g_ptr_array_free(dropped[EV_COUNT], TRUE);
     for (int ev = 0; ev < EV_COUNT; ev++) {
         for (guint i = 0; i < dropped[ev]->len; i++) {
             qlua_fn *fn = g_ptr_array_index(dropped[ev], i);
@@ -554,6 +593,32 @@ static int events_on(lua_State *L)
         } else {
             /* QEMU registers under its plugin lock, which it may hold while waiting for ours */
             want_register[ev] = true;
+            __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
+        }
+    }
+    return 0;
+}
+
+/* core.count_every(kind, counter [, rw]) */
+static int events_count_every(lua_State *L)
+{
+    static const char *const kinds[] = {"insn", "block", "block_insns", "mem", NULL};
+    count_rule *rule = g_new0(count_rule, 1);
+    rule->kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
+    rule->counter = qlua_counter_check(L, 2);
+    rule->rw = QEMU_PLUGIN_MEM_RW;
+    if (rule->kind == RULE_MEM) {
+        rule->rw = qlua_mem_check_rw(L, 3);
+    } else if (!lua_isnoneornil(L, 3)) {
+        g_free(rule);
+        return luaL_argerror(L, 3, "only \"mem\" takes r, w or rw");
+    }
+    g_ptr_array_add(rules, rule);
+    if (!registered[EV_TRANSLATE]) {
+        if (qlua.loading) {
+            register_event(EV_TRANSLATE);
+        } else {
+            want_register[EV_TRANSLATE] = true;
             __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
         }
     }
@@ -657,6 +722,7 @@ void qlua_events_open(lua_State *L)
             handlers[ev] = g_ptr_array_new();
         }
         arena_refs = g_array_new(FALSE, FALSE, sizeof(int));
+        rules = g_ptr_array_new_with_free_func(g_free);
         ready = true;
     }
     lua_newtable(L);
@@ -671,6 +737,7 @@ void qlua_events_open(lua_State *L)
                                          {"uninstall", events_uninstall},
                                          {"off", events_off},
                                          {"memory", events_memory},
+                                         {"count_every", events_count_every},
                                          {NULL, NULL}};
     for (const luaL_Reg *f = functions; f->name; f++) {
         lua_pushcfunction(L, f->func);

@@ -177,6 +177,28 @@ def counters_callback_mode_matches_oracle():
 
 
 @case
+def count_every_adds_native_counts_to_every_block_with_no_lua_at_translation():
+    def check(r, what):
+        e = fields(r.log, "every")
+        expect_equal_counts(r, e, ["insns", "tbs", "reads", "writes"])
+        expect(int(e["mem"]) == int(e["reads"]) + int(e["writes"]), f"{what}: mem = reads + writes", r)
+        # a block's instruction count at each execution: at least every started instruction
+        expect(int(e["block_insns"]) >= int(e["insns"]), f"{what}: block_insns", r)
+    for program in ([guest("loop"), "20"], [guest("threads"), "100"]):
+        check(qemu(["script=" + script("every.lua"), "profile=on"], program, oracle=True), program[0])
+    r = qemu(["script=" + script("every.lua"), "profile=on"], [guest("loop"), "20"], oracle=True)
+    expect("on_translate" not in r.log, "no Lua ran at translation", r)
+    for version in ("7.2", "10.0"):
+        check(system_qemu(version, ["script=" + script("every.lua")], smp=2, oracle=True), version)
+    for bad, msg in (("qemu.count_every('insns', qemu.counter())", "invalid option 'insns'"),
+                     ("qemu.count_every('insn', {})", "counter expected"),
+                     ("qemu.count_every('block', qemu.counter(), 'r')", 'only "mem" takes r, w or rw'),
+                     ("qemu.count_every('mem', qemu.counter(), 'x')", "invalid option 'x'")):
+        r = run_lua(bad)
+        expect(r.status == 1 and msg in r.err, bad, r)
+
+
+@case
 def count_matches_oracle_with_8_threads():
     r = qemu(["script=count"], [guest("threads")], oracle=True)
     m = re.search(r"^insns: (\d+)$", r.log, re.M)

@@ -91,6 +91,14 @@ do
   end
 end
 
+--- qemu.count_every(kind, counter [, rw]): qlua adds the counting ops to every block it translates
+-- itself, with no Lua at translation time (the cheapest way to count everything):
+--   "insn"        every instruction that starts executing (exact, like insn:count in each insn)
+--   "block"       every block execution (like tb:count(c))
+--   "block_insns" the block's instruction count at every block execution (tb:count(c, #tb))
+--   "mem"         every memory access of kind rw ("r", "w" or "rw", the default)
+qemu.count_every = core.count_every
+
 --- Stops instrumenting: on_exit handlers run, then QEMU unloads the plugin.
 qemu.uninstall = core.uninstall
 
