@@ -28,16 +28,16 @@ typedef struct {
     size_t batch;
 } tracer;
 
-/* A queued execution callback (on_exec without sync = true): the function and its data as
- * registry references, so LuaJIT's drain loop calls them with no C in between; `owner` is for the
- * error policy and the profile. Layout shared with Lua (qlua_buffer_open). */
+/* A queued execution callback (on_exec without "sync"): the function and its data as registry
+ * references, so LuaJIT's drain loop calls them with no C in between. 16 bytes: writing and
+ * reading the records is most of the cost of a queued event. The counter value of
+ * on_exec(..., { counter = c }) goes to a parallel array. Layout shared with Lua
+ * (qlua_buffer_open). */
 typedef struct {
-    qlua_fn *owner;
     int32_t fn;
-    int32_t data;   /* 0: no data */
+    int32_t data; /* 0: no data */
     uint32_t vcpu;
     uint32_t has_count;
-    qlua_event_num count; /* on_exec(..., { counter = c }): c's value for this vCPU back then */
 } qlua_queued;
 
 #define QUEUE_BATCH 4096
@@ -46,6 +46,7 @@ typedef struct thread_buffers {
     qlua_event *events[MAX_TRACERS];
     size_t count[MAX_TRACERS];
     qlua_queued *queue;
+    qlua_event_num *queue_counts;
     size_t queued;
     uint32_t queue_pos; /* LuaJIT's drain loop writes the record it is calling here */
     bool draining;
@@ -126,7 +127,8 @@ static void drain_queue(thread_buffers *b)
     uint64_t t0 = qlua.profile ? qlua_now_ns() : 0;
     if (qlua_some_fn_disabled) { /* rare: onerror=warn turned a function off */
         for (size_t j = 0; j < n; j++) {
-            if (b->queue[j].owner->disabled) {
+            qlua_fn *fn = qlua_exec_fn_by_ref(b->queue[j].fn);
+            if (fn && fn->disabled) {
                 b->queue[j].fn = queue_noop_ref;
             }
         }
@@ -139,10 +141,11 @@ static void drain_queue(thread_buffers *b)
         if (queue_drainer_ref != LUA_NOREF) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, queue_drainer_ref);
             lua_pushlightuserdata(L, b->queue);
+            lua_pushlightuserdata(L, b->queue_counts);
             lua_pushinteger(L, (lua_Integer)first);
             lua_pushinteger(L, (lua_Integer)n);
             lua_pushlightuserdata(L, &b->queue_pos);
-            if (lua_pcall(L, 4, 0, handler) == 0) {
+            if (lua_pcall(L, 5, 0, handler) == 0) {
                 lua_pop(L, 1);
                 break;
             }
@@ -150,7 +153,7 @@ static void drain_queue(thread_buffers *b)
         } else { /* Lua 5.4: one protected call per record, still one lock per batch */
             for (failed = first; failed < n; failed++) {
                 const qlua_queued *q = &b->queue[failed];
-                if (q->owner->disabled) {
+                if (q->fn == queue_noop_ref) {
                     continue;
                 }
                 lua_rawgeti(L, LUA_REGISTRYINDEX, q->fn);
@@ -161,7 +164,7 @@ static void drain_queue(thread_buffers *b)
                     lua_rawgeti(L, LUA_REGISTRYINDEX, q->data);
                 }
                 if (q->has_count) {
-                    qlua_push_u64(L, (uint64_t)q->count);
+                    qlua_push_u64(L, (uint64_t)b->queue_counts[failed]);
                 }
                 if (lua_pcall(L, 2 + (q->has_count ? 1 : 0), 0, handler) != 0) {
                     break;
@@ -172,11 +175,11 @@ static void drain_queue(thread_buffers *b)
                 break;
             }
         }
-        qlua_fn *owner = b->queue[failed].owner;
-        qlua_gate_error(owner); /* returns only under onerror=warn, owner now disabled */
+        int failed_ref = b->queue[failed].fn;
+        qlua_gate_error(qlua_exec_fn_by_ref(failed_ref)); /* returns only under onerror=warn */
         lua_pop(L, 1);
         for (size_t j = failed + 1; j < n; j++) {
-            if (b->queue[j].owner->disabled) {
+            if (b->queue[j].fn == failed_ref) {
                 b->queue[j].fn = queue_noop_ref;
             }
         }
@@ -187,7 +190,8 @@ static void drain_queue(thread_buffers *b)
         uint64_t per = (qlua_now_ns() - t0) / n;
         qlua_profile_batch();
         for (size_t j = 0; j < n; j++) {
-            qlua_stats *s = b->queue[j].owner->stats;
+            qlua_fn *fn = qlua_exec_fn_by_ref(b->queue[j].fn);
+            qlua_stats *s = fn ? fn->stats : NULL;
             if (s) {
                 qlua_profile_charge(s, per);
                 qlua_profile_events(s, 1);
@@ -212,14 +216,16 @@ void qlua_buffer_queued_cb(unsigned int vcpu, void *udata)
     if (G_UNLIKELY(b == NULL || b->queue == NULL)) {
         b = my_buffers();
         b->queue = g_new(qlua_queued, QUEUE_BATCH);
+        b->queue_counts = g_new(qlua_event_num, QUEUE_BATCH);
     }
     qlua_queued *q = &b->queue[b->queued];
-    q->owner = r->fn;
     q->fn = r->fn_ref;
     q->data = r->data_ref;
     q->vcpu = vcpu;
     q->has_count = r->count != NULL;
-    q->count = r->count ? (qlua_event_num)qlua_counter_value(r->count, vcpu) : 0;
+    if (r->count) {
+        b->queue_counts[b->queued] = (qlua_event_num)qlua_counter_value(r->count, vcpu);
+    }
     if (G_UNLIKELY(++b->queued == QUEUE_BATCH)) {
         drain_queue(b);
     }
@@ -440,9 +446,11 @@ void qlua_buffer_open(lua_State *L)
     queue_drainer_ref = queue_noop_ref = LUA_NOREF; /* a new state (reload keeps the state) */
     lua_pushcfunction(L, buffer_queue_drainer);
     lua_setfield(L, -2, "queue_drainer");
-    lua_pushfstring(L, "typedef struct { void *owner; int32_t fn; int32_t data; uint32_t vcpu; "
-                       "uint32_t has_count; %s count; } qlua_queued;", QLUA_EVENT_NUM_NAME);
+    lua_pushliteral(L, "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
+                       "uint32_t has_count; } qlua_queued;");
     lua_setfield(L, -2, "queued_cdef");
+    lua_pushliteral(L, QLUA_EVENT_NUM_NAME);
+    lua_setfield(L, -2, "queued_count_type");
     lua_pushinteger(L, (lua_Integer)sizeof(qlua_queued));
     lua_setfield(L, -2, "queued_size");
     lua_pushcfunction(L, buffer_tracer_new);

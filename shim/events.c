@@ -78,6 +78,7 @@ static uint64_t arena_reclaims; /* flushes that reclaimed records */
 static uint64_t arena_limit_flushes; /* ... of which qlua asked for because of records= */
 static bool limit_flush_asked;
 static GArray *arena_refs; /* registry references owned by records */
+static GHashTable *exec_fns_by_ref; /* registry reference -> qlua_fn*, this flush generation */
 static int exec_fns_ref = LUA_NOREF; /* function -> qlua_fn* for the current flush generation */
 static int disabled_fns_ref = LUA_NOREF; /* functions onerror=warn turned off, for good */
 
@@ -143,6 +144,7 @@ qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event)
         lua_pushvalue(L, idx);
         fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
         g_array_append_val(arena_refs, fn->ref);
+        g_hash_table_insert(exec_fns_by_ref, GINT_TO_POINTER(fn->ref), fn);
         lua_rawgeti(L, LUA_REGISTRYINDEX, disabled_fns_ref);
         lua_pushvalue(L, idx);
         lua_rawget(L, -2);
@@ -154,6 +156,12 @@ qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event)
     }
     lua_pop(L, 2);
     return fn;
+}
+
+/* The execution callback function behind a registry reference (queued records carry only it). */
+qlua_fn *qlua_exec_fn_by_ref(int ref)
+{
+    return g_hash_table_lookup(exec_fns_by_ref, GINT_TO_POINTER(ref));
 }
 
 /* Remembers a function that onerror=warn disabled, so it stays off after the next flush. */
@@ -172,6 +180,7 @@ static void arena_reclaim(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, g_array_index(arena_refs, int, i));
     }
     g_array_set_size(arena_refs, 0);
+    g_hash_table_remove_all(exec_fns_by_ref);
     g_slist_free_full(arena_chunks, g_free);
     arena_chunks = NULL;
     arena_used = ARENA_CHUNK;
@@ -723,6 +732,7 @@ void qlua_events_open(lua_State *L)
         }
         arena_refs = g_array_new(FALSE, FALSE, sizeof(int));
         rules = g_ptr_array_new_with_free_func(g_free);
+        exec_fns_by_ref = g_hash_table_new(g_direct_hash, g_direct_equal);
         ready = true;
     }
     lua_newtable(L);

@@ -210,16 +210,18 @@ do
     ffi.cdef(core.queued_cdef)
     assert(ffi.sizeof("qlua_queued") == core.queued_size, "qlua_queued layout mismatch")
     local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
+    local count_t = ffi.typeof("const " .. core.queued_count_type .. " *")
     local registry = debug.getregistry()
-    core.queue_drainer(function(p, first, n, pos)
+    core.queue_drainer(function(p, counts, first, n, pos)
       local q, at = cast(rec_t, p), cast(pos_t, pos)
       for i = first, n - 1 do
         local e = q[i]
         at[0] = i
         local d = e.data -- 0: no data (a negative key would keep LuaJIT from compiling the loop)
         if e.has_count ~= 0 then
-          if d == 0 then registry[e.fn](e.vcpu, nil, e.count)
-          else registry[e.fn](e.vcpu, registry[d], e.count) end
+          local c = cast(count_t, counts)[i]
+          if d == 0 then registry[e.fn](e.vcpu, nil, c)
+          else registry[e.fn](e.vcpu, registry[d], c) end
         elseif d == 0 then registry[e.fn](e.vcpu)
         else registry[e.fn](e.vcpu, registry[d]) end
       end
