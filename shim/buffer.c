@@ -41,6 +41,7 @@ typedef struct {
 } qlua_queued;
 
 #define QUEUE_BATCH 4096
+#define QUEUE_FEW 8
 
 typedef struct thread_buffers {
     qlua_event *events[MAX_TRACERS];
@@ -138,7 +139,9 @@ static void drain_queue(thread_buffers *b)
         size_t failed;
         qlua_gate_push_handler(L);
         int handler = lua_gettop(L);
-        if (queue_drainer_ref != LUA_NOREF) {
+        /* A few records (a synchronous callback on this thread came soon after them): one call
+         * each is cheaper than starting LuaJIT's loop, whose set-up costs several calls. */
+        if (queue_drainer_ref != LUA_NOREF && n - first > QUEUE_FEW) {
             lua_rawgeti(L, LUA_REGISTRYINDEX, queue_drainer_ref);
             lua_pushlightuserdata(L, b->queue);
             lua_pushlightuserdata(L, b->queue_counts);
@@ -150,7 +153,7 @@ static void drain_queue(thread_buffers *b)
                 break;
             }
             failed = b->queue_pos;
-        } else { /* Lua 5.4: one protected call per record, still one lock per batch */
+        } else { /* Lua 5.4, or a few records: one protected call each, one lock per batch */
             for (failed = first; failed < n; failed++) {
                 const qlua_queued *q = &b->queue[failed];
                 if (q->fn == queue_noop_ref) {
