@@ -243,6 +243,7 @@ def queued(program, extra=()):
 @case
 def queued_callbacks_see_every_event_in_order_with_the_counter_of_the_moment():
     queued([guest("loop"), "20"])
+    queued([guest("loop"), "20"], ["sync=false"])
     r, q = queued([guest("threads"), "100"])
     expect(q["vcpus"] == "9", "9 threads", r)
     queued([guest("forks")])
@@ -250,14 +251,16 @@ def queued_callbacks_see_every_event_in_order_with_the_counter_of_the_moment():
 
 @case
 def queued_callback_error_under_warn_costs_the_rest_of_its_batch_nothing():
-    # the failing callback raises on its 1000th call, in the middle of a batch of other callbacks
-    r, q = queued([guest("loop"), "20"], ["fail=1000", "onerror=warn"])
-    expect(q["failing_calls"] == "1000", "the failing callback ran again after its error", r)
-    expect(r.err.count("callback disabled, onerror=warn") == 1 and "queued failure" in r.err,
-           "one warning naming the error", r)
-    r = qemu(["script=" + script("queued.lua"), "fail=1000"], [guest("loop"), "20"])
-    expect(r.status == 1 and re.search(r"error in insn:on_exec callback: \S*queued\.lua:\d+: queued failure", r.err)
-           and "stack traceback:" in r.err, "fail policy: message, traceback, status 1", r)
+    # the failing callback raises on its 1000th call, in the middle of a batch of other callbacks;
+    # sync=false: full batches (LuaJIT's loop); sync=true: a few records at a time (one call each)
+    for sync in ("sync=false", "sync=true"):
+        r, q = queued([guest("loop"), "20"], ["fail=1000", "onerror=warn", sync])
+        expect(q["failing_calls"] == "1000", f"{sync}: the failing callback ran again", r)
+        expect(r.err.count("callback disabled, onerror=warn") == 1 and "queued failure" in r.err,
+               f"{sync}: one warning naming the error", r)
+        r = qemu(["script=" + script("queued.lua"), "fail=1000", sync], [guest("loop"), "20"])
+        expect(r.status == 1 and re.search(r"error in insn:on_exec callback: \S*queued\.lua:\d+: queued failure", r.err)
+               and "stack traceback:" in r.err, f"{sync}: fail policy: message, traceback, status 1", r)
 
 
 @case
