@@ -190,6 +190,10 @@ def count_every_adds_native_counts_to_every_block_with_no_lua_at_translation():
     expect("on_translate" not in r.log, "no Lua ran at translation", r)
     for version in ("7.2", "10.0"):
         check(system_qemu(version, ["script=" + script("every.lua")], smp=2, oracle=True), version)
+
+
+@refused_install
+def count_every_refuses_unknown_kinds_and_misplaced_rw():
     for bad, msg in (("qemu.count_every('insns', qemu.counter())", "invalid option 'insns'"),
                      ("qemu.count_every('insn', {})", "counter expected"),
                      ("qemu.count_every('block', qemu.counter(), 'r')", 'only "mem" takes r, w or rw'),
