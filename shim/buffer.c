@@ -46,6 +46,7 @@ typedef struct {
 typedef struct thread_buffers {
     qlua_event *events[MAX_TRACERS];
     size_t count[MAX_TRACERS];
+    size_t traced; /* events in the tracer buffers, all tracers together */
     qlua_queued *queue;
     qlua_event_num *queue_counts;
     size_t queued;
@@ -85,14 +86,13 @@ static thread_buffers *my_buffers(void)
     return mine;
 }
 
-/* Hands one buffer to Lua. Caller holds nothing; the gate takes the Lua lock. */
+/* Hands one tracer's buffer to Lua. Called by drain_thread, under the Lua lock. */
 static void drain_one(thread_buffers *b, int t)
 {
     size_t n = b->count[t];
-    if (n == 0 || b->draining) {
+    if (n == 0) {
         return;
     }
-    b->draining = true; /* the handler itself may enter the gate: no recursion into drains */
     /* a batch is delivered late, whatever callback delivers it: not a vCPU callback context */
     int context = qlua_vcpu_context;
     qlua_vcpu_context = 0;
@@ -105,26 +105,24 @@ static void drain_one(thread_buffers *b, int t)
     }
     qlua_vcpu_context = context;
     b->count[t] = 0;
-    b->draining = false;
 }
 
 static int queue_drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, first, n, pos) */
 static int queue_noop_ref = LUA_NOREF;     /* stands in for a function onerror=warn disabled */
 
-/* Delivers this thread's queued callbacks, in the order they were executed. The lock is taken
- * once per batch: that, and LuaJIT running the loop as compiled code, is what makes a queued
- * callback several times cheaper than a synchronous one. */
+/* Delivers a thread's queued callbacks, in the order they were executed. Called by
+ * drain_thread, under the Lua lock: taken once per batch, which (with LuaJIT running the loop as
+ * compiled code) is what makes a queued callback several times cheaper than a synchronous one. */
 static void drain_queue(thread_buffers *b)
 {
     size_t n = b->queued;
-    if (n == 0 || b->draining) {
+    if (n == 0) {
         return;
     }
-    b->draining = true;
     int context = qlua_vcpu_context;
     qlua_vcpu_context = 0; /* delivered after the fact: the vCPU has moved on */
     qlua_queue_context++;
-    lua_State *L = qlua_lock();
+    lua_State *L = qlua.L;
     uint64_t t0 = qlua.profile ? qlua_now_ns() : 0;
     if (qlua_some_fn_disabled) { /* rare: onerror=warn turned a function off */
         for (size_t j = 0; j < n; j++) {
@@ -148,11 +146,12 @@ static void drain_queue(thread_buffers *b)
             lua_pushinteger(L, (lua_Integer)first);
             lua_pushinteger(L, (lua_Integer)n);
             lua_pushlightuserdata(L, &b->queue_pos);
+            b->queue_pos = (uint32_t)first;
             if (lua_pcall(L, 5, 0, handler) == 0) {
                 lua_pop(L, 1);
                 break;
             }
-            failed = b->queue_pos;
+            failed = MIN(MAX((size_t)b->queue_pos, first), n - 1); /* the record being called */
         } else { /* Lua 5.4, or a few records: one protected call each, one lock per batch */
             for (failed = first; failed < n; failed++) {
                 const qlua_queued *q = &b->queue[failed];
@@ -179,7 +178,14 @@ static void drain_queue(thread_buffers *b)
             }
         }
         int failed_ref = b->queue[failed].fn;
-        qlua_gate_error(qlua_exec_fn_by_ref(failed_ref)); /* returns only under onerror=warn */
+        qlua_fn *owner = qlua_exec_fn_by_ref(failed_ref);
+        if (owner) {
+            qlua_gate_error(owner); /* returns only under onerror=warn */
+        } else { /* the failure was not a record's (say, memory): the policy of "on_exec" */
+            static qlua_fn unknown = {.ref = LUA_NOREF, .event = "queued on_exec"};
+            unknown.disabled = false;
+            qlua_gate_error(&unknown);
+        }
         lua_pop(L, 1);
         for (size_t j = failed + 1; j < n; j++) {
             if (b->queue[j].fn == failed_ref) {
@@ -201,12 +207,12 @@ static void drain_queue(thread_buffers *b)
             }
         }
     }
-    qlua_unlock();
     qlua_queue_context--;
     qlua_vcpu_context = context;
     b->queued = 0;
-    b->draining = false;
 }
+
+static void drain_thread(thread_buffers *b);
 
 /* A queued execution callback: QEMU calls this at each event; Lua sees it at the next drain. */
 void qlua_buffer_queued_cb(unsigned int vcpu, void *udata)
@@ -230,16 +236,27 @@ void qlua_buffer_queued_cb(unsigned int vcpu, void *udata)
         b->queue_counts[b->queued] = (qlua_event_num)qlua_counter_value(r->count, vcpu);
     }
     if (G_UNLIKELY(++b->queued == QUEUE_BATCH)) {
-        drain_queue(b);
+        drain_thread(b);
     }
 }
 
+/* Delivers everything a thread has buffered: each tracer's events, then its queued callbacks
+ * (each in execution order; a tracer's events are not interleaved with the queue). Under the Lua
+ * lock from the first look at the buffers: a flush, an exit or another thread's drain_all may
+ * be delivering the same buffers, and must find them either untouched or empty. */
 static void drain_thread(thread_buffers *b)
 {
-    for (int t = 0; t < n_tracers; t++) {
-        drain_one(b, t);
+    qlua_lock();
+    if (!b->draining) { /* draining: a tracer function or queued callback of b is running */
+        b->draining = true;
+        for (int t = 0; t < n_tracers; t++) {
+            drain_one(b, t);
+        }
+        b->traced = 0;
+        drain_queue(b);
+        b->draining = false;
     }
-    drain_queue(b);
+    qlua_unlock();
 }
 
 QLUA_TLS int qlua_queue_context;
@@ -247,20 +264,49 @@ QLUA_TLS int qlua_queue_context;
 /* Before another Lua callback runs on this thread: deliver what this thread traced first. */
 void qlua_buffer_drain_mine(void)
 {
-    if (mine && !mine->draining) {
+    if (mine && (mine->queued || mine->traced) && !mine->draining) {
         drain_thread(mine);
     }
 }
 
-/* At exit and before fork, when no vCPU appends any more. */
+/* At exit, before fork and before a flush, when no vCPU appends any more. The Lua lock is held
+ * throughout, so no thread frees its buffers meanwhile (qlua_buffer_release_mine). */
 void qlua_buffer_drain_all(void)
 {
+    qlua_lock();
     g_mutex_lock(&all_lock);
     thread_buffers *list = all_buffers;
     g_mutex_unlock(&all_lock);
     for (thread_buffers *b = list; b; b = b->next) {
         drain_thread(b);
     }
+    qlua_unlock();
+}
+
+/* At vCPU exit (after its last drain): a user-mode guest may create threads without end. */
+void qlua_buffer_release_mine(void)
+{
+    if (mine == NULL) {
+        return;
+    }
+    qlua_lock();
+    drain_thread(mine);
+    g_mutex_lock(&all_lock);
+    for (thread_buffers **p = &all_buffers; *p; p = &(*p)->next) {
+        if (*p == mine) {
+            *p = mine->next;
+            break;
+        }
+    }
+    g_mutex_unlock(&all_lock);
+    for (int t = 0; t < MAX_TRACERS; t++) {
+        g_free(mine->events[t]);
+    }
+    g_free(mine->queue);
+    g_free(mine->queue_counts);
+    g_free(mine);
+    mine = NULL;
+    qlua_unlock();
 }
 
 /* A reload starts with no tracers; save_/restore_ keep the old ones for a reload that fails.
@@ -306,8 +352,9 @@ static inline void append_num(unsigned int vcpu, const trace_rec *r, qlua_event_
     e->size = size;
     e->kind = kind;
     e->flags = flags;
+    b->traced++;
     if (++b->count[t] == tracers[t].batch) {
-        drain_one(b, t);
+        drain_thread(b); /* and the thread's other buffers: see drain_thread */
     }
 }
 

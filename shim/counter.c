@@ -520,6 +520,7 @@ static int counter_values(lua_State *L)
 
 static int counter_tostring(lua_State *L)
 {
+    not_queued(L, "tostring");
     char text[48];
     g_snprintf(text, sizeof text, "counter (sum %" G_GUINT64_FORMAT ")",
                counter_sum(qlua_counter_check(L, 1)));

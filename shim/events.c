@@ -96,6 +96,16 @@ void *qlua_arena_alloc(size_t size)
          * records nothing uses any more, and QEMU flushes only when its own code buffer fills:
          * past the limit, ask for a flush (a reset, done after the outermost unlock). */
         if (qlua.records_limit && held >= qlua.records_limit && !limit_flush_asked) {
+            /* Reached again after only a few translations: the code in use needs more records
+             * than the limit, and each flush would only have it translated again at once. */
+            static uint64_t translations_at_last;
+            if (arena_limit_flushes > 0 && translate_next - translations_at_last < 256) {
+                qlua.records_limit *= 2;
+                qlua_report("records=: the translated code in use needs more than %zu KiB of "
+                            "records; raising the limit to %zu KiB",
+                            qlua.records_limit / 2048, qlua.records_limit / 1024);
+            }
+            translations_at_last = translate_next;
             limit_flush_asked = true;
             arena_limit_flushes++;
             qlua_request(QLUA_WANT_RETRANSLATE);
@@ -392,6 +402,7 @@ static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
     qlua_lock();
     qlua_out_flush();
     qlua_unlock();
+    qlua_buffer_release_mine(); /* the thread ends: its buffers go (guests may make threads without end) */
 }
 
 static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
@@ -466,9 +477,11 @@ static void compact_handlers(lua_State *L)
 static void flush_cb(qemu_plugin_id_t id)
 {
     (void)id;
-    /* queued callbacks name their functions and data by references the reclaim frees */
-    qlua_buffer_drain_all();
+    /* queued callbacks name their functions and data by references the reclaim frees: deliver
+     * them first, in one hold of the lock, so a thread outside translated code (exiting, in a
+     * syscall callback) cannot run old records after the reclaim */
     lua_State *L = qlua_lock();
+    qlua_buffer_drain_all();
     if (L) {
         arena_reclaim(L);
         compact_handlers(L);
@@ -612,16 +625,16 @@ static int events_on(lua_State *L)
 static int events_count_every(lua_State *L)
 {
     static const char *const kinds[] = {"insn", "block", "block_insns", "mem", NULL};
-    count_rule *rule = g_new0(count_rule, 1);
-    rule->kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
-    rule->counter = qlua_counter_check(L, 2);
-    rule->rw = QEMU_PLUGIN_MEM_RW;
-    if (rule->kind == RULE_MEM) {
-        rule->rw = qlua_mem_check_rw(L, 3);
+    enum rule_kind kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
+    qlua_counter *counter = qlua_counter_check(L, 2);
+    enum qemu_plugin_mem_rw rw = QEMU_PLUGIN_MEM_RW;
+    if (kind == RULE_MEM) {
+        rw = qlua_mem_check_rw(L, 3);
     } else if (!lua_isnoneornil(L, 3)) {
-        g_free(rule);
         return luaL_argerror(L, 3, "only \"mem\" takes r, w or rw");
     }
+    count_rule *rule = g_new(count_rule, 1);
+    *rule = (count_rule){kind, counter, rw};
     g_ptr_array_add(rules, rule);
     if (!registered[EV_TRANSLATE]) {
         if (qlua.loading) {

@@ -170,7 +170,9 @@ void qlua_gate_error(qlua_fn *fn)
         qlua_some_fn_disabled = true;
         qlua_report("error in %s callback (callback disabled, onerror=warn): %s", fn->event, msg);
         lua_pop(L, 1);
-        qlua_events_disable(L, fn);
+        if (fn->ref != LUA_NOREF) {
+            qlua_events_disable(L, fn);
+        }
     } else {
         qlua_report("error in %s callback: %s", fn->event, msg);
         qlua_fail_exit();

@@ -243,6 +243,7 @@ typedef uint64_t qlua_event_num;
 void qlua_buffer_open(lua_State *L);
 void qlua_buffer_drain_mine(void);
 void qlua_buffer_drain_all(void);
+void qlua_buffer_release_mine(void);
 /* An execution callback's record (tb/insn:on_exec, when): what QEMU hands back at each event. */
 typedef struct qlua_counter qlua_counter;
 typedef struct {

@@ -221,6 +221,9 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     if (!parse_size("records", records, &qlua.records_limit, &error)) {
         return fail_install(error);
     }
+    if (qlua.records_limit && qlua.records_limit < (1u << 20)) { /* 16 chunks of 64 KiB */
+        return fail_install(g_strdup_printf("records=%s: at least 1M (or off)", records));
+    }
     qlua.profile = g_str_equal(profile, "on");
     qlua.watch = g_str_equal(watch, "on");
     qlua.exec_sync = g_str_equal(exec, "sync");

@@ -134,9 +134,28 @@ static int tally_gc(lua_State *L)
 static int tally_add_l(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
-    uint64_t key = qlua_check_u64(L, 2);
-    uint64_t n = lua_isnoneornil(L, 3) ? 1 : qlua_check_u64(L, 3);
-    tally_put(t, key, n);
+    static const char *const what[] = {"key", "amount"};
+    uint64_t v[2] = {0, 1};
+    for (int i = 0; i < 2; i++) {
+        int idx = 2 + i;
+        if (i == 1 && lua_isnoneornil(L, idx)) {
+            break;
+        }
+#if LUA_VERSION_NUM >= 503
+        int ok = 0; /* an integer, or a float with a whole value (2^53 is a float in Lua 5.4) */
+        lua_tointegerx(L, idx, &ok);
+#else
+        bool ok = lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) >= 0 &&
+                  lua_tonumber(L, idx) < 18446744073709551616.0 &&
+                  (double)(uint64_t)lua_tonumber(L, idx) == lua_tonumber(L, idx);
+#endif
+        if (!ok) {
+            return luaL_error(L, "tally:add: the %s must be a whole number from 0 to 2^64-1, got %s",
+                              what[i], luaL_tolstring_compat(L, idx));
+        }
+        v[i] = qlua_check_u64(L, idx);
+    }
+    tally_put(t, v[0], v[1]);
     return 0;
 }
 

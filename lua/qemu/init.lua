@@ -70,8 +70,10 @@ do
     and ffi.cast("int (*)(void *, double, double)", core.tally_add_ptr)
   local BAD = { "key", "amount" }
   local function bad(rc, key, n)
+    local got = key
+    if rc == 2 then got = n end
     error(string.format("tally:add: the %s must be a whole number from 0 to 2^64-1, got %s",
-      BAD[rc], tostring(rc == 1 and key or n)), 3)
+      BAD[rc], tostring(got)), 3)
   end
   local methods = {}
   for _, name in ipairs { "get", "items", "size", "reset" } do
@@ -222,7 +224,7 @@ do
           local c = cast(count_t, counts)[i]
           if d == 0 then registry[e.fn](e.vcpu, nil, c)
           else registry[e.fn](e.vcpu, registry[d], c) end
-        elseif d == 0 then registry[e.fn](e.vcpu)
+        elseif d == 0 then registry[e.fn](e.vcpu, nil) -- (vcpu, nil) as from a synchronous call
         else registry[e.fn](e.vcpu, registry[d]) end
       end
     end, function() end)
