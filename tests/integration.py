@@ -280,6 +280,8 @@ def a_threads_tracer_and_queued_callbacks_are_delivered_together():
 @case
 def thread_buffers_go_with_their_threads():
     # every guest thread that runs a queued callback gets buffers; they must not outlive it
+    if os.environ.get("QLUA_SANITIZED"):
+        raise Skip("ASan holds freed memory in its quarantine: resident sizes say nothing here")
     def hwm(extra):
         path = lua_file("local n = 0\nqemu.on_translate(function(tb) tb:on_exec(function() n = n + 1 end) end)\n"
                         "qemu.on_exit(function() qemu.printf('hwm %s\\n', "
