@@ -33,7 +33,7 @@ def workloads(build, tmp, quick):
     text = os.path.join(tmp, "text.txt")
     with open(text, "w") as f:  # deterministic, compressible, not trivial
         words = ["qemu", "plugin", "lua", "block", "translate", "vcpu", "memory", "counter"]
-        size = 64 * 1024 if quick else 256 * 1024
+        size = 64 * 1024 if quick else 1024 * 1024
         i, n = 0, 0
         while n < size:
             w = words[(i * 7 + i // 13) % len(words)] + (" " if i % 11 else ".\n")
@@ -42,8 +42,8 @@ def workloads(build, tmp, quick):
             i += 1
     guests = os.path.join(build, "tests")
     return [
-        # runs long enough (0.1-0.3 s) that start-up and timer noise do not decide the ratio
-        ("loop guest", [os.path.join(guests, "loop"), "100" if quick else "2000"]),
+        # runs long enough (0.1 s and more) that start-up and timer noise do not decide the ratio
+        ("loop guest", [os.path.join(guests, "loop"), "100" if quick else "6000"]),
         ("gzip -9", ["/bin/gzip", "-9", "-c", text]),
         ("bzip2 -9", ["/bin/bzip2", "-9", "-c", text]),
         ("python3 import json, email", ["/usr/bin/python3", "-c", "import json, email"]),
@@ -62,7 +62,7 @@ def timed(cmd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     ap.add_argument("--only", help="run only the kinds of work whose name contains this text")
     a = ap.parse_args()
