@@ -209,7 +209,7 @@ end
 do
   local ok, ffi = pcall(require, "ffi")
   if ok and core.queued_cdef then
-    ffi.cdef(core.queued_cdef)
+    if not pcall(ffi.typeof, "qlua_queued") then ffi.cdef(core.queued_cdef) end -- once per state
     assert(ffi.sizeof("qlua_queued") == core.queued_size, "qlua_queued layout mismatch")
     local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
     local count_t = ffi.typeof("const " .. core.queued_count_type .. " *")

@@ -44,7 +44,7 @@ end
 --- A fresh fake core.
 -- opts.system (boolean), opts.script (string, or false for none), opts.args (a list of
 -- "KEY=VALUE" strings, as given on the QEMU command line), opts.features (overrides of FEATURES),
--- opts.smp_vcpus / opts.max_vcpus (system mode).
+-- opts.smp_vcpus / opts.max_vcpus (system mode), opts.ffi (LuaJIT: the FFI fast paths).
 function M.new(opts)
   opts = opts or {}
   local features = copy(M.FEATURES)
@@ -88,6 +88,26 @@ function M.new(opts)
   core.read_memory = spy.new(function(_, len) return string.rep("\0", len) end)
   core.write = spy.new(function(text) core.output[#core.output + 1] = text end)
   core.flush = spy.new(function() end)
+  if opts.ffi then -- the LuaJIT fast paths: queued callbacks and qemu.tally's add
+    local ffi = require "ffi"
+    core.queued_cdef = "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
+      .. "uint32_t has_count; } qlua_queued;"
+    core.queued_size = 16
+    core.queued_count_type = "double"
+    core.queue_drainer = spy.new(function(drain, noop) core.drain, core.noop = drain, noop end)
+    core.tally_adds = {} -- { key, n } per call of the native add
+    core.tally_rc = 0    -- what the native add returns (1: bad key, 2: bad amount)
+    core.tally_add_ptr = ffi.cast("int (*)(void *, double, double)", function(_, key, n)
+      core.tally_adds[#core.tally_adds + 1] = { key, n }
+      return core.tally_rc
+    end)
+    core.tally_new = spy.new(function()
+      local raw = { size = spy.new(function() return 7 end), get = spy.new(function() return 3 end),
+                    items = spy.new(function() return { [5] = 3 } end), reset = spy.new(function() end) }
+      setmetatable(raw, { __tostring = function() return "tally (7 keys)" end })
+      return raw, ffi.cast("void *", 0x1000)
+    end)
+  end
   core.args = spy.new(function()
     local map, order = {}, {}
     for i, kv in ipairs(opts.args or {}) do
