@@ -1,9 +1,11 @@
-/* buffer.c: tracers, i.e. execution events gathered natively and handed to Lua in batches.
- * A tiny C callback appends one fixed-size record to a buffer owned by the calling thread (one
- * vCPU per thread, or all vCPUs of a round-robin thread: either way a thread's records are in
- * execution order), without locks. A buffer goes to Lua when it is full, before any other Lua
- * callback on the same thread (so Lua sees one thread's events in order), at vCPU exit, before a
- * fork and at exit. */
+/* buffer.c: execution events gathered natively and handed to Lua in batches: tracers (records
+ * a Lua function receives as an array) and queued on_exec callbacks (records of function, data
+ * and vCPU, each delivered as a call). A tiny C callback appends one fixed-size record to a
+ * buffer owned by the calling thread (one vCPU per thread, or all vCPUs of a round-robin thread:
+ * either way a thread's records are in execution order), without locks. A thread's buffers go to
+ * Lua together, under the Lua lock: when one is full, before any other Lua callback on the same
+ * thread (so Lua sees one thread's events in order), at vCPU exit (which then frees them), before
+ * a fork, before a flush of translated code and at exit. */
 #include <string.h>
 
 #include "internal.h"
@@ -93,9 +95,6 @@ static void drain_one(thread_buffers *b, int t)
     if (n == 0) {
         return;
     }
-    /* a batch is delivered late, whatever callback delivers it: not a vCPU callback context */
-    int context = qlua_vcpu_context;
-    qlua_vcpu_context = 0;
     lua_State *L = qlua_gate_enter(tracers[t].fn);
     if (L) {
         qlua_profile_events(tracers[t].fn->stats, n);
@@ -103,11 +102,10 @@ static void drain_one(thread_buffers *b, int t)
         lua_pushinteger(L, (lua_Integer)n);
         qlua_gate_call(tracers[t].fn, 2);
     }
-    qlua_vcpu_context = context;
     b->count[t] = 0;
 }
 
-static int queue_drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, first, n, pos) */
+static int queue_drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, counts, first, n, pos) */
 static int queue_noop_ref = LUA_NOREF;     /* stands in for a function onerror=warn disabled */
 
 /* Delivers a thread's queued callbacks, in the order they were executed. Called by
@@ -119,8 +117,6 @@ static void drain_queue(thread_buffers *b)
     if (n == 0) {
         return;
     }
-    int context = qlua_vcpu_context;
-    qlua_vcpu_context = 0; /* delivered after the fact: the vCPU has moved on */
     qlua_queue_context++;
     lua_State *L = qlua.L;
     uint64_t t0 = qlua.profile ? qlua_now_ns() : 0;
@@ -159,16 +155,9 @@ static void drain_queue(thread_buffers *b)
                     continue;
                 }
                 lua_rawgeti(L, LUA_REGISTRYINDEX, q->fn);
-                lua_pushinteger(L, q->vcpu);
-                if (q->data == 0) {
-                    lua_pushnil(L);
-                } else {
-                    lua_rawgeti(L, LUA_REGISTRYINDEX, q->data);
-                }
-                if (q->has_count) {
-                    qlua_push_u64(L, (uint64_t)b->queue_counts[failed]);
-                }
-                if (lua_pcall(L, 2 + (q->has_count ? 1 : 0), 0, handler) != 0) {
+                int nargs = qlua_push_exec_args(L, q->vcpu, q->data, q->has_count,
+                                                q->has_count ? (uint64_t)b->queue_counts[failed] : 0);
+                if (lua_pcall(L, nargs, 0, handler) != 0) {
                     break;
                 }
             }
@@ -208,7 +197,6 @@ static void drain_queue(thread_buffers *b)
         }
     }
     qlua_queue_context--;
-    qlua_vcpu_context = context;
     b->queued = 0;
 }
 
@@ -249,11 +237,16 @@ static void drain_thread(thread_buffers *b)
     qlua_lock();
     if (!b->draining) { /* draining: a tracer function or queued callback of b is running */
         b->draining = true;
+        /* delivered after the fact, whatever callback delivers them: the vCPU has moved on, so
+         * this is not a vCPU callback context (no register or memory reads) */
+        int context = qlua_vcpu_context;
+        qlua_vcpu_context = 0;
         for (int t = 0; t < n_tracers; t++) {
             drain_one(b, t);
         }
         b->traced = 0;
         drain_queue(b);
+        qlua_vcpu_context = context;
         b->draining = false;
     }
     qlua_unlock();

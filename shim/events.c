@@ -205,6 +205,23 @@ static void arena_reclaim(lua_State *L)
 
 typedef qlua_exec_rec exec_rec;
 
+/* The arguments of an execution callback, synchronous or queued: vcpu, data (nil for none),
+ * and with { counter = c } c's value at the event. Returns how many were pushed. */
+int qlua_push_exec_args(lua_State *L, unsigned int vcpu, int data_ref, bool has_count,
+                        uint64_t count)
+{
+    lua_pushinteger(L, vcpu);
+    if (data_ref == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, data_ref);
+    }
+    if (has_count) {
+        qlua_push_u64(L, count);
+    }
+    return has_count ? 3 : 2;
+}
+
 static void exec_cb(unsigned int vcpu, void *udata)
 {
     exec_rec *r = udata;
@@ -215,17 +232,10 @@ static void exec_cb(unsigned int vcpu, void *udata)
     if (L == NULL) {
         return;
     }
-    lua_pushinteger(L, vcpu);
-    if (r->data_ref == 0) {
-        lua_pushnil(L);
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
-    }
-    if (r->count) {
-        qlua_push_u64(L, qlua_counter_value(r->count, vcpu));
-    }
+    int nargs = qlua_push_exec_args(L, vcpu, r->data_ref, r->count != NULL,
+                                    r->count ? qlua_counter_value(r->count, vcpu) : 0);
     qlua_vcpu_context++;
-    qlua_gate_call(r->fn, r->count ? 3 : 2);
+    qlua_gate_call(r->fn, nargs);
     qlua_vcpu_context--;
 }
 
@@ -597,6 +607,22 @@ void qlua_events_drop_handlers(GPtrArray **dropped)
     g_free(dropped);
 }
 
+/* Lua now needs QEMU to call qlua for `ev`: register it, at once while the script loads, or
+ * after the outermost unlock. */
+static void need_event(enum event ev)
+{
+    if (registered[ev]) {
+        return;
+    }
+    if (qlua.loading) {
+        register_event(ev); /* inside install: no lock held, no vCPU yet */
+    } else {
+        /* QEMU registers under its plugin lock, which it may hold while waiting for ours */
+        want_register[ev] = true;
+        __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
+    }
+}
+
 /* core.on(event, fn): add a handler; handlers of one event run in the order they were added. */
 static int events_on(lua_State *L)
 {
@@ -609,15 +635,7 @@ static int events_on(lua_State *L)
         }
     }
     g_ptr_array_add(handlers[ev], qlua_fn_new(L, 2, event_labels[ev]));
-    if (!registered[ev]) {
-        if (qlua.loading) {
-            register_event((enum event)ev); /* inside install: no lock held, no vCPU yet */
-        } else {
-            /* QEMU registers under its plugin lock, which it may hold while waiting for ours */
-            want_register[ev] = true;
-            __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
-        }
-    }
+    need_event((enum event)ev);
     return 0;
 }
 
@@ -636,14 +654,7 @@ static int events_count_every(lua_State *L)
     count_rule *rule = g_new(count_rule, 1);
     *rule = (count_rule){kind, counter, rw};
     g_ptr_array_add(rules, rule);
-    if (!registered[EV_TRANSLATE]) {
-        if (qlua.loading) {
-            register_event(EV_TRANSLATE);
-        } else {
-            want_register[EV_TRANSLATE] = true;
-            __atomic_store_n(&qlua_deferred, 1, __ATOMIC_RELEASE);
-        }
-    }
+    need_event(EV_TRANSLATE);
     return 0;
 }
 

@@ -280,6 +280,8 @@ void qlua_counter_when_insn(struct qemu_plugin_insn *insn, qlua_counter *c,
 void *qlua_arena_alloc(size_t size);
 qlua_fn *qlua_exec_fn(lua_State *L, int idx, const char *event);
 qlua_fn *qlua_exec_fn_by_ref(int ref);
+int qlua_push_exec_args(lua_State *L, unsigned int vcpu, int data_ref, bool has_count,
+                        uint64_t count);
 int qlua_ref_data(lua_State *L, int idx);
 void qlua_events_install(void);
 void qlua_events_memory(uint64_t *held, uint64_t *peak, uint64_t *reclaims,

@@ -7,6 +7,7 @@
 
 #define TALLY_META "qlua.tally"
 #define EMPTY UINT64_MAX /* marks a free slot; the key EMPTY itself lives in `max_count` */
+#define FIRST_BITS 6     /* a new or reset tally starts with 64 slots */
 
 typedef struct {
     uint64_t *keys;
@@ -91,14 +92,20 @@ static bool tally_find(const qlua_tally *t, uint64_t key, uint64_t *count)
     return false;
 }
 
+/* A double that is a whole number from 0 to 2^64-1: in range, then whole (the conversion back
+ * is exact only for whole numbers; no libm call). */
+static inline bool whole_u64(double d)
+{
+    return d >= 0 && d < 18446744073709551616.0 && (double)(uint64_t)d == d;
+}
+
 /* LuaJIT's FFI entry: numbers arrive as doubles. 0: done; 1: bad key; 2: bad amount. */
 static int tally_add_double(qlua_tally *t, double key, double n)
 {
-    /* in range, then whole: the conversion back is exact only for whole numbers (no libm call) */
-    if (G_UNLIKELY(!(key >= 0 && key < 18446744073709551616.0) || (double)(uint64_t)key != key)) {
+    if (G_UNLIKELY(!whole_u64(key))) {
         return 1;
     }
-    if (G_UNLIKELY(!(n >= 0 && n < 18446744073709551616.0) || (double)(uint64_t)n != n)) {
+    if (G_UNLIKELY(!whole_u64(n))) {
         return 2;
     }
     tally_put(t, (uint64_t)key, (uint64_t)n);
@@ -115,18 +122,22 @@ static int tally_new(lua_State *L)
 {
     qlua_tally *t = lua_newuserdata(L, sizeof *t);
     *t = (qlua_tally){0};
-    tally_alloc(t, 6);
+    tally_alloc(t, FIRST_BITS);
     qlua_meta_set(L, tally_meta);
     lua_pushlightuserdata(L, t);
     return 2;
 }
 
-static int tally_gc(lua_State *L)
+static void tally_free(qlua_tally *t)
 {
-    qlua_tally *t = check_tally(L, 1);
     g_free(t->keys);
     g_free(t->counts);
-    t->keys = t->counts = NULL;
+    *t = (qlua_tally){0};
+}
+
+static int tally_gc(lua_State *L)
+{
+    tally_free(check_tally(L, 1));
     return 0;
 }
 
@@ -145,9 +156,7 @@ static int tally_add_l(lua_State *L)
         int ok = 0; /* an integer, or a float with a whole value (2^53 is a float in Lua 5.4) */
         lua_tointegerx(L, idx, &ok);
 #else
-        bool ok = lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) >= 0 &&
-                  lua_tonumber(L, idx) < 18446744073709551616.0 &&
-                  (double)(uint64_t)lua_tonumber(L, idx) == lua_tonumber(L, idx);
+        bool ok = lua_type(L, idx) == LUA_TNUMBER && whole_u64(lua_tonumber(L, idx));
 #endif
         if (!ok) {
             return luaL_error(L, "tally:add: the %s must be a whole number from 0 to 2^64-1, got %s",
@@ -201,11 +210,8 @@ static int tally_size(lua_State *L)
 static int tally_reset(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
-    g_free(t->keys);
-    g_free(t->counts);
-    tally_alloc(t, 6);
-    t->has_max = false;
-    t->max_count = 0;
+    tally_free(t);
+    tally_alloc(t, FIRST_BITS);
     return 0;
 }
 
