@@ -1,0 +1,188 @@
+"""Running qlua in real QEMU for the tests: where the build's pieces are, the one place that builds
+QEMU command lines (user mode and system mode), and helpers to read what a run printed.
+
+Paths come from the environment meson sets (QLUA_SRC, QLUA_PLUGIN, QLUA_ORACLE, QLUA_GUESTS,
+QLUA_LAUNCHER); unset, they point at ./build of this repository, so `python3 -m pytest tests/`
+works from the repository root after `ninja -C build`."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+SRC = os.environ.get("QLUA_SRC") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(SRC, "build")
+PLUGIN = os.environ.get("QLUA_PLUGIN") or os.path.join(BUILD, "libqlua.so")
+ORACLE = os.environ.get("QLUA_ORACLE") or os.path.join(BUILD, "tests", "liboracle.so")
+GUESTS = os.environ.get("QLUA_GUESTS") or os.path.join(BUILD, "tests")
+LAUNCHER = os.environ.get("QLUA_LAUNCHER") or os.path.join(BUILD, "qlua")
+
+QEMU = os.environ.get("QEMU_X86_64", "qemu-x86_64")
+QEMU_AARCH64 = os.environ.get("QEMU_AARCH64", "qemu-aarch64")
+QEMU_SYSTEM = {
+    "7.2": os.environ.get("QEMU_SYSTEM_72", "qemu-system-x86_64"),
+    "10.0": os.environ.get("QEMU_SYSTEM_10",
+                           os.path.join(SRC, ".qemu10", "usr", "bin", "qemu-system-x86_64")),
+}
+
+LOOPS = 1000  # tests/guests/bare/boot.S: LOOPS iterations of store, load, dec, jnz
+
+
+class Run:
+    """What one QEMU (or launcher) run left: exit status, stdout, stderr and the plugin log."""
+
+    def __init__(self, status, out, err, log):
+        self.status, self.out, self.err, self.log = status, out, err, log
+
+    def __repr__(self):
+        return f"status={self.status}\n--- stdout\n{self.out}\n--- stderr\n{self.err}\n--- log\n{self.log}"
+
+
+def guest(name):
+    return os.path.join(GUESTS, name)
+
+
+def script(name):
+    return os.path.join(SRC, "tests", "scripts", name)
+
+
+def aarch64_guest(name):
+    """The build's aarch64 copy of guest NAME; skips when the build had no cross compiler."""
+    path = guest(name + "-aarch64")
+    if not os.path.exists(path):
+        pytest.skip("no aarch64 guests: the build found no aarch64-linux-gnu-gcc")
+    return path
+
+
+def env_without_preload():
+    """os.environ without LD_PRELOAD (the sanitizer build preloads ASan, meant for QEMU only)."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+# ---- the command lines ----
+
+def user_command(scripts, program, logfile=None, oracle=False, binary=None, copies=None):
+    """The qemu-ARCH command line running `program` (a list: path and arguments) under one qlua
+    per entry of `scripts` (each a list of key=value), the oracle first if asked. One library runs
+    one script, so the second and later load copies of libqlua.so made in the directory `copies`.
+    logfile: where -d plugin output goes (None: no -d plugin, output is dropped)."""
+    cmd = [binary or QEMU]
+    if oracle:
+        cmd += ["-plugin", ORACLE]
+    for i, plugin_args in enumerate(scripts):
+        lib = PLUGIN
+        if i > 0:
+            lib = os.path.join(copies, f"libqlua{i}.so")
+            shutil.copy(PLUGIN, lib)
+        cmd += ["-plugin", ",".join([lib] + list(plugin_args))]
+    cmd += ["-U", "LD_PRELOAD"]  # the sanitizer build preloads ASan into QEMU, not the guest
+    if logfile:
+        cmd += ["-d", "plugin", "-D", logfile]
+    return cmd + list(program)
+
+
+def machine_args(image="boot.bin"):
+    """qemu-system-x86_64 options for the bare-metal guests (tests/guests/bare/*.S): no devices
+    but isa-debug-exit, through which the guest ends QEMU with status 33, and IMAGE as the BIOS."""
+    return ["-accel", "tcg", "-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none",
+            "-serial", "none", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-bios", guest(image)]
+
+
+def system_command(version, plugin_args, logfile, smp=1, oracle=False, image="boot.bin"):
+    """The qemu-system-x86_64 command line of QEMU `version` ("7.2" or "10.0") booting IMAGE with
+    qlua (plugin_args: list of key=value), the oracle first if asked. Skips without QEMU 10.0.2."""
+    binary = QEMU_SYSTEM[version]
+    if version == "10.0" and not os.path.exists(binary):
+        pytest.skip(f"QEMU 10.0.2 not unpacked at {binary} (tools/fetch-qemu10.sh does it)")
+    cmd = [binary, "-smp", str(smp)] + machine_args(image)
+    if version == "10.0":
+        cmd += ["-L", os.path.join(os.path.dirname(binary), "..", "share", "qemu")]
+    if oracle:
+        cmd += ["-plugin", ORACLE]
+    return cmd + ["-plugin", ",".join([PLUGIN] + list(plugin_args)), "-d", "plugin", "-D", logfile]
+
+
+# ---- runs ----
+
+def _run(cmd, logfile, timeout, env=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    text = open(logfile).read() if logfile and os.path.exists(logfile) else ""
+    return Run(p.returncode, p.stdout, p.stderr, text)
+
+
+def qemu_scripts(scripts, program, oracle=False, log=True, env=None, timeout=300, binary=None):
+    """Runs user-mode QEMU with one qlua per entry of `scripts`, all logging to one plugin log."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logfile = os.path.join(tmp, "plugin.log") if log else None
+        cmd = user_command(scripts, program, logfile, oracle=oracle, binary=binary, copies=tmp)
+        return _run(cmd, logfile, timeout, dict(os.environ, **(env or {})))
+
+
+def qemu(plugin_args, program, oracle=False, log=True, env=None, timeout=300, binary=None):
+    """Runs QEMU with qlua (plugin_args: list of key=value) and optionally the oracle."""
+    return qemu_scripts([plugin_args], program, oracle=oracle, log=log, env=env, timeout=timeout,
+                        binary=binary)
+
+
+def system_qemu(version, plugin_args, smp=1, oracle=False, image="boot.bin"):
+    """Runs a bare-metal guest on QEMU `version` in system mode with qlua."""
+    with tempfile.TemporaryDirectory() as tmp:
+        logfile = os.path.join(tmp, "plugin.log")
+        return _run(system_command(version, plugin_args, logfile, smp, oracle, image), logfile, 120)
+
+
+def lua_file(text):
+    f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def run_lua(text, program=None, extra=(), **kw):
+    """Runs the Lua source `text` as the script (on the loop guest unless told otherwise)."""
+    path = lua_file(text)
+    try:
+        return qemu(["script=" + path] + list(extra), program or [guest("loop"), "3"], **kw)
+    finally:
+        os.unlink(path)
+
+
+def launcher(args, **kw):
+    """Runs the qlua launcher (build/qlua) with `args`; its output is in out and err."""
+    p = subprocess.run([sys.executable, LAUNCHER] + args, capture_output=True, text=True,
+                       timeout=300, env=env_without_preload(), **kw)
+    return Run(p.returncode, p.stdout, p.stderr, "")
+
+
+# ---- reading results ----
+
+def fields(text, prefix):
+    """Parses 'prefix: a=1 b=2' into {'a': '1', 'b': '2'} (last such line)."""
+    found = None
+    for line in text.splitlines():
+        if line.startswith(prefix + ":"):
+            found = dict(kv.split("=", 1) for kv in line[len(prefix) + 1:].split())
+    assert found is not None, f"no '{prefix}:' line in:\n{text}"
+    return found
+
+
+def expect_equal_counts(run, mine, keys):
+    """Each of `keys` in `mine` equals the oracle's count of the run, which is not zero."""
+    oracle = fields(run.log, "oracle")
+    for k in keys:
+        assert mine[k] == oracle[k], f"{k}: qlua {mine[k]} != oracle {oracle[k]}\n{run}"
+        assert int(oracle[k]) > 0, f"{k}: oracle counted nothing\n{run}"
+
+
+def symbol(program, name):
+    """The address of `name` in the (static, unstripped) guest, from nm."""
+    out = subprocess.run(["nm", program], capture_output=True, text=True, check=True,
+                         env=env_without_preload()).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == name:
+            return int(parts[0], 16)
+    raise AssertionError(f"no symbol {name} in {program}")

@@ -1,0 +1,98 @@
+"""The qemu module in real QEMU: info and features, translation handles, syscalls, counters,
+handlers, uninstall and Lua C modules."""
+import re
+
+import pytest
+
+from qemu_run import guest, run_lua
+
+
+def test_info_and_features_describe_the_host():
+    r = run_lua("local i = qemu.info\n"
+                "qemu.print(i.target, i.mode, i.api.cur, i.api.declared, tostring(i.system))\n"
+                "qemu.print(qemu.has('syscalls'), qemu.has('idle'), qemu.has('inline'))\n"
+                "qemu.print(pcall(qemu.has, 'warp'))\n"
+                "qemu.print(pcall(qemu.need, 'idle'))\n"
+                "qemu.print(pcall(qemu.binary))\n"
+                "qemu.on_syscall(function() local b = qemu.binary(); if b and not done then done = true;"
+                " qemu.print(b.path, b.entry > 0, b.end_code > b.start_code) end end)")
+    lines = r.log.splitlines()
+    assert lines[0] == "x86_64\tuser\t1\t1\tfalse", f"info\n{r}"
+    assert lines[1] == "true\tfalse\ttrue", f"has\n{r}"
+    assert lines[2].startswith("false\t") and "unknown feature 'warp'; known: " in lines[2], (
+        f"unknown\n{r}")
+    assert "needs the 'idle' feature" in lines[3] and "system mode" in lines[3], f"need\n{r}"
+    assert "not available while the script loads" in lines[4], f"binary at load\n{r}"
+    assert lines[5] == guest("loop") + "\ttrue\ttrue", f"binary\n{r}"
+
+
+def test_translation_handles_expose_instructions():
+    # The loop guest is static and not stripped: main has a symbol, and its first block starts it.
+    r = run_lua(
+        "local seen = {}\n"
+        "qemu.on_translate(function(tb)\n"
+        "  local size = 0\n"
+        "  for insn in tb:insns() do\n"
+        "    size = size + insn.size\n"
+        "    assert(#insn.bytes == insn.size, 'bytes length')\n"
+        "    assert(type(insn.disas) == 'string' and #insn.disas > 0, 'disas')\n"
+        "  end\n"
+        "  assert(size == tb.size, 'tb.size is the sum of instruction sizes')\n"
+        "  assert(tb[1].vaddr == tb.vaddr and tb[#tb].vaddr < tb.vaddr + tb.size and tb[#tb + 1] == nil)\n"
+        "  local first = tb[1]\n"
+        "  if first.symbol == 'main' and not seen.main then\n"
+        "    seen.main = true\n"
+        "    qemu.printf('main %s %d %s\\n', first.disas, first.index, tostring(first.haddr > 0))\n"
+        "  end\n"
+        "  for insn in tb:insns() do\n"
+        "    if insn.disas == 'syscall ' and not seen.sys then\n"
+        "      seen.sys = true\n"
+        "      qemu.printf('syscall bytes %02x%02x\\n', insn.bytes:byte(1, 2))\n"
+        "    end\n"
+        "  end\n"
+        "end)\n", extra=[])
+    assert r.status == 0, f"script failed\n{r}"
+    assert re.search(r"^main \S.* 1 true$", r.log, re.M), f"main's first instruction\n{r}"
+    assert "syscall bytes 0f05" in r.log, f"syscall encoding\n{r}"
+
+
+def test_syscall_arguments_and_results_reach_lua():
+    # The loop guest writes "round 0\n" (8 bytes) with write(1, ...): x86_64 syscall 1.
+    r = run_lua("qemu.on_syscall(function(vcpu, num, fd, buf, len)\n"
+                "  if num == 1 and fd == 1 then qemu.printf('write len=%d buf>0=%s\\n', len, tostring(buf > 0)) end end)\n"
+                "qemu.on_syscall_ret(function(vcpu, num, ret)\n"
+                "  if num == 1 then qemu.printf('write ret=%d\\n', ret) end end)")
+    assert "write len=8 buf>0=true" in r.log and "write ret=8" in r.log, f"syscall args\n{r}"
+
+
+def test_lua_c_modules_load():
+    r = run_lua("local lfs = require 'lfs'\nqemu.print(type(lfs.currentdir()))")
+    assert r.status == 0 and r.log == "string\n", f"require 'lfs' failed\n{r}"
+
+
+def test_uninstall_runs_exit_handlers_and_the_guest_finishes():
+    r = run_lua("local n = 0\n"
+                "qemu.on_translate(function(tb) n = n + 1; if n == 10 then qemu.uninstall() end end)\n"
+                "qemu.on_exit(function() qemu.printf('translated %d\\n', n) end)",
+                [guest("loop"), "3"])
+    assert r.status == 0 and "sum " in r.out, f"guest must finish\n{r}"
+    m = re.search(r"^translated (\d+)$", r.log, re.M)
+    assert m and int(m.group(1)) >= 10, f"exit handler output\n{r}"
+
+
+@pytest.mark.exits_qemu
+def test_uninstall_while_loading_is_refused():
+    r = run_lua("qemu.uninstall()")
+    assert r.status == 1 and "cannot run while the script loads" in r.err, f"uninstall at load\n{r}"
+
+
+def test_counters_from_lua_and_per_vcpu_values():
+    r = run_lua("local c = qemu.counter()\nc:add(5)\nc:add(2, 3)\n"
+                "qemu.print(c:sum(), c:get(0), c:get(3), c:get(1))\nc:reset()\nqemu.print(c:sum())")
+    assert r.log == "7\t5\t2\t0\n0\n", f"counter arithmetic\n{r}"
+
+
+def test_handlers_of_one_event_run_in_order():
+    r = run_lua("qemu.on_exit(function() qemu.print('first') end)\n"
+                "qemu.on_exit(function() qemu.print('second') end)")
+    assert r.log == "first\nsecond\n", f"order\n{r}"

@@ -1,0 +1,150 @@
+"""Counts against the oracle (loaded in the same run, so even multi-threaded runs compare
+exactly): count.lua, every event kind, count_every, conditional callbacks and qemu.tally."""
+import re
+
+import pytest
+
+from qemu_run import (LOOPS, QEMU_AARCH64, aarch64_guest, expect_equal_counts, fields, guest,
+                      qemu, run_lua, script, system_qemu)
+
+
+def test_count_matches_oracle():
+    r = qemu(["script=count"], [guest("loop"), "100"], oracle=True)
+    assert r.status == 0, f"guest failed\n{r}"
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    assert m is not None, f"no 'insns: N' line\n{r}"
+    assert m.group(1) == fields(r.log, "oracle")["insns"], f"count.lua differs from oracle\n{r}"
+
+
+def test_count_on_real_dynamic_program():
+    r = qemu(["script=count"], ["/bin/ls", "-l", "/"], oracle=True)
+    assert r.status == 0 and "bin" in r.out, f"ls failed\n{r}"
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    assert m and m.group(1) == fields(r.log, "oracle")["insns"], f"count.lua differs\n{r}"
+
+
+def all_events(program, extra=(), binary=None):
+    r = qemu(["script=" + script("all_events.lua")] + list(extra), program, oracle=True,
+             binary=binary)
+    assert r.status == 0, f"guest failed\n{r}"
+    expect_equal_counts(r, fields(r.log, "native"), ["tbs", "insns", "reads", "writes"])
+    lua = fields(r.log, "lua")
+    keys = ["syscalls", "syscall_rets"]
+    if "lua=off" not in extra:
+        keys += ["tbs", "insns", "reads", "writes"]
+    expect_equal_counts(r, lua, keys)
+    return r
+
+
+def test_every_event_kind_matches_oracle_single_thread():
+    r = all_events([guest("loop"), "100"])
+    assert fields(r.log, "native")["mode"] == "inline", f"single thread should use inline\n{r}"
+    assert fields(r.log, "lua")["vcpus"] == "1", f"one vCPU expected\n{r}"
+
+
+def test_every_event_kind_matches_oracle_with_8_threads():
+    r = all_events([guest("threads")])
+    assert "threads 8 total" in r.out, f"guest output missing\n{r}"
+    assert fields(r.log, "native")["mode"] == "percpu", f"8 threads must switch to percpu\n{r}"
+    assert int(fields(r.log, "lua")["vcpus"]) == 9, f"9 vCPUs (main + 8) expected\n{r}"
+    assert int(fields(r.log, "lua")["indices"]) == 9, f"indices 0..8 expected\n{r}"
+
+
+def test_native_counts_exact_with_8_threads_and_no_lua():
+    # Without Lua callbacks serializing the threads, shared inline adds would lose counts.
+    all_events([guest("threads")], ["lua=off"])
+
+
+def test_aarch64_guest_counts_match_oracle():
+    r = all_events([aarch64_guest("loop"), "20"], binary=QEMU_AARCH64)
+    assert fields(r.log, "native")["mode"] == "inline", f"single thread should use inline\n{r}"
+    r = qemu(["script=count"], [aarch64_guest("loop"), "20"], oracle=True, binary=QEMU_AARCH64)
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    assert m and m.group(1) == fields(r.log, "oracle")["insns"], f"count.lua on aarch64\n{r}"
+
+
+def test_aarch64_guest_with_8_threads_matches_oracle():
+    r = all_events([aarch64_guest("threads")], binary=QEMU_AARCH64)
+    assert fields(r.log, "native")["mode"] == "percpu", f"8 threads must switch to percpu\n{r}"
+
+
+def test_counters_callback_mode_matches_oracle():
+    r = all_events([guest("loop"), "30"], ["counters=callback"])
+    assert fields(r.log, "native")["mode"] == "percpu", f"counters=callback not honoured\n{r}"
+
+
+def test_count_every_adds_native_counts_to_every_block_with_no_lua_at_translation():
+    def check(r, what):
+        e = fields(r.log, "every")
+        expect_equal_counts(r, e, ["insns", "tbs", "reads", "writes"])
+        assert int(e["mem"]) == int(e["reads"]) + int(e["writes"]), (
+            f"{what}: mem = reads + writes\n{r}")
+        # a block's instruction count at each execution: at least every started instruction
+        assert int(e["block_insns"]) >= int(e["insns"]), f"{what}: block_insns\n{r}"
+    for program in ([guest("loop"), "20"], [guest("threads"), "100"]):
+        check(qemu(["script=" + script("every.lua"), "profile=on"], program, oracle=True), program[0])
+    r = qemu(["script=" + script("every.lua"), "profile=on"], [guest("loop"), "20"], oracle=True)
+    assert "on_translate" not in r.log, f"no Lua ran at translation\n{r}"
+    for version in ("7.2", "10.0"):
+        check(system_qemu(version, ["script=" + script("every.lua")], smp=2, oracle=True), version)
+
+
+@pytest.mark.exits_qemu
+def test_count_every_refuses_unknown_kinds_and_misplaced_rw():
+    for bad, msg in (("qemu.count_every('insns', qemu.counter())", "invalid option 'insns'"),
+                     ("qemu.count_every('insn', {})", "counter expected"),
+                     ("qemu.count_every('block', qemu.counter(), 'r')", 'only "mem" takes r, w or rw'),
+                     ("qemu.count_every('mem', qemu.counter(), 'x')", "invalid option 'x'")):
+        r = run_lua(bad)
+        assert r.status == 1 and msg in r.err, f"{bad}\n{r}"
+
+
+def test_count_matches_oracle_with_8_threads():
+    r = qemu(["script=count"], [guest("threads")], oracle=True)
+    m = re.search(r"^insns: (\d+)$", r.log, re.M)
+    assert r.status == 0 and m and m.group(1) == fields(r.log, "oracle")["insns"], (
+        f"count.lua differs under threads\n{r}")
+
+
+def test_tally_counts_like_a_lua_table_and_the_oracle():
+    for program in ([guest("loop"), "20"], [guest("threads"), "50"]):
+        r = qemu(["script=" + script("tally.lua")], program, oracle=True)
+        assert r.status == 0, f"guest\n{r}"
+        t = fields(r.log, "tally")
+        assert t["same"] == "true", f"tally and Lua table differ\n{r}"
+        expect_equal_counts(r, t, ["reads", "writes", "tbs"])
+        assert t["missing"] == "0" and t["after_reset"] == "0", f"get of an absent key; reset\n{r}"
+
+
+def test_tally_refuses_keys_it_cannot_hold():
+    bad = [("t:add(1.5)", "key"), ("t:add('x')", "key"), ("t:add(2^64)", "key")]
+    if "LuaJIT" in run_lua("qemu.print(qemu.info.lua)").log:
+        # Lua 5.4 reads a negative integer as its 64-bit pattern (docs/api.md, numbers)
+        bad += [("t:add(-1)", "key"), ("t:add(1, -2)", "amount")]
+    for expr, what in bad:
+        r = run_lua(f"local t = qemu.tally()\nqemu.on_exit(function() {expr} end)")
+        assert (r.status == 1 and (f"the {what} must be a whole number from 0 to 2^64-1" in r.err
+                                   or "expected a non-negative integer" in r.err
+                                   or "number expected, got string" in r.err)), f"{expr}\n{r}"
+    r = run_lua("local t = qemu.tally()\nt:add(2^53); t:add(0, 3); t:add(7, 0)\n"
+                "qemu.print(t:get(2^53), t:get(0), t:get(7), t:size(), tostring(t))")
+    assert "1\t3\t0\t3\ttally (3 keys)" in r.log, f"edge keys\n{r}"
+
+
+def check_when(r, blocks=None):
+    w = fields(r.log, "when")
+    assert w["bad"] == "0" and int(w["hits"]) > 0, f"conditional callbacks fired wrongly\n{r}"
+    if blocks is not None:
+        assert int(w["hits"]) == blocks - 500, f"expected {blocks - 500} hits\n{r}"
+    return w
+
+
+def test_conditional_callbacks_fire_exactly_when_the_condition_holds():
+    check_when(qemu(["script=" + script("when.lua")], [guest("loop"), "20"]))
+    check_when(qemu(["script=" + script("when.lua"), "counters=callback"], [guest("loop"), "20"]))
+    w = check_when(qemu(["script=" + script("when.lua"), "k=20"], [guest("threads")]))
+    assert w["mode"] == "percpu", "threads: per-vCPU"
+    for version, blocks in (("7.2", 4 + LOOPS - 2), ("10.0", 4 + LOOPS - 1)):
+        r = system_qemu(version, ["script=" + script("when.lua")], smp=1)
+        w = check_when(r)
+        assert int(w["hits"]) == int(w["blocks"]) - 500, f"{version}: hits = blocks - k\n{r}"

@@ -1,0 +1,54 @@
+"""The qlua launcher (tools/qlua.in, build/qlua): run, -e, list, help, --system."""
+import os
+import re
+import subprocess
+import tempfile
+
+from qemu_run import (LOOPS, aarch64_guest, env_without_preload, guest, launcher, machine_args,
+                      script, user_command)
+
+
+def test_launcher_run_shows_what_the_plugin_prints_and_passes_the_exit_status():
+    with tempfile.TemporaryDirectory() as tmp:
+        direct = os.path.join(tmp, "direct.log")
+        subprocess.run(user_command([["script=count"]], [guest("loop"), "3"], direct), check=True,
+                       env=env_without_preload(), capture_output=True)
+        want = open(direct).read()
+        via_file = os.path.join(tmp, "launcher.log")
+        r = launcher(["run", "-o", via_file, "count", "--", guest("loop"), "3"])
+        assert r.status == 0 and "sum " in r.out, f"guest output passes through\n{r}"
+        assert open(via_file).read() == want, (
+            f"launcher output differs from the plugin's:\n{want}\n{r}")
+    r = launcher(["run", "count", "--", guest("loop"), "3"])
+    assert want.strip() in r.err, f"script output on the terminal (stderr)\n{r}"
+    r = launcher(["run", "count", "--", "/bin/false"])
+    assert r.status == 1 and "insns: " in r.err, f"exit status of the program\n{r}"
+    r = launcher(["run", script("all_events.lua"), "lua=off", "--", aarch64_guest("loop"), "2"])
+    assert r.status == 0 and "native: tbs=" in r.err, (
+        f"qemu-aarch64 picked from the ELF header\n{r}")
+
+
+def test_launcher_one_liners_and_arguments_with_commas():
+    r = launcher(["-e", "qemu.on_exit(function() qemu.print('args', qemu.args.x, qemu.args.y) end)",
+                  "x=1,2", "y=a,,b", "--", guest("loop"), "1"])
+    assert r.status == 0 and "args\t1,2\ta,,b" in r.err, f"one-liner with escaped commas\n{r}"
+    r = launcher(["-e", "error('oops')", "--", guest("loop"), "1"])
+    assert r.status == 1 and "e.lua:1: oops" in r.err, f"errors in one-liners\n{r}"
+
+
+def test_launcher_lists_and_explains_the_scripts():
+    r = launcher(["list"])
+    assert r.status == 0 and re.search(r"^count\s+total executed guest instructions", r.out, re.M), (
+        f"list shows count and its description\n{r}")
+    r = launcher(["help", script("all_events.lua")])
+    assert r.status == 0 and "lua=bool (default true)  also count with Lua callbacks" in r.out, (
+        f"help\n{r}")
+    r = launcher(["help", "nope"])
+    assert r.status == 2 and "nope: no such script" in r.err, f"unknown script\n{r}"
+    r = launcher(["run", "count", guest("loop")])
+    assert r.status == 2 and "missing '--'" in r.err, f"missing --\n{r}"
+
+
+def test_launcher_runs_system_emulators():
+    r = launcher(["run", "--system", script("all_events.lua"), "--"] + machine_args("boot.bin"))
+    assert r.status == 33 and f"reads={LOOPS} writes={LOOPS}" in r.err, f"system mode via qlua\n{r}"

@@ -1,0 +1,147 @@
+"""Changing a running plugin: the REPL (repl=), handlers added later, and watch=on reloads."""
+import os
+import re
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+
+from qemu_run import env_without_preload, guest, launcher, lua_file, run_lua, user_command
+
+
+def test_repl_evaluates_lua_in_the_running_plugin():
+    code = ("insns = qemu.counter()\n"
+            "qemu.on_translate(function(tb) for i in tb:insns() do i:count(insns) end end)\n"
+            "qemu.on_exit(function() qemu.printf('final %d\\n', insns:sum()) end)\n")
+    path = lua_file(code)
+    with tempfile.TemporaryDirectory() as tmp:
+        sock, log = os.path.join(tmp, "repl.sock"), os.path.join(tmp, "plugin.log")
+        proc = subprocess.Popen(user_command([[f"script={path}", f"repl={sock}"]],
+                                             [guest("loop"), "100000"], log),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env_without_preload())
+        try:
+            for _ in range(200):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.02)
+            mode = stat.S_IMODE(os.stat(sock).st_mode)
+            assert stat.S_ISSOCK(os.stat(sock).st_mode) and mode == 0o600, (
+                f"socket mode {oct(mode)}")
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(sock)
+            f = c.makefile("rb")
+
+            def ask(line):
+                c.sendall(line.encode() + b"\n")
+                out = b""
+                while True:
+                    answer = f.readline()
+                    if answer in (b"\x04\n", b"\x05\n", b""):
+                        return out.decode(), answer
+                    out += answer
+
+            first = "0"
+            for _ in range(100):  # the guest may not have run a block yet
+                first, _ = ask("insns:sum()")
+                if int(first) > 0:
+                    break
+                time.sleep(0.02)
+            time.sleep(0.3)
+            second, _ = ask("insns:sum()")
+            assert 0 < int(first) < int(second), (
+                f"counter should grow while the guest runs: {first} {second}")
+            out, _ = ask("local t = nil; t.x = 1")
+            assert "repl:1: attempt to index" in out, f"error answered: {out!r}"
+            # a probe added from the prompt sees every block after a retranslation, and goes again
+            ask("hits = 0; function probe(tb) hits = hits + 1 end; qemu.on_translate(probe); "
+                "qemu.retranslate()")
+            for _ in range(200):
+                if int(ask("hits")[0]) > 0:
+                    break
+                time.sleep(0.02)
+            assert int(ask("hits")[0]) > 0, "the new probe saw retranslated blocks"
+            assert ask("qemu.off(probe)")[0] == "true\n", "probe removed"
+            before = ask("hits")[0]
+            ask("qemu.retranslate()")
+            time.sleep(0.3)
+            assert ask("hits")[0] == before, "a removed probe runs no more"
+            out, end = ask("for i = 1, 2 do")
+            assert end == b"\x05\n" and out == "", "incomplete chunk waits for more"
+            ask("qemu.print('line', i)")
+            out, end = ask("end")
+            assert end == b"\x04\n" and out == "line\t1\nline\t2\n", f"multi-line chunk: {out!r}"
+            f.close()
+            c.close()
+            r = launcher(["attach", sock], input="insns:sum() > 0\nqemu.vcpus()\n")
+            assert r.out == "true\n1\n", f"qlua attach with piped input\n{r}"
+            # uninstall from the prompt: carried out by a vCPU thread; the guest runs on
+            r = launcher(["attach", sock], input="qemu.uninstall()\n")
+            status = proc.wait(timeout=300)
+            text = open(log).read()
+            assert (status == 0 and len(re.findall(r"^final \d+$", text, re.M)) == 1 and
+                    "line" not in text), (
+                f"exit handlers ran once, the guest finished; REPL output stayed out of the log: "
+                f"{status} {text}")
+            assert not os.path.exists(sock), "socket removed"
+        finally:
+            proc.kill()
+            os.unlink(path)
+
+
+def test_handlers_added_after_a_retranslation_are_registered_with_qemu():
+    # on_syscall_ret loses its only handler, a retranslation re-registers what has handlers,
+    # then a new on_syscall_ret handler must reach QEMU again.
+    code = ("local n, late = 0, 0\n"
+            "local function first() qemu.off(first) end\n"
+            "qemu.on_syscall_ret(first)\n"
+            "qemu.on_syscall(function()\n"
+            "  n = n + 1\n"
+            "  if n == 5 then qemu.retranslate() end\n"
+            "  if n == 12 then qemu.on_syscall_ret(function() late = late + 1 end) end\n"
+            "end)\n"
+            "qemu.on_exit(function() qemu.printf('late %d syscalls %d\\n', late, n) end)\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run_lua(code, [guest("loop"), "2000"], extra=["repl=" + os.path.join(tmp, "s")])
+    m = re.search(r"^late (\d+) syscalls (\d+)$", r.log, re.M)
+    assert r.status == 0 and m and int(m.group(1)) > 0, f"the late handler ran\n{r}"
+
+
+def test_watch_reloads_an_edited_script_while_the_guest_runs():
+    version_a = ("qemu.persist.gen = (qemu.persist.gen or 0) + 1\n"
+                 "local gen, translated = qemu.persist.gen, 0\n"
+                 "qemu.on_translate(function(tb) translated = translated + 1 end)\n"
+                 "qemu.on_exit(function() qemu.printf('gen %d translated %d version A\\n', gen, translated) end)\n")
+    path = lua_file(version_a)
+    with tempfile.TemporaryDirectory() as tmp:
+        log, err = os.path.join(tmp, "plugin.log"), os.path.join(tmp, "stderr")
+        with open(err, "w") as errf:
+            proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]],
+                                                 [guest("loop"), "400000"], log),
+                                    stdout=subprocess.DEVNULL, stderr=errf, env=env_without_preload())
+
+        def wait_for(text):
+            for _ in range(500):
+                if text in open(err).read() or proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            assert text in open(err).read(), f"no '{text}' while the guest ran: {open(err).read()}"
+
+        try:
+            time.sleep(0.3)
+            with open(path, "w") as f:  # a new version, written in place
+                f.write(version_a.replace("version A", "version B"))
+            wait_for("qlua: reloaded")
+            with open(path, "a") as f:
+                f.write("this is not Lua (\n")
+            wait_for("failed; the previous version keeps running")
+            status = proc.wait(timeout=300)
+        finally:
+            proc.kill()
+            os.unlink(path)
+        text = open(log).read()
+        m = re.search(r"^gen (\d+) translated (\d+) version (\w)$", text, re.M)
+        assert status == 0 and m is not None, f"exit report: {status} {text}"
+        assert m.group(1) == "2" and m.group(3) == "B", "qemu.persist survived; version B reported"
+        assert int(m.group(2)) > 0, "blocks were translated again under version B"
