@@ -1,10 +1,11 @@
 """The qemu module in real QEMU: info and features, translation handles, syscalls, counters,
 handlers, uninstall and Lua C modules."""
+import os
 import re
 
 import pytest
 
-from qemu_run import guest, run_lua
+from qemu_run import SRC, guest, lua_file, run_lua, system_qemu
 
 
 def test_info_and_features_describe_the_host():
@@ -24,6 +25,47 @@ def test_info_and_features_describe_the_host():
     assert "needs the 'idle' feature" in lines[3] and "system mode" in lines[3], f"need\n{r}"
     assert "not available while the script loads" in lines[4], f"binary at load\n{r}"
     assert lines[5] == guest("loop") + "\ttrue\ttrue", f"binary\n{r}"
+
+
+# qemu.info has no features field: the names come from the core's info(), as qemu.has's do.
+FEATURE_NAMES = """
+local names = {}
+for name in pairs(require("qlua.core").info().features) do names[#names + 1] = name end
+table.sort(names)
+qemu.print(table.concat(names, " "))
+"""
+
+
+def fake_core_features():
+    """{table: sorted names} of the M.FEATURES and M.SINCE tables in spec/helpers/fake_core.lua."""
+    text = open(os.path.join(SRC, "spec", "helpers", "fake_core.lua")).read()
+    found = {}
+    for table in ("FEATURES", "SINCE"):
+        m = re.search(r"^M\.%s = \{\n(.*?)^\}" % table, text, re.M | re.S)
+        assert m is not None, f"no M.{table} table in fake_core.lua"
+        found[table] = sorted(re.findall(r"(\w+) = ", m.group(1)))
+    return found
+
+
+def test_fake_core_features_match_the_real_ones():
+    # The specs' fake core copies shim/host.c's feature list by hand: compare it with what qlua
+    # reports in QEMU 7.2 user mode and in 7.2 and 10.0 system mode (10.0 last: it may skip).
+    fake = fake_core_features()
+
+    def check(where, r):
+        real = r.log.split()
+        assert real, f"{where}: no feature names printed\n{r}"
+        for table, names in fake.items():
+            assert names == real, (
+                f"{where}: fake_core.lua's M.{table} lists {names}, qlua reports {real}\n{r}")
+
+    check("7.2 user mode", run_lua(FEATURE_NAMES))
+    path = lua_file(FEATURE_NAMES)
+    try:
+        for version in ("7.2", "10.0"):
+            check(f"{version} system mode", system_qemu(version, ["script=" + path]))
+    finally:
+        os.unlink(path)
 
 
 def test_translation_handles_expose_instructions():

@@ -19,7 +19,7 @@ local M = {}
 M.FEATURES = {
   inline = true, scoreboard = false, symbol = true, hwaddr = false, syscalls = true,
   binary = true, idle = false, cond_cb = false, registers = false, read_memory = false,
-  mem_value = false,
+  mem_value = false, time_control = false,
 }
 M.SINCE = {
   inline = "QEMU 4.2 to 8.2",
@@ -33,6 +33,7 @@ M.SINCE = {
   registers = "QEMU 9.0",
   read_memory = "QEMU 9.2",
   mem_value = "QEMU 9.2",
+  time_control = "QEMU 9.1 in system mode",
 }
 
 local function copy(t)
