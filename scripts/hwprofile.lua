@@ -180,7 +180,7 @@ end
 
 qemu.on_translate(function(tb)
   for insn in tb:insns() do
-    insn:on_mem(on_access, rw, insn.vaddr)
+    insn:on_mem(on_access, insn.vaddr, { rw = rw })
   end
 end)
 

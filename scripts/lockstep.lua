@@ -207,7 +207,7 @@ local function on_block(vcpu, b)
 end
 
 qemu.on_translate(function(tb)
-  tb:on_exec(on_block, { pc = tb.vaddr, insns = #tb }, "sync") -- in step with the peer
+  tb:on_exec(on_block, { pc = tb.vaddr, insns = #tb }, { sync = true }) -- in step with the peer
 end)
 
 -- Tell the other side we are done, then wait until it has stopped talking (its "bye", or the
