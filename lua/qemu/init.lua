@@ -148,7 +148,8 @@ qemu.counter = core.counter_new
 -- tracer loops and queued callbacks.
 do
   local ffi = native.ffi
-  local ffi_add = ffi and ffi.cast("int (*)(void *, double, double)", core.tally_add_ptr)
+  local ffi_add = ffi and core.tally_add_ptr
+    and ffi.cast("int (*)(void *, double, double)", core.tally_add_ptr)
   local raw_add = core.tally_add
   local WHAT = { "key", "amount" }
   local function bad(rc, key, n)
@@ -179,22 +180,18 @@ do
       if rc ~= 0 then bad(rc, key, n) end
     end
   else
-    local function u64(v)
-      local i = math.tointeger(v)
-      if i == nil then return nil end
-      if math.type(v) == "float" and (v < 0 or v >= 2^64) then return nil end
-      return i
+    -- Lua 5.4: an integer is a u64's bit pattern (addresses from 2^63 up arrive negative), a
+    -- float must be whole and in range; C reads both (qlua_check_u64). Amounts are counts: an
+    -- integer amount must not be negative.
+    local function u64(v, amount)
+      if math.type(v) == "integer" then return not amount or v >= 0 end
+      return type(v) == "number" and v >= 0 and v < 2^64 and v % 1 == 0
     end
     function methods.add(self, key, n)
       check(self, "add")
-      local k = type(key) == "number" and u64(key)
-      if not k then bad(1, key, n) end
-      local a = 1
-      if n ~= nil then
-        a = type(n) == "number" and u64(n)
-        if not a then bad(2, key, n) end
-      end
-      raw_add(self.raw, k, a)
+      if not u64(key) then bad(1, key, n) end
+      if n ~= nil and not u64(n, true) then bad(2, key, n) end
+      raw_add(self.raw, key, n or 1)
     end
   end
   local mt = { __index = methods, __tostring = function(self) return tostring(self.raw) end,
@@ -263,7 +260,12 @@ end
 
 --- qemu.need(feature): an error naming the feature and the QEMU that brings it, where absent.
 function qemu.need(feature)
-  if not qemu.has(feature) then
+  local present, since = core.has(tostring(feature))
+  if since == nil then
+    fail(2, "qemu.need: unknown feature '%s'; known: %s", tostring(feature),
+      table.concat(FEATURES, ", "))
+  end
+  if not present then
     local _, err = pcall(core.need, qemu.info.script, feature)
     error(err, 2)
   end
