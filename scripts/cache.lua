@@ -146,7 +146,7 @@ qemu.on_translate(function(tb)
       records[addr] = rec
     end
     insn:on_exec(on_fetch, rec)
-    insn:on_mem(on_data, "rw", rec)
+    insn:on_mem(on_data, rec)
   end
 end)
 

@@ -236,7 +236,7 @@ qemu.on_translate(function(tb)
       if wanted(insn, vaddr) then
         local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
         insn:on_exec(on_exec, text)
-        insn:on_mem(on_mem, "rw")
+        insn:on_mem(on_mem)
       end
     end
     return
@@ -256,14 +256,14 @@ qemu.on_translate(function(tb)
     end
     if log then
       local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
-      insn:on_mem(on_mem, "rw")
+      insn:on_mem(on_mem)
       if check then
-        insn:on_exec(on_exec_regs, text, "r")
+        insn:on_exec(on_exec_regs, text, { regs = "r" })
       else
         insn:on_exec(on_exec, text)
       end
     elseif check then
-      insn:on_exec(on_exec_only_regs, nil, "r")
+      insn:on_exec(on_exec_only_regs, nil, { regs = "r" })
     end
     check = check_next
   end

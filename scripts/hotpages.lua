@@ -101,8 +101,8 @@ if not qemu.info.system then
     local function on_load(vcpu, _, vaddr) read(vcpu, vaddr) end
     local function on_store(vcpu, _, vaddr) write(vcpu, vaddr) end
     on_access = function(insn)
-      insn:on_mem(on_load, "r")
-      insn:on_mem(on_store, "w")
+      insn:on_mem(on_load, nil, { rw = "r" })
+      insn:on_mem(on_store, nil, { rw = "w" })
     end
   end
 else
@@ -121,7 +121,7 @@ else
     end
     if access.store then write(vcpu, addr) else read(vcpu, addr) end
   end
-  on_access = function(insn) insn:on_mem(on_mem, "rw") end
+  on_access = function(insn) insn:on_mem(on_mem) end
 end
 
 if on_access then

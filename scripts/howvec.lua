@@ -65,16 +65,8 @@ local args = qemu.script {
 local LIMIT = 50
 local CLASS, INDIVIDUAL, NONE = "class", "individual", "none"
 
--- Bitwise and of two 32-bit values, in both Lua dialects (LuaJIT's bit.band is signed).
-local band
-do
-  local ok, bit = pcall(require, "bit")
-  if ok and type(bit) == "table" and bit.band then
-    band = function(a, b) return bit.band(a, b) % 0x100000000 end
-  else
-    band = load("return function(a, b) return a & b end")()
-  end
-end
+-- Bitwise and of an instruction word and a class mask, the same in both Luas.
+local band = require("qemu.u64").band32
 
 -- { name, opt, mask, pattern, what }: QEMU 7.2's tables, order significant (first match wins).
 local AARCH64 = {

@@ -81,25 +81,10 @@ if #args.match > 0 then
 end
 
 -- ---- unsigned 64-bit numbers in both Lua flavours ----
-local math_type = math.type -- nil in LuaJIT
-
-local function is_int(v) return math_type ~= nil and math_type(v) == "integer" end
-
--- Hex digits of a u64, no prefix (PRIx64). Lua 5.4 integers print as their 64-bit pattern; LuaJIT
--- doubles are exact below 2^53, and a negative difference stands for 2^64 + v.
-local function hex(v)
-  if is_int(v) or (v >= 0 and v < 2 ^ 53) then return string.format("%x", v) end
-  local hi = math.floor(v / 2 ^ 32)
-  local lo = v - hi * 2 ^ 32
-  if hi < 0 then hi = hi + 2 ^ 32 end
-  if hi == 0 then return string.format("%x", lo) end
-  return string.format("%x%08x", hi, lo)
-end
-
-local function ult(a, b)
-  if is_int(a) and is_int(b) then return math.ult(a, b) end
-  return a < b
-end
+-- Device bases are differences (vaddr - phys), negative under LuaJIT when the mapping lies below
+-- the physical address: qemu.u64 prints and orders them as C's uint64_t.
+local u64 = require "qemu.u64"
+local hex, ult = u64.hex, u64.lt
 
 local function bytes_lt(a, b)
   for i = 1, math.min(#a, #b) do
@@ -180,7 +165,7 @@ end
 
 qemu.on_translate(function(tb)
   for insn in tb:insns() do
-    insn:on_mem(on_access, rw, insn.vaddr)
+    insn:on_mem(on_access, insn.vaddr, { rw = rw })
   end
 end)
 
@@ -209,9 +194,7 @@ qemu.on_exit(function()
       for _, loc in pairs(dev.detail) do locs[#locs + 1] = loc end
       table.sort(locs, function(a, b) return ult(a.off, b.off) end)
       for _, loc in ipairs(locs) do
-        local h = hex(loc.off)
-        out[#out + 1] = string.format("  %s:%s%s%s\n", prefix, string.rep("0", 8 - #h), h,
-          fmt_counts(loc.counts))
+        out[#out + 1] = string.format("  %s:%s%s\n", prefix, hex(loc.off, 8), fmt_counts(loc.counts))
       end
     else
       out[#out + 1] = fmt_device(dev)

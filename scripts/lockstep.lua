@@ -92,13 +92,9 @@ end
 local RECORD = 16
 local BYE = string.rep("\255", RECORD)
 
-local function hex16(v)
-  if (math.type and math.type(v) == "integer") or v < 2 ^ 53 then
-    return string.format("%016x", v)
-  end
-  local hi = math.floor(v / 2 ^ 32)
-  return string.format("%08x%08x", hi, v - hi * 2 ^ 32)
-end
+-- Block addresses as QEMU's plugin prints them (%016PRIx64), from any u64 in either Lua.
+local u64 = require "qemu.u64"
+local function hex16(v) return u64.hex(v, 16) end
 
 -- ---- the connection, made while QEMU starts (as QEMU's plugin does) ----
 local path = args.sockpath
@@ -207,7 +203,7 @@ local function on_block(vcpu, b)
 end
 
 qemu.on_translate(function(tb)
-  tb:on_exec(on_block, { pc = tb.vaddr, insns = #tb }, "sync") -- in step with the peer
+  tb:on_exec(on_block, { pc = tb.vaddr, insns = #tb }, { sync = true }) -- in step with the peer
 end)
 
 -- Tell the other side we are done, then wait until it has stopped talking (its "bye", or the

@@ -89,11 +89,11 @@ local function setup_7_2()
 
   qemu.on_translate(function(tb)
     for insn in tb:insns() do
-      if args.inline then insn:count_mem(inline_count, rw) end
+      if args.inline then insn:count_mem(inline_count, nil, { rw = rw }) end
       if split_io then
-        insn:on_mem(on_access, rw)
+        insn:on_mem(on_access, nil, { rw = rw })
       elseif args.callback then
-        insn:count_mem(cb_count, rw)
+        insn:count_mem(cb_count, nil, { rw = rw })
       end
     end
   end)
@@ -218,13 +218,13 @@ end
 
 qemu.on_translate(function(tb)
   for insn in tb:insns() do
-    if count_native then insn:count_mem(mem_count, rw) end
+    if count_native then insn:count_mem(mem_count, nil, { rw = rw }) end
     if use_lua then
       local prefix = false
       if print_accesses then
         prefix = "0x" .. hex(insn.vaddr) .. "," .. (insn.symbol or "") .. ",0x"
       end
-      insn:on_mem(on_access, rw, prefix)
+      insn:on_mem(on_access, prefix, { rw = rw })
     end
   end
 end)

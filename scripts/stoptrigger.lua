@@ -81,6 +81,6 @@ qemu.on_translate(function(tb)
       insn:count(insns)
     end
     local e = exits and exits[pc]
-    if e then insn:on_exec(address_reached, e, "sync") end -- stop at that very instruction
+    if e then insn:on_exec(address_reached, e, { sync = true }) end -- stop at that very instruction
   end
 end)

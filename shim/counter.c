@@ -7,10 +7,19 @@
  *  - percpu: a tiny C callback adds to the executing vCPU's own slot (~1-3 ns), exact always.
  *    Used once a second vCPU appears (events.c then retranslates everything), with -smp > 1, or
  *    with counters=callback;
- *  - scoreboard: QEMU >= 9.0 adds inline to the executing vCPU's entry of a scoreboard. */
+ *  - scoreboard: QEMU >= 9.0 adds inline to the executing vCPU's entry of a scoreboard.
+ * Also qemu.count_every's rules: counting ops added to every translated block with no Lua.
+ * Owns: counters, the strategy, pending counting ops of a translation. Must not touch: Lua
+ * callbacks (a conditional callback's target is a plain C function given by exec.c). */
 #include <string.h>
 
-#include "internal.h"
+#include "counter.h"
+#include "arena.h"
+#include "gate.h"
+#include "handle.h"
+#include "host.h"
+#include "mem.h"
+#include "value.h"
 
 #define COUNTER_META "qlua.counter"
 #define SLOT_STRIDE 8   /* u64 per vCPU slot: a 64-byte line, so vCPUs never share a line */
@@ -424,6 +433,7 @@ static int counter_new(lua_State *L)
 static unsigned int check_vcpu(lua_State *L, int idx)
 {
     lua_Integer v = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, (lua_Number)v == lua_tonumber(L, idx), idx, "expected a whole vCPU index");
     luaL_argcheck(L, v >= 0 && v < MAX_CHUNKS * CHUNK_VCPUS, idx, "expected a vCPU index");
     return (unsigned int)v;
 }
@@ -437,7 +447,7 @@ static void not_queued(lua_State *L, const char *what)
         luaL_error(L, "counter:%s() in a queued on_exec callback would see the counter as of the "
                       "batch's delivery, not of the event: pass the value with "
                       "on_exec(fn, data, { counter = c }) (fn gets it as a third argument), or "
-                      "make the callback synchronous with on_exec(fn, data, \"sync\")",
+                      "make the callback synchronous with on_exec(fn, data, { sync = true })",
                    what);
     }
 }
@@ -548,6 +558,85 @@ void qlua_counter_free_all(void)
     }
 }
 
+/* qemu.count_every(kind, counter, rw): ops qlua adds to every translated block itself, with no
+ * Lua at translation time. A reload swaps the rules with the script's handlers. */
+enum rule_kind { RULE_INSN, RULE_BLOCK, RULE_BLOCK_INSNS, RULE_MEM };
+typedef struct {
+    enum rule_kind kind;
+    qlua_counter *counter;
+    enum qemu_plugin_mem_rw rw;
+} count_rule;
+static GPtrArray *rules; /* of count_rule */
+
+static GPtrArray *rule_list(void)
+{
+    if (rules == NULL) {
+        rules = g_ptr_array_new_with_free_func(g_free);
+    }
+    return rules;
+}
+
+bool qlua_counter_has_rules(void)
+{
+    return rule_list()->len > 0;
+}
+
+void qlua_counter_apply_rules(struct qemu_plugin_tb *tb)
+{
+    GPtrArray *list = rule_list();
+    size_t n = qlua_host.tb_n_insns(tb);
+    for (guint r = 0; r < list->len; r++) {
+        const count_rule *rule = g_ptr_array_index(list, r);
+        switch (rule->kind) {
+        case RULE_BLOCK: qlua_counter_tb(tb, rule->counter, 1); break;
+        case RULE_BLOCK_INSNS: qlua_counter_tb(tb, rule->counter, n); break;
+        case RULE_INSN:
+        case RULE_MEM:
+            for (size_t i = 0; i < n; i++) {
+                struct qemu_plugin_insn *insn = qlua_host.tb_get_insn(tb, i);
+                if (rule->kind == RULE_INSN) {
+                    qlua_counter_insn(insn, rule->counter, 1);
+                } else {
+                    qlua_counter_mem(insn, rule->counter, 1, rule->rw);
+                }
+            }
+            break;
+        }
+    }
+}
+
+void *qlua_counter_take_rules(void)
+{
+    GPtrArray *taken = rule_list();
+    rules = NULL;
+    return taken;
+}
+
+void qlua_counter_put_rules(void *given)
+{
+    if (rules) {
+        g_ptr_array_free(rules, TRUE);
+    }
+    rules = given;
+}
+
+void qlua_counter_drop_rules(void *dropped)
+{
+    g_ptr_array_free(dropped, TRUE);
+}
+
+/* core.count_every(kind, counter, rw): kind "insn", "block", "block_insns" or "mem". */
+static int counter_count_every(lua_State *L)
+{
+    static const char *const kinds[] = {"insn", "block", "block_insns", "mem", NULL};
+    luaL_checktype(L, 1, LUA_TSTRING);
+    enum rule_kind kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
+    count_rule *rule = g_new(count_rule, 1);
+    *rule = (count_rule){kind, qlua_counter_check(L, 2), qlua_mem_check_rw(L, 3)};
+    g_ptr_array_add(rule_list(), rule);
+    return 0;
+}
+
 void qlua_counter_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"sum", counter_sum_l}, {"get", counter_get},
@@ -565,4 +654,6 @@ void qlua_counter_open(lua_State *L)
     lua_setfield(L, -2, "counter_new");
     lua_pushcfunction(L, counter_vcpus);
     lua_setfield(L, -2, "vcpus");
+    lua_pushcfunction(L, counter_count_every);
+    lua_setfield(L, -2, "count_every_rule");
 }

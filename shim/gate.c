@@ -1,27 +1,57 @@
-/* gate.c: the Lua state and its lock, the one gate through which C calls Lua (pcall + traceback +
- * error policy), script output buffering, and the fork handlers that keep both consistent.
- * Lua is single-threaded: every entry takes qlua.lock, a recursive mutex because a Lua callback
- * may make QEMU call us back on the same thread. */
+/* gate.c: the Lua state and its lock, the one gate through which C calls Lua (every lua_pcall of
+ * the plugin is here, with its one traceback handler), the error policy, script output, and the
+ * deferral of QEMU work to after the outermost unlock.
+ * Owns: qlua (the plugin's state), the lock, output. Must not touch: any file above it; work for
+ * them goes through qlua_hooks, which plugin.c fills. */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lualib.h>
 
-#include "internal.h"
+#include "gate.h"
+#include "host.h"
 
 struct qlua_state qlua;
+struct qlua_hooks qlua_hooks;
 bool qlua_some_fn_disabled;
+QLUA_TLS int qlua_vcpu_context;
+QLUA_TLS int qlua_queue_context;
+QLUA_TLS bool qlua_own_thread;
 
 /* Output is handed to qemu_plugin_outs in chunks this large (and at exit, errors and forks). */
 #define QLUA_OUT_CHUNK (64 * 1024)
 
 /* The lock is recursive through a per-thread depth over a plain mutex: cheaper than a recursive
- * pthread mutex on the per-event path, and a forked child can release it (see fork_child). */
+ * pthread mutex on the per-event path, and a forked child can release it. */
 static QLUA_TLS unsigned int lock_depth;
+static int deferred; /* QLUA_DEFER_* bits asked for and not yet carried out */
+static int disabled_fns_ref = LUA_NOREF; /* functions onerror=warn turned off, for good */
+
+void qlua_defer(int bits)
+{
+    __atomic_fetch_or(&deferred, bits, __ATOMIC_ACQ_REL);
+}
+
+static void run_deferred(void)
+{
+    int bits = __atomic_exchange_n(&deferred, 0, __ATOMIC_ACQ_REL);
+    if (bits && qlua_hooks.deferred) {
+        qlua_hooks.deferred(bits);
+    }
+}
+
+void qlua_gate_poll(void)
+{
+    if (G_UNLIKELY(__atomic_load_n(&deferred, __ATOMIC_ACQUIRE)) && lock_depth == 0) {
+        run_deferred();
+    }
+}
 
 lua_State *qlua_lock(void)
 {
@@ -35,10 +65,43 @@ void qlua_unlock(void)
 {
     if (--lock_depth == 0) {
         g_mutex_unlock(&qlua.lock);
-        if (G_UNLIKELY(__atomic_load_n(&qlua_deferred, __ATOMIC_ACQUIRE))) {
-            qlua_deferred_run(); /* QEMU calls Lua asked for, now that no qlua lock is held */
+        if (G_UNLIKELY(__atomic_load_n(&deferred, __ATOMIC_ACQUIRE))) {
+            run_deferred();
         }
     }
+}
+
+typedef struct {
+    GThreadFunc fn;
+    gpointer data;
+} thread_start;
+
+static gpointer own_thread(gpointer p)
+{
+    thread_start start = *(thread_start *)p;
+    g_free(p);
+    qlua_own_thread = true;
+    return start.fn(start.data);
+}
+
+/* QEMU user mode handles signals only on vCPU threads (one delivered to another thread crashes
+ * it), so qlua's threads block them all and the kernel picks a thread that does not. */
+void qlua_thread_start(const char *name, GThreadFunc fn, gpointer data)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    thread_start *start = g_new(thread_start, 1);
+    *start = (thread_start){fn, data};
+    g_thread_unref(g_thread_new(name, own_thread, start));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+uint64_t qlua_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 void qlua_out_write(const char *s, size_t len)
@@ -110,36 +173,95 @@ static bool has_position(const char *msg)
     return *p == ':';
 }
 
+static int tostring_protected(lua_State *L);
+
+/* The one traceback handler. An error object with a __tostring is described through a protected
+ * call: its __tostring may raise again, inside the handler. */
 static int traceback(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
+    const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
     if (msg && !has_position(msg)) {
         return 1;
     }
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+    if (msg == NULL && luaL_getmetafield(L, 1, "__tostring")) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, tostring_protected);
+        lua_pushvalue(L, 1);
+        if (lua_pcall(L, 1, 1, 0) == 0) {
             msg = lua_tostring(L, -1);
         } else {
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+            msg = lua_pushfstring(L, "(error object is a %s value whose __tostring failed: %s)",
+                                  luaL_typename(L, 1), lua_tostring(L, -1));
         }
+    }
+    if (msg == NULL) {
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
+}
+
+int qlua_gate_push_handler(lua_State *L)
+{
+    lua_pushvalue(L, TRACEBACK_SLOT); /* made once: pushing a C function allocates in LuaJIT */
+    return lua_gettop(L);
+}
+
+int qlua_gate_pcall_at(lua_State *L, int nargs, int nresults, int handler)
+{
+    return lua_pcall(L, nargs, nresults, handler);
+}
+
+/* tostring(v) in Lua 5.4 is luaL_tolstring; LuaJIT has only the global. Run protected. */
+static int tostring_protected(lua_State *L)
+{
+#if LUA_VERSION_NUM >= 502
+    luaL_tolstring(L, 1, NULL);
+#else
+    lua_getglobal(L, "tostring");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1); /* inside tostring_protected's own pcall */
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        return luaL_error(L, "'__tostring' must return a string");
+    }
+#endif
+    return 1;
+}
+
+const char *qlua_gate_tostring(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    int handler = qlua_gate_push_handler(L);
+    lua_pushcfunction(L, tostring_protected);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, handler) != 0) {
+        const char *why = lua_tostring(L, -1);
+        lua_pushfstring(L, "(%s value whose __tostring failed: %s)", luaL_typename(L, idx),
+                        why ? why : "?");
+        lua_remove(L, -2);
+    }
+    lua_remove(L, handler);
+    return lua_tostring(L, -1);
 }
 
 /* The gate, first half: lock, refuse a disabled callback, push the handler and the function.
  * The caller pushes the arguments and calls qlua_gate_call. NULL means: do not call (unlocked). */
 lua_State *qlua_gate_enter(qlua_fn *fn)
 {
-    qlua_buffer_drain_mine(); /* this thread's traced events come first, in order */
     lua_State *L = qlua_lock();
     if (fn->disabled || qlua.finished || L == NULL) {
         qlua_unlock();
         return NULL;
     }
-    lua_pushvalue(L, TRACEBACK_SLOT); /* made once: pushing a C function allocates in LuaJIT */
+    qlua_gate_push_handler(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
     return L;
+}
+
+void qlua_gate_charge(qlua_stats *s, uint64_t ns)
+{
+    s->calls++;
+    s->ns += ns;
 }
 
 /* The gate, second half: run, apply the error policy, restore the stack, unlock. */
@@ -150,7 +272,7 @@ void qlua_gate_call(qlua_fn *fn, int nargs)
     uint64_t t0 = fn->stats ? qlua_now_ns() : 0;
     int rc = lua_pcall(L, nargs, 0, handler);
     if (fn->stats) {
-        qlua_profile_charge(fn->stats, qlua_now_ns() - t0);
+        qlua_gate_charge(fn->stats, qlua_now_ns() - t0);
     }
     if (rc != 0) {
         qlua_gate_error(fn);
@@ -159,8 +281,6 @@ void qlua_gate_call(qlua_fn *fn, int nargs)
     qlua_unlock();
 }
 
-/* The error policy, for the message on top of the stack (popped): report and end the run, or
- * (onerror=warn) report and switch the failing function off for good. */
 void qlua_gate_error(qlua_fn *fn)
 {
     lua_State *L = qlua.L;
@@ -170,8 +290,12 @@ void qlua_gate_error(qlua_fn *fn)
         qlua_some_fn_disabled = true;
         qlua_report("error in %s callback (callback disabled, onerror=warn): %s", fn->event, msg);
         lua_pop(L, 1);
-        if (fn->ref != LUA_NOREF) {
-            qlua_events_disable(L, fn);
+        if (fn->ref != LUA_NOREF) { /* remembered, so it stays off after the next flush */
+            lua_rawgeti(L, LUA_REGISTRYINDEX, disabled_fns_ref);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+            lua_pop(L, 1);
         }
     } else {
         qlua_report("error in %s callback: %s", fn->event, msg);
@@ -179,10 +303,20 @@ void qlua_gate_error(qlua_fn *fn)
     }
 }
 
-/* For callers that run their own pcall under the lock (queued callbacks): the error handler. */
-void qlua_gate_push_handler(lua_State *L)
+bool qlua_gate_was_disabled(lua_State *L, int idx)
 {
-    lua_pushvalue(L, TRACEBACK_SLOT);
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, disabled_fns_ref);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    bool off = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    return off;
+}
+
+qlua_stats *qlua_gate_site(lua_State *L, int idx, const char *event)
+{
+    return qlua_hooks.site ? qlua_hooks.site(L, idx, event) : NULL;
 }
 
 qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event)
@@ -192,15 +326,14 @@ qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event)
     lua_pushvalue(L, idx);
     fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     fn->event = event;
-    fn->stats = qlua_profile_site(L, idx, event);
+    fn->stats = qlua_gate_site(L, idx, event);
     return fn;
 }
 
 int qlua_gate_load(const char *path, char **error)
 {
     lua_State *L = qlua.L;
-    lua_pushcfunction(L, traceback);
-    int handler = lua_gettop(L);
+    int handler = qlua_gate_push_handler(L);
     /* require "qemu" first so the global exists and the script's chunk sees it */
     lua_getglobal(L, "require");
     lua_pushstring(L, "qemu");
@@ -213,102 +346,12 @@ int qlua_gate_load(const char *path, char **error)
         }
     }
     if (rc != 0) {
-        *error = g_strdup(lua_tostring(L, -1));
+        const char *msg = lua_tostring(L, -1);
+        *error = g_strdup(msg ? msg : "(error object is not a string)");
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
     return rc;
-}
-
-/* Metatables of the Lua-facing objects, reached by registry number rather than by name: the
- * name-based luaL_setmetatable/luaL_checkudata intern a C string on every call, and handles are
- * made and checked for every instruction a script looks at. */
-int qlua_meta_new(lua_State *L, const char *name)
-{
-    luaL_newmetatable(L, name);
-    lua_pushvalue(L, -1);
-    return luaL_ref(L, LUA_REGISTRYINDEX);
-}
-
-void qlua_meta_set(lua_State *L, int ref)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_setmetatable(L, -2);
-}
-
-void *qlua_meta_check(lua_State *L, int idx, int ref, const char *what)
-{
-    void *ud = lua_touserdata(L, idx);
-    if (ud && lua_getmetatable(L, idx)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-        bool same = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-        if (same) {
-            return ud;
-        }
-    }
-    luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", what, luaL_typename(L, idx)));
-    return NULL;
-}
-
-const char *luaL_tolstring_compat(lua_State *L, int idx)
-{
-    lua_getglobal(L, "tostring");
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 1);
-    return lua_tostring(L, -1);
-}
-
-void qlua_push_u64(lua_State *L, uint64_t v)
-{
-#if LUA_VERSION_NUM >= 503
-    lua_pushinteger(L, (lua_Integer)v);
-#else
-    lua_pushnumber(L, (lua_Number)v); /* exact below 2^53 */
-#endif
-}
-
-uint64_t qlua_check_u64(lua_State *L, int idx)
-{
-#if LUA_VERSION_NUM >= 503
-    if (lua_isinteger(L, idx)) {
-        /* Lua 5.4 integers are 64-bit two's complement: values from 2^63 up (high addresses)
-         * reach Lua as negative integers through qlua_push_u64 and must come back unchanged */
-        return (uint64_t)lua_tointeger(L, idx);
-    }
-#endif
-    lua_Number n = luaL_checknumber(L, idx);
-    luaL_argcheck(L, n >= 0 && n == (lua_Number)(uint64_t)n, idx,
-                  "expected a non-negative integer");
-    return (uint64_t)n;
-}
-
-/* fork: a child must not inherit half-written output (it would be printed twice) nor a lock held
- * by a thread that does not exist in the child. */
-static void fork_prepare(void)
-{
-    if (qlua.L) {
-        /* QEMU forks with every other vCPU stopped: deliver all traced events in the parent */
-        qlua_buffer_drain_all();
-        qlua_lock();
-        qlua_out_flush();
-    }
-}
-
-static void fork_parent(void)
-{
-    if (qlua.L) {
-        qlua_unlock();
-    }
-}
-
-/* The forking thread is the only thread in the child and holds the lock (as deep as before
- * fork_prepare, plus one): release the level fork_prepare took. */
-static void fork_child(void)
-{
-    if (qlua.L) {
-        qlua_unlock();
-    }
 }
 
 /* QEMU opens plugins RTLD_LOCAL, which hides lua_* from Lua C modules that `require` loads
@@ -345,26 +388,8 @@ void qlua_gate_open(lua_State *L)
     lua_setfield(L, -2, "flush");
 }
 
-static int open_core(lua_State *L)
+bool qlua_state_open(lua_CFunction open_core, char **error)
 {
-    lua_newtable(L);
-    qlua_gate_open(L);
-    qlua_plugin_open(L);
-    qlua_vcpu_open(L);
-    qlua_buffer_open(L);
-    qlua_reload_open(L);
-    qlua_events_open(L);
-    qlua_tb_open(L);
-    qlua_insn_open(L);
-    qlua_mem_open(L);
-    qlua_counter_open(L);
-    qlua_tally_open(L);
-    return 1;
-}
-
-bool qlua_state_open(char **error)
-{
-    static bool atfork_done;
     promote_lua_library();
     g_mutex_init(&qlua.lock);
     qlua.out = g_string_sized_new(QLUA_OUT_CHUNK + 1024);
@@ -375,6 +400,12 @@ bool qlua_state_open(char **error)
     }
     lua_pushcfunction(L, traceback); /* TRACEBACK_SLOT */
     luaL_openlibs(L);
+    lua_newtable(L);
+    lua_newtable(L); /* weak keys: a disabled function may still be collected */
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    disabled_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* package.path: our lua/ folder first, so `require "qemu"` finds the shipped module */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
@@ -388,10 +419,6 @@ bool qlua_state_open(char **error)
     lua_setfield(L, -2, "qlua.core");
     lua_pop(L, 2);
     qlua.L = L;
-    if (!atfork_done) {
-        pthread_atfork(fork_prepare, fork_parent, fork_child);
-        atfork_done = true;
-    }
     return true;
 }
 

@@ -1,12 +1,14 @@
 /* host.c: the one table of QEMU functions (filled by dlsym), the API version we declare, the
  * feature flags scripts see through qemu.has(), and the ABI variants chosen by API version.
+ * Owns: every fact about the running QEMU. Must not touch: the Lua state or any other shim file.
  * A new QEMU version is a change here; no other file looks at version numbers. */
 #include <dlfcn.h>
 #include <string.h>
 
-#include "internal.h"
+#include "host.h"
 
 struct qlua_host qlua_host;
+int qlua_declared_version;
 
 /* Functions every supported QEMU (API v1 and later) has; a host without one cannot run qlua. */
 static const char *const required[] = {

@@ -1,7 +1,14 @@
 /* insn.c: the `insn` handle (one guest instruction of the block being translated). Same lifetime
  * rule as tb: valid only inside the on_translate callback. Properties are read from QEMU on
- * access, so a script pays only for what it reads (disas and symbol allocate; vaddr does not). */
-#include "internal.h"
+ * access, so a script pays only for what it reads (disas and symbol allocate; vaddr does not).
+ * Owns: the handle, its fields and native counting on it. Must not touch: execution-time delivery
+ * (exec.c, buffer.c register callbacks on a checked insn). */
+#include "insn.h"
+#include "counter.h"
+#include "handle.h"
+#include "host.h"
+#include "mem.h"
+#include "value.h"
 
 #define INSN_META "qlua.insn"
 
@@ -16,6 +23,11 @@ static int insn_meta;
 static insn_handle *check_insn(lua_State *L, int idx)
 {
     return qlua_check_live(L, idx, insn_meta, "insn");
+}
+
+struct qemu_plugin_insn *qlua_insn_check(lua_State *L, int idx)
+{
+    return check_insn(L, idx)->insn;
 }
 
 void qlua_insn_push(lua_State *L, struct qemu_plugin_insn *insn, size_t index)
@@ -37,55 +49,12 @@ static int insn_count(lua_State *L)
     return 0;
 }
 
-/* insn:count_mem(counter [, n = 1] [, "r"|"w"|"rw" = "rw"]): add n per memory access. */
+/* core.insn_count_mem(insn, counter, n, rw): add n per memory access of kind rw. */
 static int insn_count_mem(lua_State *L)
 {
     insn_handle *h = check_insn(L, 1);
     qlua_counter *c = qlua_counter_check(L, 2);
-    int rw_idx = 4;
-    uint64_t n = 1;
-    if (lua_type(L, 3) == LUA_TSTRING) {
-        rw_idx = 3;
-    } else if (!lua_isnoneornil(L, 3)) {
-        n = qlua_check_u64(L, 3);
-    }
-    qlua_counter_mem(h->insn, c, n, qlua_mem_check_rw(L, rw_idx));
-    return 0;
-}
-
-/* insn:on_exec(fn [, data]): fn(vcpu, data) before each execution of the instruction. */
-static int insn_on_exec(lua_State *L)
-{
-    qlua_exec_register_insn(L, check_insn(L, 1)->insn, 2, 3);
-    return 0;
-}
-
-/* insn:trace(tracer [, tag]) and insn:trace_mem(tracer [, tag] [, rw]): see buffer.c. */
-static int insn_trace(lua_State *L)
-{
-    qlua_buffer_trace_insn(L, check_insn(L, 1)->insn, 2);
-    return 0;
-}
-
-static int insn_trace_mem(lua_State *L)
-{
-    qlua_buffer_trace_mem(L, check_insn(L, 1)->insn, 2);
-    return 0;
-}
-
-/* insn:when(counter, op, value, fn [, data]): see qlua_exec_register_when. */
-static int insn_when(lua_State *L)
-{
-    qlua_exec_register_when(L, NULL, check_insn(L, 1)->insn, 2);
-    return 0;
-}
-
-/* insn:on_mem(fn [, "r"|"w"|"rw" = "rw"] [, data]): fn(vcpu, access, vaddr, data) per access. */
-static int insn_on_mem(lua_State *L)
-{
-    insn_handle *h = check_insn(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    qlua_mem_register(L, h->insn, 2, qlua_mem_check_rw(L, 3), 4);
+    qlua_counter_mem(h->insn, c, qlua_check_u64(L, 3), qlua_mem_check_rw(L, 4));
     return 0;
 }
 
@@ -152,20 +121,17 @@ static int insn_tostring(lua_State *L)
 
 void qlua_insn_open(lua_State *L)
 {
-    static const luaL_Reg methods[] = {{"count", insn_count},
-                                       {"count_mem", insn_count_mem},
-                                       {"on_exec", insn_on_exec},
-                                       {"on_mem", insn_on_mem},
-                                       {"when", insn_when},
-                                       {"trace", insn_trace},
-                                       {"trace_mem", insn_trace_mem},
-                                       {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"count", insn_count}, {NULL, NULL}};
     insn_meta = qlua_meta_new(L, INSN_META);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, "insn_methods"); /* the core table, below the metatable */
     lua_pushcclosure(L, insn_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, insn_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
+    lua_pushcfunction(L, insn_count_mem);
+    lua_setfield(L, -2, "insn_count_mem");
 }

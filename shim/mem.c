@@ -1,7 +1,12 @@
-/* mem.c: Lua memory-access callbacks (insn:on_mem) and the `access` handle they receive.
- * An access is valid only during its callback (QEMU's meminfo and hwaddr die with it): handles
- * carry the number of the callback that made them and every use checks it. */
-#include "internal.h"
+/* mem.c: the `access` handle that memory callbacks (insn:on_mem) receive, and what an access
+ * kind ("r", "w", "rw") selects. An access is valid only during its callback (QEMU's meminfo and
+ * hwaddr die with it): handles carry the number of the callback that made them, and every use
+ * checks it.
+ * Owns: the handle and its fields. Must not touch: the callbacks themselves (exec.c). */
+#include "mem.h"
+#include "handle.h"
+#include "host.h"
+#include "value.h"
 
 #define ACCESS_META "qlua.access"
 
@@ -10,12 +15,6 @@ typedef struct {
     uint64_t gen;
     uint64_t vaddr;
 } access_handle;
-
-typedef struct {
-    qlua_fn *fn;
-    int data_ref;
-    enum qemu_plugin_mem_rw rw;
-} mem_rec;
 
 /* Number of the memory callback in progress (0 outside); serialized by the Lua lock. */
 static uint64_t access_live;
@@ -41,44 +40,21 @@ bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info)
            (rw == QEMU_PLUGIN_MEM_W) == qlua_host.mem_is_store(info);
 }
 
-static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+uint64_t qlua_access_push(lua_State *L, qemu_plugin_meminfo_t info, uint64_t vaddr)
 {
-    mem_rec *r = udata;
-    if (!qlua_mem_wanted(r->rw, info)) {
-        return;
-    }
-    qlua_lock(); /* held across the gate so access_live is restored before others run */
-    lua_State *L = qlua_gate_enter(r->fn);
-    if (L == NULL) {
-        qlua_unlock();
-        return;
-    }
     uint64_t saved = access_live;
     access_live = ++access_next;
-    lua_pushinteger(L, vcpu);
     access_handle *h = lua_newuserdata(L, sizeof *h);
     h->info = info;
     h->gen = access_live;
     h->vaddr = vaddr;
     qlua_meta_set(L, access_meta);
-    qlua_push_u64(L, vaddr);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
-    qlua_vcpu_context++;
-    qlua_gate_call(r->fn, 4);
-    qlua_vcpu_context--;
-    access_live = saved;
-    qlua_unlock();
+    return saved;
 }
 
-void qlua_mem_register(lua_State *L, struct qemu_plugin_insn *insn, int fn_idx,
-                       enum qemu_plugin_mem_rw rw, int data_idx)
+void qlua_access_close(uint64_t saved)
 {
-    mem_rec *r = qlua_arena_alloc(sizeof *r);
-    r->fn = qlua_exec_fn(L, fn_idx, "insn:on_mem");
-    r->data_ref = qlua_ref_data(L, data_idx);
-    r->rw = rw;
-    /* always RW, filtered above: see qlua_counter_mem for why */
-    qlua_host.register_vcpu_mem_cb(insn, mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, r);
+    access_live = saved;
 }
 
 static access_handle *check_access(lua_State *L)

@@ -1,19 +1,36 @@
 /* plugin.c: what QEMU's loader sees (qemu_plugin_version, qemu_plugin_install), the plugin's own
- * arguments, where lua/ and scripts/ are, and the facts about the run that the script can read
- * (qemu.info, qemu.args, qemu.has, qemu.binary). */
+ * options, where lua/ and scripts/ are, and the facts about the run that the script can read
+ * (qemu.info, qemu.args, qemu.has, qemu.binary). It assembles the rest: the core table from each
+ * file's opener, the hooks through which lower layers ask for work, the fork handlers.
+ * Owns: the options table, install order. Must not touch: anything's internals (it calls headers). */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "arena.h"
+#include "buffer.h"
+#include "counter.h"
+#include "events.h"
+#include "exec.h"
+#include "gate.h"
+#include "host.h"
+#include "insn.h"
+#include "mem.h"
+#include "profile.h"
 #include "qlua.h"
+#include "reload.h"
+#include "repl.h"
+#include "tally.h"
+#include "tb.h"
+#include "value.h"
+#include "vcpu.h"
 #ifdef QLUA_LUAJIT
 #include <luajit.h>
 #endif
 
 /* Not const: the constructor below sets it from the host before the loader reads it. */
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
-int qlua_declared_version;
 
 __attribute__((constructor)) static void probe_host(void)
 {
@@ -21,35 +38,74 @@ __attribute__((constructor)) static void probe_host(void)
     qlua_declared_version = qemu_plugin_version;
 }
 
-/* The plugin's own options; everything else is the script's. */
-static const char *const own_options[] = {"script", "onerror", "counters", "profile", "repl",
-                                          "watch", "exec", "records", NULL};
+/* The plugin's own options, in the order usage() shows them; everything else is the script's.
+ * This table drives parsing, checking, the usage text and core.own_options. */
+enum option_kind { OPT_TEXT, OPT_CHOICE, OPT_SIZE };
+typedef struct {
+    const char *key;
+    const char *fallback; /* the default; NULL: none */
+    enum option_kind kind;
+    const char *choices; /* OPT_CHOICE: "a|b" */
+    const char *help;
+} option;
+
+enum { OPT_SCRIPT, OPT_ONERROR, OPT_COUNTERS, OPT_PROFILE, OPT_REPL, OPT_WATCH, OPT_EXEC,
+       OPT_RECORDS, N_OPTIONS };
+
+static const option options[N_OPTIONS] = {
+    [OPT_SCRIPT] = {"script", NULL, OPT_TEXT, NULL,
+                    "a Lua file, or the name of a script shipped in <root>/scripts "
+                    "(e.g. script=count)"},
+    [OPT_ONERROR] = {"onerror", "fail", OPT_CHOICE, "fail|warn",
+                     "fail: a Lua error ends the run with status 1; warn: report it, disable that "
+                     "callback and let the guest run on"},
+    [OPT_COUNTERS] = {"counters", "auto", OPT_CHOICE, "auto|callback",
+                      "auto: QEMU >= 9.0 scoreboards; before, inline adds while one vCPU runs, "
+                      "per-vCPU callbacks after; callback: always per-vCPU callbacks"},
+    [OPT_PROFILE] = {"profile", "off", OPT_CHOICE, "on|off",
+                     "on: report at exit where and how long Lua ran"},
+    [OPT_REPL] = {"repl", NULL, OPT_TEXT, NULL,
+                  "a unix socket path (mode 0600) for `qlua attach PATH`: a live Lua prompt"},
+    [OPT_WATCH] = {"watch", "off", OPT_CHOICE, "on|off",
+                   "on: reload the script when its file changes (qemu.persist survives)"},
+    [OPT_EXEC] = {"exec", "queued", OPT_CHOICE, "queued|sync",
+                  "queued: on_exec callbacks are delivered in batches, in order, before the "
+                  "thread's next other callback; sync: each one as it executes"},
+    [OPT_RECORDS] = {"records", "64M", OPT_SIZE, NULL,
+                     "memory for per-translation records before qlua flushes translated code to "
+                     "reclaim it (at least 1M; K, M, G suffixes; off: never)"},
+};
 
 static GPtrArray *script_args; /* "key=value" strings, in order */
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "qlua %s: no script given. Usage:\n"
-            "  -plugin libqlua.so,script=PATH|NAME[,onerror=fail|warn][,counters=auto|callback]"
-            "[,profile=on][,repl=PATH][,watch=on][,exec=queued|sync][,records=SIZE][,KEY=VALUE...]\n"
-            "    script=    a Lua file, or the name of a script shipped in %s/scripts "
-            "(e.g. script=count)\n"
-            "    onerror=   fail (default): a Lua error ends the run with status 1;\n"
-            "               warn: report it, disable that callback and let the guest run on\n"
-            "    counters=  auto (default): QEMU >= 9.0 scoreboards; before, inline adds while one\n"
-            "               vCPU runs, per-vCPU callbacks after; callback: always per-vCPU callbacks\n"
-            "    profile=   on: report at exit where and how long Lua ran (default off)\n"
-            "    repl=PATH  a unix socket (mode 0600) for `qlua attach PATH`: a live Lua prompt\n"
-            "    watch=     on: reload the script when its file changes (qemu.persist survives)\n"
-            "    exec=      queued (default): on_exec callbacks are delivered in batches, in order,\n"
-            "               before the thread's next other callback; sync: each one as it executes\n"
-            "    records=   memory for per-translation records before qlua flushes translated code\n"
-            "               to reclaim it (default 64M; K, M, G suffixes; off: never)\n"
-            "    KEY=VALUE  any other argument is given to the script as qemu.args.KEY\n",
-            QLUA_VERSION, qlua.root ? qlua.root : "<qlua>");
+    GString *text = g_string_new(NULL);
+    g_string_append_printf(text, "qlua %s: no script given. Usage:\n  -plugin libqlua.so", QLUA_VERSION);
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *o = &options[i];
+        const char *form = o->kind == OPT_CHOICE ? o->choices : o->kind == OPT_SIZE ? "SIZE" : "PATH";
+        g_string_append_printf(text, i == OPT_SCRIPT ? ",%s=%s" : "[,%s=%s]", o->key, form);
+    }
+    g_string_append(text, "[,KEY=VALUE...]\n");
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *o = &options[i];
+        g_string_append_printf(text, "    %-9s %s", o->key, o->help);
+        if (o->fallback) {
+            g_string_append_printf(text, " (default %s)", o->fallback);
+        }
+        g_string_append_c(text, '\n');
+    }
+    g_string_append(text, "    KEY=VALUE any other argument is given to the script as qemu.args.KEY\n");
+    char *root = g_strdup_printf("%s", qlua.root ? qlua.root : "<qlua>");
+    char **parts = g_strsplit(text->str, "<root>", -1);
+    char *joined = g_strjoinv(root, parts);
+    fputs(joined, stderr);
+    g_free(joined);
+    g_strfreev(parts);
+    g_free(root);
+    g_string_free(text, TRUE);
 }
-
 static bool has_file(const char *dir, const char *rel)
 {
     char *path = g_build_filename(dir, rel, NULL);
@@ -112,16 +168,6 @@ static char *resolve_script(const char *arg, char **error)
     return NULL;
 }
 
-static bool check_choice(const char *key, const char *value, const char *a, const char *b,
-                         char **error)
-{
-    if (g_str_equal(value, a) || g_str_equal(value, b)) {
-        return true;
-    }
-    *error = g_strdup_printf("%s=%s: expected one of %s, %s", key, value, a, b);
-    return false;
-}
-
 /* SIZE: a whole number of bytes with an optional K, M or G (powers of 1024), or "off" (0). */
 static bool parse_size(const char *key, const char *value, size_t *out, char **error)
 {
@@ -149,10 +195,101 @@ static bool parse_size(const char *key, const char *value, size_t *out, char **e
     return true;
 }
 
+/* Splits argv into the plugin's options (values[], checked against the table) and the script's. */
+static bool parse_options(int argc, char **argv, const char *values[N_OPTIONS], char **error)
+{
+    for (int i = 0; i < N_OPTIONS; i++) {
+        values[i] = options[i].fallback;
+    }
+    script_args = g_ptr_array_new();
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        if (eq == NULL) {
+            *error = g_strdup_printf("argument '%s': expected KEY=VALUE", argv[i]);
+            return false;
+        }
+        int k = 0;
+        while (k < N_OPTIONS && !(strlen(options[k].key) == (size_t)(eq - argv[i]) &&
+                                  strncmp(argv[i], options[k].key, (size_t)(eq - argv[i])) == 0)) {
+            k++;
+        }
+        if (k == N_OPTIONS) {
+            g_ptr_array_add(script_args, argv[i]);
+        } else {
+            values[k] = eq + 1;
+        }
+    }
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const option *o = &options[i];
+        if (values[i] && o->kind == OPT_CHOICE) {
+            char **choices = g_strsplit(o->choices, "|", -1);
+            bool ok = g_strv_contains((const gchar *const *)choices, values[i]);
+            if (!ok) {
+                char *names = g_strjoinv(", ", choices);
+                *error = g_strdup_printf("%s=%s: expected one of %s", o->key, values[i], names);
+                g_free(names);
+            }
+            g_strfreev(choices);
+            if (!ok) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static bool is(const char *values[N_OPTIONS], int k, const char *choice)
+{
+    return values[k] && g_str_equal(values[k], choice);
+}
+
+/* What lower layers ask of the layers above, after the outermost unlock. */
+static void run_deferred(int bits)
+{
+    if (bits & QLUA_DEFER_REGISTER) {
+        qlua_events_register_wanted();
+    }
+    bits &= ~QLUA_DEFER_REGISTER;
+    if (bits) {
+        qlua_reload_run(bits);
+    }
+}
+
+static void finished(void)
+{
+    qlua_profile_report();
+    qlua_repl_stop();
+}
+
+/* fork: a child must not inherit half-written output (it would be printed twice) nor a lock held
+ * by a thread that does not exist in the child. QEMU forks with every other vCPU stopped:
+ * deliver all batched events in the parent first. */
+static void fork_prepare(void)
+{
+    if (qlua.L) {
+        qlua_exec_drain_all();
+        qlua_lock();
+        qlua_out_flush();
+    }
+}
+
+/* Parent, and child (whose forking thread, the only one left, holds the lock as deep as before
+ * fork_prepare plus one): release the level fork_prepare took. */
+static void fork_done(void)
+{
+    if (qlua.L) {
+        qlua_unlock();
+    }
+}
+
+/* require "qlua.core": every file's primitives in one table, for lua/qemu/init.lua only. */
+static int plugin_open_core(lua_State *L);
+
 static int fail_install(char *error)
 {
     fprintf(stderr, "qlua: %s\n", error);
     g_free(error);
+    qlua.finished = true; /* QEMU refuses the plugin: no exit handler may run */
     return 1;
 }
 
@@ -160,11 +297,13 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                                                const qemu_info_t *info, int argc,
                                                                char **argv)
 {
+    static bool atfork_done;
     char *error = NULL;
     if (qlua.L != NULL) {
         return fail_install(g_strdup("this libqlua.so is already running a script; to run two "
                                      "scripts, load a copy of the file for the second"));
     }
+    /* host */
     const char *missing = qlua_host_load(info);
     if (missing) {
         return fail_install(g_strdup_printf("this QEMU lacks qemu_plugin_%s, which qlua needs "
@@ -172,71 +311,50 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             missing));
     }
     qlua.id = id;
+    /* root */
     qlua.root = find_root();
     if (qlua.root == NULL) {
         return fail_install(g_strdup_printf("cannot find qlua's Lua files (lua/qemu/init.lua) "
                                             "in %s or %s; set QLUA_ROOT",
                                             QLUA_DATA_DIR, QLUA_SOURCE_DIR));
     }
-    const char *script = NULL, *onerror = "fail", *counters = "auto", *profile = "off";
-    const char *repl = NULL, *watch = "off", *exec = "queued", *records = "64M";
-    script_args = g_ptr_array_new();
-    for (int i = 0; i < argc; i++) {
-        char *eq = strchr(argv[i], '=');
-        if (eq == NULL) {
-            return fail_install(g_strdup_printf("argument '%s': expected KEY=VALUE", argv[i]));
-        }
-        const char *value = eq + 1;
-        if (g_str_has_prefix(argv[i], "script=")) {
-            script = value;
-        } else if (g_str_has_prefix(argv[i], "onerror=")) {
-            onerror = value;
-        } else if (g_str_has_prefix(argv[i], "counters=")) {
-            counters = value;
-        } else if (g_str_has_prefix(argv[i], "profile=")) {
-            profile = value;
-        } else if (g_str_has_prefix(argv[i], "repl=")) {
-            repl = value;
-        } else if (g_str_has_prefix(argv[i], "watch=")) {
-            watch = value;
-        } else if (g_str_has_prefix(argv[i], "exec=")) {
-            exec = value;
-        } else if (g_str_has_prefix(argv[i], "records=")) {
-            records = value;
-        } else {
-            g_ptr_array_add(script_args, argv[i]);
-        }
+    /* options */
+    const char *values[N_OPTIONS];
+    if (!parse_options(argc, argv, values, &error)) {
+        return fail_install(error);
     }
-    if (script == NULL) {
+    if (values[OPT_SCRIPT] == NULL) {
         usage();
         return 1;
     }
-    if (!check_choice("onerror", onerror, "fail", "warn", &error) ||
-        !check_choice("counters", counters, "auto", "callback", &error) ||
-        !check_choice("profile", profile, "on", "off", &error) ||
-        !check_choice("watch", watch, "on", "off", &error) ||
-        !check_choice("exec", exec, "queued", "sync", &error)) {
-        return fail_install(error);
-    }
-    if (!parse_size("records", records, &qlua.records_limit, &error)) {
+    if (!parse_size("records", values[OPT_RECORDS], &qlua.records_limit, &error)) {
         return fail_install(error);
     }
     if (qlua.records_limit && qlua.records_limit < (1u << 20)) { /* 16 chunks of 64 KiB */
-        return fail_install(g_strdup_printf("records=%s: at least 1M (or off)", records));
+        return fail_install(g_strdup_printf("records=%s: at least 1M (or off)", values[OPT_RECORDS]));
     }
-    qlua.profile = g_str_equal(profile, "on");
-    qlua.watch = g_str_equal(watch, "on");
-    qlua.exec_sync = g_str_equal(exec, "sync");
-    qlua.polls = qlua.watch || repl != NULL;
+    qlua.onerror_warn = is(values, OPT_ONERROR, "warn");
+    qlua.profile = is(values, OPT_PROFILE, "on");
+    qlua.watch = is(values, OPT_WATCH, "on");
+    qlua.exec_sync = is(values, OPT_EXEC, "sync");
+    qlua.polls = qlua.watch || values[OPT_REPL] != NULL;
+    qlua_hooks.deferred = run_deferred;
+    qlua_hooks.finished = finished;
     if (qlua.profile) {
         qlua_profile_start();
+        qlua_hooks.site = qlua_profile_site;
     }
-    qlua.onerror_warn = g_str_equal(onerror, "warn");
-    qlua.script = resolve_script(script, &error);
-    if (qlua.script == NULL || !qlua_state_open(&error)) {
+    /* state */
+    qlua.script = resolve_script(values[OPT_SCRIPT], &error);
+    if (qlua.script == NULL || !qlua_state_open(plugin_open_core, &error)) {
         return fail_install(error);
     }
-    qlua_counter_setup(counters);
+    if (!atfork_done) {
+        pthread_atfork(fork_prepare, fork_done, fork_done);
+        atfork_done = true;
+    }
+    qlua_counter_setup(values[OPT_COUNTERS]);
+    /* script */
     qlua.loading = true;
     int rc = qlua_gate_load(qlua.script, &error);
     qlua.loading = false;
@@ -247,6 +365,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         qlua_state_close();
         return 1;
     }
+    /* events */
     qlua_events_install();
     /* Stay mapped after qemu.uninstall(): qlua's own threads (watcher, REPL) may still run, and
      * answer "the script has ended" rather than jump into unmapped code. */
@@ -254,7 +373,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     if (dladdr((void *)probe_host, &self) && self.dli_fname) {
         dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
     }
-    if (repl && !qlua_repl_start(repl, &error)) {
+    /* services */
+    if (values[OPT_REPL] && !qlua_repl_start(values[OPT_REPL], &error)) {
         return fail_install(error);
     }
     if (qlua.watch) {
@@ -262,7 +382,6 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     }
     return 0;
 }
-
 /* core.args() -> { key = value, ... } (the last value of a repeated key), { "key", ... } and
  * { "value", ... } (every argument, in the order given) */
 static int plugin_args(lua_State *L)
@@ -367,19 +486,40 @@ static int plugin_counter_mode(lua_State *L)
     return 1;
 }
 
-void qlua_plugin_open(lua_State *L)
+/* core.need(what, feature): the one error every feature-gated call gives on a host without it. */
+static int plugin_need(lua_State *L)
+{
+    qlua_host_need(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
+    return 0;
+}
+
+static int plugin_open_core(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"args", plugin_args},
                                    {"info", plugin_info},
                                    {"has", plugin_has},
+                                   {"need", plugin_need},
                                    {"binary", plugin_binary},
                                    {"counter_mode", plugin_counter_mode},
                                    {NULL, NULL}};
+    lua_newtable(L);
     luaL_setfuncs(L, fns, 0);
-    lua_createtable(L, 0, 3);
-    for (int i = 0; own_options[i]; i++) {
+    lua_createtable(L, 0, N_OPTIONS);
+    for (int i = 0; i < N_OPTIONS; i++) {
         lua_pushboolean(L, 1);
-        lua_setfield(L, -2, own_options[i]);
+        lua_setfield(L, -2, options[i].key);
     }
     lua_setfield(L, -2, "own_options");
+    qlua_gate_open(L);
+    qlua_vcpu_open(L);
+    qlua_buffer_open(L);
+    qlua_exec_open(L);
+    qlua_reload_open(L);
+    qlua_events_open(L);
+    qlua_tb_open(L);
+    qlua_insn_open(L);
+    qlua_mem_open(L);
+    qlua_counter_open(L);
+    qlua_tally_open(L);
+    return 1;
 }

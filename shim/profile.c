@@ -2,37 +2,20 @@
  * the kind of callback plus where the function was defined (closures made at one source line
  * share a site, so per-translation closures add up). The gate times each call; the report at exit
  * says where Lua was entered, how often, for how long, and warns where a script put Lua on a
- * per-instruction path. Nothing is measured unless profile=on. */
+ * per-instruction path. Nothing is measured unless profile=on.
+ * Owns: the sites and the report. Must not touch: the timing itself (the gate and exec.c count
+ * into a site's qlua_stats as they call). */
 #include <stdio.h>
-#include <time.h>
 
-#include "internal.h"
-
-struct qlua_stats {
-    char *event;
-    char *where;
-    uint64_t calls;
-    uint64_t ns;
-    uint64_t events; /* tracers: records delivered; queued on_exec: calls that came queued */
-};
-
-static uint64_t queue_batches; /* deliveries of queued on_exec callbacks */
-
-void qlua_profile_batch(void)
-{
-    queue_batches++;
-}
+#include "profile.h"
+#include "arena.h"
+#include "exec.h"
+#include "gate.h"
+#include "host.h"
 
 static GHashTable *sites; /* "event@where" -> qlua_stats */
 static GPtrArray *order;
 static uint64_t start_ns;
-
-uint64_t qlua_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void qlua_profile_start(void)
 {
@@ -55,7 +38,7 @@ qlua_stats *qlua_profile_site(lua_State *L, int idx, const char *event)
     qlua_stats *s = g_hash_table_lookup(sites, key);
     if (s == NULL) {
         s = g_new0(qlua_stats, 1);
-        s->event = g_strdup(event);
+        s->event = event;
         s->where = where;
         g_hash_table_insert(sites, key, s);
         g_ptr_array_add(order, s);
@@ -64,19 +47,6 @@ qlua_stats *qlua_profile_site(lua_State *L, int idx, const char *event)
         g_free(key);
     }
     return s;
-}
-
-void qlua_profile_charge(qlua_stats *s, uint64_t ns)
-{
-    s->calls++;
-    s->ns += ns;
-}
-
-void qlua_profile_events(qlua_stats *s, uint64_t n)
-{
-    if (s) {
-        s->events += n;
-    }
 }
 
 static gint by_time(gconstpointer a, gconstpointer b)
@@ -121,15 +91,14 @@ void qlua_profile_report(void)
                                "qlua profile: %" G_GUINT64_FORMAT " of those calls were queued "
                                "on_exec callbacks, delivered in %" G_GUINT64_FORMAT
                                " batches (their time is shared out by count within a batch)\n",
-                               queued, queue_batches);
+                               queued, qlua_exec_batches());
     }
-    uint64_t held, peak, reclaims, limit_flushes;
-    qlua_events_memory(&held, &peak, &reclaims, &limit_flushes);
+    qlua_arena_stats m = qlua_arena_memory();
     g_string_append_printf(out,
                            "qlua profile: per-translation records: %.1f KiB held, at most %.1f "
                            "KiB; reclaimed at %" G_GUINT64_FORMAT " flushes (%" G_GUINT64_FORMAT
                            " asked for by records=)\n",
-                           held / 1024.0, peak / 1024.0, reclaims, limit_flushes);
+                           m.held / 1024.0, m.peak / 1024.0, m.reclaims, m.limit_flushes);
     g_string_append_printf(out, "%-16s %-32s %12s %10s %9s %12s\n", "callback", "defined at",
                            "calls", "ms", "ns/call", "events");
     for (guint i = 0; i < order->len; i++) {

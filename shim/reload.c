@@ -7,25 +7,24 @@
  * every vCPU and flushes all translated code; then, before any vCPU runs again, the script's top
  * level runs anew in the same Lua state (globals and qemu.persist survive) and every block is
  * translated again under the new code. A script that fails to load is reported and the previous
- * version keeps running. */
+ * version keeps running.
+ * Owns: the reset in flight, the watcher thread. Must not touch: how events or buffers are kept
+ * (it swaps them through events.h and buffer.h). */
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "reload.h"
+#include "buffer.h"
+#include "events.h"
+#include "gate.h"
+#include "host.h"
 
-/* What the next vCPU callback must ask QEMU for (QLUA_WANT_* bits), and whether one of our
- * resets is under way: QEMU ignores a reset asked for during another, so requests wait. */
-static int pending;
+/* Whether one of our resets is under way: QEMU ignores a reset asked for during another, so
+ * requests made meanwhile wait (deferred again). */
 static int in_flight;
 static int requested; /* the bits of the reset in progress */
-QLUA_TLS bool qlua_own_thread; /* the watcher and REPL threads: no vCPU, QEMU must not be asked */
-
-void qlua_request(int bits)
-{
-    __atomic_fetch_or(&pending, bits, __ATOMIC_ACQ_REL);
-}
-static struct stat seen;   /* the file as last loaded */
+static struct stat seen; /* the file as last loaded */
 
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -36,13 +35,12 @@ static bool same_file(const struct stat *a, const struct stat *b)
 static gpointer watch_loop(gpointer unused)
 {
     (void)unused;
-    qlua_own_thread = true;
     for (;;) {
         g_usleep(200 * 1000);
         struct stat now;
         if (stat(qlua.script, &now) == 0 && !same_file(&now, &seen)) {
             seen = now;
-            qlua_request(QLUA_WANT_RELOAD);
+            qlua_defer(QLUA_DEFER_RELOAD);
         }
     }
     return NULL;
@@ -51,21 +49,21 @@ static gpointer watch_loop(gpointer unused)
 void qlua_reload_start(void)
 {
     stat(qlua.script, &seen);
-    g_thread_unref(g_thread_new("qlua-watch", watch_loop, NULL));
+    qlua_thread_start("qlua-watch", watch_loop, NULL);
 }
 
 static void after_reset(qemu_plugin_id_t id)
 {
     (void)id;
     lua_State *L = qlua_lock();
-    if (L == NULL || qlua.finished || !(requested & QLUA_WANT_RELOAD)) {
+    if (L == NULL || qlua.finished || !(requested & QLUA_DEFER_RELOAD)) {
         qlua_unlock();
         qlua_events_reregister(); /* a plain retranslation: same handlers, fresh code */
         __atomic_store_n(&in_flight, 0, __ATOMIC_RELEASE);
         return;
     }
     qlua_buffer_save();
-    GPtrArray **previous = qlua_events_take_handlers();
+    qlua_handler_set *previous = qlua_events_take_handlers();
     char *error = NULL;
     qlua.loading = true;
     int rc = qlua_gate_load(qlua.script, &error);
@@ -86,24 +84,21 @@ static void after_reset(qemu_plugin_id_t id)
     __atomic_store_n(&in_flight, 0, __ATOMIC_RELEASE);
 }
 
-/* Called from vCPU threads without the Lua lock: at the start of callbacks (watch=, repl=), after
- * the outermost unlock when Lua asked for something, and by the counter switch. */
-void qlua_reload_poll(void)
+/* From the gate's deferred work, without the Lua lock: a reset or uninstall, carried out only
+ * from a vCPU thread and one at a time (otherwise asked for again, for the next unlock). */
+void qlua_reload_run(int bits)
 {
     int idle = 0;
-    if (G_LIKELY(__atomic_load_n(&pending, __ATOMIC_ACQUIRE) == 0) || qlua_own_thread ||
-        !__atomic_compare_exchange_n(&in_flight, &idle, 1, false, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
+    if (qlua_own_thread || !__atomic_compare_exchange_n(&in_flight, &idle, 1, false,
+                                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        qlua_defer(bits);
         return;
     }
-    int bits = __atomic_exchange_n(&pending, 0, __ATOMIC_ACQ_REL);
-    if (bits & QLUA_WANT_UNINSTALL) {
+    if (bits & QLUA_DEFER_UNINSTALL) {
         qlua_host.uninstall(qlua.id, qlua_events_uninstalled); /* in_flight stays set: the end */
-    } else if (bits) {
+    } else {
         requested = bits;
         qlua_host.reset(qlua.id, after_reset);
-    } else {
-        __atomic_store_n(&in_flight, 0, __ATOMIC_RELEASE);
     }
 }
 
@@ -119,7 +114,7 @@ static int reload_retranslate(lua_State *L)
         return luaL_error(L, "qemu.retranslate() needs the plugin option repl= or watch= (with "
                              "them, vCPU callbacks look for pending work)");
     }
-    qlua_request(QLUA_WANT_RETRANSLATE);
+    qlua_defer(QLUA_DEFER_RETRANSLATE);
     return 0;
 }
 

@@ -4,7 +4,9 @@
  * or a statement's output (qemu.print) go back to the client, never to the plugin log. Errors are
  * answered, never fatal. Protocol: the client sends one chunk per line (a chunk may span several
  * lines, sent as they are typed); each answer ends with a line holding one byte, \x04 when the
- * chunk ran, \x05 when it is incomplete and the server waits for more lines. */
+ * chunk ran, \x05 when it is incomplete and the server waits for more lines.
+ * Owns: the socket and its threads. Must not touch: Lua except through the gate (every request
+ * runs in the gate's protected call, its results through the gate's protected tostring). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,21 +15,16 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "repl.h"
+#include "gate.h"
 
 #define DONE "\x04\n"
 #define MORE "\x05\n"
 
 static int listen_fd = -1;
+
 static char *socket_path;
 static pid_t owner_pid;
-
-static int repl_traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
-    return 1;
-}
 
 /* Lua reports a chunk cut short as "... near <eof>" (5.4: "near '<eof>'" in some cases). */
 static bool incomplete(const char *msg)
@@ -45,7 +42,7 @@ static bool evaluate(const char *chunk, GString *reply)
         return true;
     }
     int base = lua_gettop(L);
-    lua_pushcfunction(L, repl_traceback);
+    int handler = qlua_gate_push_handler(L);
     char *expr = g_strconcat("return ", chunk, NULL);
     int rc = luaL_loadbuffer(L, expr, strlen(expr), "=repl");
     g_free(expr);
@@ -66,11 +63,11 @@ static bool evaluate(const char *chunk, GString *reply)
     GString *saved = qlua.out_redirect;
     qlua.out_redirect = reply; /* qemu.print answers the client */
     qlua_vcpu_context = 0;
-    rc = lua_pcall(L, 0, LUA_MULTRET, base + 1);
+    rc = qlua_gate_pcall_at(L, 0, LUA_MULTRET, handler);
     qlua.out_redirect = saved;
     int top = lua_gettop(L);
-    for (int i = base + 2; i <= top; i++) {
-        const char *s = luaL_tolstring_compat(L, i);
+    for (int i = handler + 1; i <= top; i++) {
+        const char *s = qlua_gate_tostring(L, i);
         g_string_append(reply, s);
         g_string_append_c(reply, i < top ? '\t' : '\n');
         lua_pop(L, 1);
@@ -78,6 +75,22 @@ static bool evaluate(const char *chunk, GString *reply)
     (void)rc;
     lua_settop(L, base);
     qlua_unlock();
+    return true;
+}
+
+/* Writes all of reply; false when the client has gone (MSG_NOSIGNAL: no SIGPIPE for QEMU). */
+static bool answer(int fd, const GString *reply)
+{
+    for (size_t at = 0; at < reply->len;) {
+        ssize_t n = send(fd, reply->str + at, reply->len - at, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        at += (size_t)n;
+    }
     return true;
 }
 
@@ -91,21 +104,24 @@ static gpointer serve(gpointer data)
         return NULL;
     }
     GString *chunk = g_string_new(NULL);
-    char line[8192];
-    while (fgets(line, sizeof line, in)) {
-        g_string_append(chunk, line);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, in)) > 0) { /* a line of any length is one piece */
+        g_string_append_len(chunk, line, len);
         GString *reply = g_string_new(NULL);
         bool done = evaluate(chunk->str, reply);
         g_string_append(reply, done ? DONE : MORE);
         if (done) {
             g_string_truncate(chunk, 0);
         }
-        if (write(fd, reply->str, reply->len) < 0) {
-            g_string_free(reply, TRUE);
+        bool sent = answer(fd, reply);
+        g_string_free(reply, TRUE);
+        if (!sent) {
             break;
         }
-        g_string_free(reply, TRUE);
     }
+    free(line);
     g_string_free(chunk, TRUE);
     fclose(in);
     return NULL;
@@ -124,27 +140,51 @@ static gpointer accept_loop(gpointer unused)
             return NULL;
         }
         /* a thread per client: evaluations still take turns through the Lua lock */
-        g_thread_unref(g_thread_new("qlua-repl-client", serve, GINT_TO_POINTER(fd)));
+        qlua_thread_start("qlua-repl-client", serve, GINT_TO_POINTER(fd));
     }
+}
+
+/* Is a process listening at path? (a connect that succeeds, or is refused for want of room) */
+static bool someone_listens(const struct sockaddr_un *addr)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return false;
+    }
+    bool live = connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0 || errno == EAGAIN;
+    close(fd);
+    return live;
 }
 
 bool qlua_repl_start(const char *path, char **error)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (path[0] == '\0') {
+        /* an empty sun_path would bind an abstract socket, which file permissions cannot guard */
+        *error = g_strdup("repl=: expected the path of a socket to create (an unset shell "
+                          "variable?), e.g. repl=/tmp/qlua.sock");
+        return false;
+    }
     if (strlen(path) >= sizeof addr.sun_path) {
         *error = g_strdup_printf("repl=%s: path longer than %zu bytes", path,
                                  sizeof addr.sun_path - 1);
         return false;
     }
+    strcpy(addr.sun_path, path);
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
             *error = g_strdup_printf("repl=%s: exists and is not a socket", path);
             return false;
         }
+        if (someone_listens(&addr)) {
+            *error = g_strdup_printf("repl=%s: another process is listening on this socket "
+                                     "(a running qlua?); choose another path",
+                                     path);
+            return false;
+        }
         unlink(path); /* a stale socket from an earlier run */
     }
-    strcpy(addr.sun_path, path);
     listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177); /* born 0600: nobody else may connect, even for a moment */
     int rc = listen_fd < 0 ? -1 : bind(listen_fd, (struct sockaddr *)&addr, sizeof addr);
@@ -155,7 +195,7 @@ bool qlua_repl_start(const char *path, char **error)
     }
     socket_path = g_strdup(path);
     owner_pid = getpid();
-    g_thread_unref(g_thread_new("qlua-repl", accept_loop, NULL));
+    qlua_thread_start("qlua-repl", accept_loop, NULL);
     return true;
 }
 

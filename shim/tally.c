@@ -2,8 +2,12 @@
  * that a hash-table update dominates (hot pages, hot addresses, histograms) inside tracer loops
  * and queued callbacks. A LuaJIT table update with a number key costs 10-25 ns; an add here,
  * called through LuaJIT's FFI (lua/qemu/init.lua), about 5 ns. Lua 5.4 calls the same map
- * through a C function. Only Lua touches a tally, always under qlua's lock: no locking here. */
-#include "internal.h"
+ * through a C function. Only Lua touches a tally, always under qlua's lock: no locking here.
+ * Owns: the map. Must not touch: argument shapes and their messages (lua/qemu/init.lua checks keys
+ * and amounts; the C entry points take whole numbers). */
+#include "tally.h"
+#include "handle.h"
+#include "value.h"
 
 #define TALLY_META "qlua.tally"
 #define EMPTY UINT64_MAX /* marks a free slot; the key EMPTY itself lives in `max_count` */
@@ -92,20 +96,13 @@ static bool tally_find(const qlua_tally *t, uint64_t key, uint64_t *count)
     return false;
 }
 
-/* A double that is a whole number from 0 to 2^64-1: in range, then whole (the conversion back
- * is exact only for whole numbers; no libm call). */
-static inline bool whole_u64(double d)
-{
-    return d >= 0 && d < 18446744073709551616.0 && (double)(uint64_t)d == d;
-}
-
 /* LuaJIT's FFI entry: numbers arrive as doubles. 0: done; 1: bad key; 2: bad amount. */
 static int tally_add_double(qlua_tally *t, double key, double n)
 {
-    if (G_UNLIKELY(!whole_u64(key))) {
+    if (G_UNLIKELY(!qlua_whole_u64(key))) {
         return 1;
     }
-    if (G_UNLIKELY(!whole_u64(n))) {
+    if (G_UNLIKELY(!qlua_whole_u64(n))) {
         return 2;
     }
     tally_put(t, (uint64_t)key, (uint64_t)n);
@@ -141,30 +138,11 @@ static int tally_gc(lua_State *L)
     return 0;
 }
 
-/* t:add(key [, n = 1]) through the C API (Lua 5.4, or LuaJIT when called on the raw object) */
+/* t:add(key, n) through the C API (Lua 5.4; init.lua has checked both are whole numbers) */
 static int tally_add_l(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
-    static const char *const what[] = {"key", "amount"};
-    uint64_t v[2] = {0, 1};
-    for (int i = 0; i < 2; i++) {
-        int idx = 2 + i;
-        if (i == 1 && lua_isnoneornil(L, idx)) {
-            break;
-        }
-#if LUA_VERSION_NUM >= 503
-        int ok = 0; /* an integer, or a float with a whole value (2^53 is a float in Lua 5.4) */
-        lua_tointegerx(L, idx, &ok);
-#else
-        bool ok = lua_type(L, idx) == LUA_TNUMBER && whole_u64(lua_tonumber(L, idx));
-#endif
-        if (!ok) {
-            return luaL_error(L, "tally:add: the %s must be a whole number from 0 to 2^64-1, got %s",
-                              what[i], luaL_tolstring_compat(L, idx));
-        }
-        v[i] = qlua_check_u64(L, idx);
-    }
-    tally_put(t, v[0], v[1]);
+    tally_put(t, qlua_check_u64(L, 2), qlua_check_u64(L, 3));
     return 0;
 }
 
@@ -229,7 +207,7 @@ void qlua_tally_open(lua_State *L)
                                        {"reset", tally_reset},   {NULL, NULL}};
     static const luaL_Reg metamethods[] = {
         {"__gc", tally_gc}, {"__tostring", tally_tostring}, {NULL, NULL}};
-    static const luaL_Reg core[] = {{"tally_new", tally_new}, {NULL, NULL}};
+    static const luaL_Reg core[] = {{"tally_new", tally_new}, {"tally_add", tally_add_l}, {NULL, NULL}};
     tally_meta = qlua_meta_new(L, TALLY_META);
     luaL_setfuncs(L, metamethods, 0);
     luaL_newlib(L, methods);

@@ -1,7 +1,14 @@
 /* tb.c: the `tb` handle given to on_translate callbacks. Valid only during that callback: each
  * handle carries the generation of the translation that made it, and every use checks it, so a
- * handle kept for later raises a Lua error instead of touching freed QEMU memory. */
-#include "internal.h"
+ * handle kept for later raises a Lua error instead of touching freed QEMU memory.
+ * Owns: the handle and its fields. Must not touch: execution-time delivery (exec.c, buffer.c
+ * register callbacks on a checked tb; lua/qemu/init.lua puts those methods in tb_methods). */
+#include "tb.h"
+#include "counter.h"
+#include "handle.h"
+#include "host.h"
+#include "insn.h"
+#include "value.h"
 
 #define TB_META "qlua.tb"
 
@@ -10,26 +17,9 @@ typedef struct {
     uint64_t gen;
 } tb_handle;
 
-uint64_t qlua_translate_gen;
 static int tb_meta;
 
-void *qlua_check_live(lua_State *L, int idx, int meta, const char *what)
-{
-    uint64_t *gen_field = NULL;
-    void *ud = qlua_meta_check(L, idx, meta, what);
-    /* every handle type starts with (pointer, generation) */
-    gen_field = (uint64_t *)((char *)ud + sizeof(void *));
-    if (*gen_field == 0 || *gen_field != qlua_translate_gen) {
-        luaL_error(L,
-                   "%s used outside its on_translate callback: translation handles are valid only "
-                   "during the callback that received them (copy what you need, e.g. "
-                   "local pc = %s.vaddr)",
-                   what, what);
-    }
-    return ud;
-}
-
-static struct qemu_plugin_tb *check_tb(lua_State *L, int idx)
+struct qemu_plugin_tb *qlua_tb_check(lua_State *L, int idx)
 {
     return ((tb_handle *)qlua_check_live(L, idx, tb_meta, "tb"))->tb;
 }
@@ -44,7 +34,7 @@ void qlua_tb_push(lua_State *L, struct qemu_plugin_tb *tb)
 
 static int tb_insns_next(lua_State *L)
 {
-    struct qemu_plugin_tb *tb = check_tb(L, lua_upvalueindex(1));
+    struct qemu_plugin_tb *tb = qlua_tb_check(L, lua_upvalueindex(1));
     size_t i = (size_t)lua_tointeger(L, lua_upvalueindex(2));
     if (i >= qlua_host.tb_n_insns(tb)) {
         return 0;
@@ -58,7 +48,7 @@ static int tb_insns_next(lua_State *L)
 /* for insn in tb:insns() do ... end */
 static int tb_insns(lua_State *L)
 {
-    check_tb(L, 1);
+    qlua_tb_check(L, 1);
     lua_pushvalue(L, 1);
     lua_pushinteger(L, 0);
     lua_pushcclosure(L, tb_insns_next, 2);
@@ -68,32 +58,10 @@ static int tb_insns(lua_State *L)
 /* tb:count(counter [, n = 1]): add n each time the block starts executing. */
 static int tb_count(lua_State *L)
 {
-    struct qemu_plugin_tb *tb = check_tb(L, 1);
+    struct qemu_plugin_tb *tb = qlua_tb_check(L, 1);
     qlua_counter *c = qlua_counter_check(L, 2);
     uint64_t n = lua_isnoneornil(L, 3) ? 1 : qlua_check_u64(L, 3);
     qlua_counter_tb(tb, c, n);
-    return 0;
-}
-
-/* tb:on_exec(fn [, data]): fn(vcpu, data) each time the block starts executing. */
-static int tb_on_exec(lua_State *L)
-{
-    struct qemu_plugin_tb *tb = check_tb(L, 1);
-    qlua_exec_register_tb(L, tb, 2, 3);
-    return 0;
-}
-
-/* tb:trace(tracer [, tag]): see buffer.c. */
-static int tb_trace(lua_State *L)
-{
-    qlua_buffer_trace_tb(L, check_tb(L, 1), 2);
-    return 0;
-}
-
-/* tb:when(counter, op, value, fn [, data]): see qlua_exec_register_when. */
-static int tb_when(lua_State *L)
-{
-    qlua_exec_register_when(L, check_tb(L, 1), NULL, 2);
     return 0;
 }
 
@@ -118,9 +86,13 @@ static int tb_index(lua_State *L)
         }
         lua_pop(L, 1);
     }
-    struct qemu_plugin_tb *tb = check_tb(L, 1);
+    struct qemu_plugin_tb *tb = qlua_tb_check(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER) {
         lua_Integer i = lua_tointeger(L, 2);
+        if ((lua_Number)i != lua_tonumber(L, 2)) { /* tb[1.5] is a mistake, not tb[1] */
+            return luaL_error(L, "tb[i]: expected a whole instruction index from 1 to #tb, got %s",
+                              lua_tostring(L, 2));
+        }
         if (i < 1 || (size_t)i > qlua_host.tb_n_insns(tb)) {
             return 0;
         }
@@ -142,7 +114,7 @@ static int tb_index(lua_State *L)
 
 static int tb_len(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)qlua_host.tb_n_insns(check_tb(L, 1)));
+    lua_pushinteger(L, (lua_Integer)qlua_host.tb_n_insns(qlua_tb_check(L, 1)));
     return 1;
 }
 
@@ -163,12 +135,12 @@ static int tb_tostring(lua_State *L)
 void qlua_tb_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {
-        {"insns", tb_insns}, {"count", tb_count}, {"on_exec", tb_on_exec}, {"when", tb_when},
-        {"trace", tb_trace},
-        {NULL, NULL}};
+        {"insns", tb_insns}, {"count", tb_count}, {NULL, NULL}};
     tb_meta = qlua_meta_new(L, TB_META);
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, "tb_methods"); /* the core table, below the metatable */
     lua_pushcclosure(L, tb_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, tb_len);

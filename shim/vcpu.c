@@ -1,13 +1,15 @@
 /* vcpu.c: what a script can read from the vCPU running the current callback: its registers
  * (qemu.registers, qemu.reg; QEMU >= 9.0) and its guest memory (qemu.read_memory; QEMU >= 9.2).
  * QEMU answers these for "the current vCPU" only, so each is refused outside a vCPU callback.
- * Also the guest's clock (qemu.time_control; QEMU >= 9.1, system mode). */
+ * Also the guest's clock (qemu.time_control; QEMU >= 9.1, system mode).
+ * Owns: the register list, the time handle. Must not touch: when callbacks run (it reads the
+ * gate's context counters to know whether a vCPU is current). */
 #include <string.h>
 
-#include "internal.h"
-
-/* > 0 while this thread runs a callback on behalf of a vCPU (exec, mem, syscall, translate). */
-QLUA_TLS int qlua_vcpu_context;
+#include "vcpu.h"
+#include "gate.h"
+#include "host.h"
+#include "value.h"
 
 static GHashTable *reg_handles; /* name -> struct qemu_plugin_register * */
 static GPtrArray *reg_names;    /* in QEMU's order */
@@ -18,7 +20,7 @@ static void need(lua_State *L, const char *what, const char *feature)
     if (qlua_vcpu_context <= 0 && qlua_queue_context > 0) {
         luaL_error(L, "%s works only at the moment of a vCPU event, and this on_exec callback is "
                       "queued (delivered in a batch after the fact): register it with "
-                      "on_exec(fn, data, \"sync\"), or { regs = \"r\" } to read registers",
+                      "on_exec(fn, data, { sync = true }), or { regs = \"r\" } to read registers",
                    what);
     }
     if (qlua_vcpu_context <= 0) {
@@ -77,7 +79,7 @@ static int vcpu_reg(lua_State *L)
     if (!qlua_host_read_register(handle, buf)) {
         g_byte_array_free(buf, TRUE);
         return luaL_error(L, "qemu.reg: QEMU cannot read '%s' here: register reads need a callback "
-                             "registered with register access, e.g. insn:on_exec(fn, data, \"r\")",
+                             "registered with register access, e.g. insn:on_exec(fn, data, { regs = \"r\" })",
                           name);
     }
     uint64_t value = 0;

@@ -2,6 +2,11 @@
 
 local fake_core = require "spec.helpers.fake_core" -- also puts lua/ on package.path
 local error_of = fake_core.error_of
+local assert_call = fake_core.assert_call
+local spy = require "luassert.spy"
+
+-- text, escaped for use inside a Lua pattern
+local function lit(text) return (tostring(text):gsub("%p", "%%%0")) end
 
 describe("qemu", function()
   local core, qemu
@@ -71,8 +76,48 @@ describe("qemu", function()
         local err = error_of(function() qemu[fname](nil) end)
         assert.matches("qemu_spec.lua:%d+: qemu%." .. fname, err)
       end)
+
+      it("refuses arguments after the function, even a nil", function()
+        local f, unpack = function() end, table.unpack or unpack
+        for _, extra in ipairs { { "data" }, { nil, n = 1 }, { 1, 2 } } do
+          local err = error_of(function() qemu[fname](f, unpack(extra, 1, extra.n or #extra)) end)
+          assert.matches("qemu_spec.lua:%d+: qemu%." .. fname .. "%(fn%) takes only the function "
+            .. "%(a closure carries any data it needs%)", err)
+        end
+        assert.spy(core.on).was_not.called()
+      end)
     end)
   end
+
+  describe("on_syscall and on_syscall_ret", function()
+    it("are refused in system mode, pointing to qemu.has(\"syscalls\")", function()
+      load({ system = true })
+      for _, fname in ipairs { "on_syscall", "on_syscall_ret" } do
+        local err = error_of(function() qemu[fname](function() end) end)
+        assert.matches("qemu_spec.lua:%d+: qemu%." .. fname .. ": syscall events exist only in "
+          .. "user mode %(qemu%-ARCH%), not in system emulation; check qemu%.has%(\"syscalls\"%) "
+          .. "first", err)
+      end
+      assert.spy(core.on).was_not.called()
+    end)
+
+    it("check the function before the mode", function()
+      load({ system = true })
+      assert.matches("qemu.on_syscall expects a function, got nil", error_of(qemu.on_syscall), 1, true)
+    end)
+  end)
+
+  describe("the other events in system mode", function()
+    it("are registered as in user mode", function()
+      load({ system = true })
+      local f = function() end
+      for _, pair in ipairs(EVENTS) do
+        if not pair[1]:match("^on_syscall") then qemu[pair[1]](f) end
+      end
+      assert.spy(core.on).was.called(#EVENTS - 2)
+      assert.spy(core.on).was.called_with("vcpu_idle", f)
+    end)
+  end)
 
   describe("print", function()
     it("joins its arguments with tabs and ends with a newline", function()
@@ -116,91 +161,22 @@ describe("qemu", function()
     end)
   end)
 
-  describe("write", function()
-    it("is core.write", function()
-      assert.equal(core.write, qemu.write)
-      qemu.write("raw")
-      assert.same({ "raw" }, core.output)
-    end)
-  end)
-
-  describe("flush", function()
-    it("is core.flush", function()
-      assert.equal(core.flush, qemu.flush)
-    end)
-  end)
-
-  describe("counter", function()
-    it("is core.counter_new", function()
-      assert.equal(core.counter_new, qemu.counter)
-    end)
-  end)
-
-  describe("uninstall", function()
-    it("is core.uninstall", function()
-      assert.equal(core.uninstall, qemu.uninstall)
-    end)
-  end)
-
-  describe("binary", function()
-    it("is core.binary", function()
-      assert.equal(core.binary, qemu.binary)
-    end)
-  end)
-
-  describe("registers, reg and read_memory", function()
-    it("are the core's functions", function()
-      assert.equal(core.registers, qemu.registers)
-      assert.equal(core.reg, qemu.reg)
-      assert.equal(core.read_memory, qemu.read_memory)
-    end)
-  end)
-
   describe("off", function()
     it("returns true when some event had the handler", function()
       assert.is_true(qemu.off(function() end))
       assert.spy(core.off).was_called()
     end)
 
+    it("returns false when no event had it, after asking every event", function()
+      core.off = spy.new(function() return false end)
+      assert.is_false(qemu.off(function() end))
+      assert.spy(core.off).was.called(#EVENTS)
+    end)
+
     it("rejects a non-function", function()
-      assert.has_error(function() qemu.off(42) end)
-    end)
-  end)
-
-  describe("time_control and set_time", function()
-    it("are the core's functions", function()
-      assert.equal(core.time_control, qemu.time_control)
-      assert.equal(core.set_time, qemu.set_time)
-    end)
-  end)
-
-  describe("retranslate", function()
-    it("is core.retranslate", function()
-      assert.equal(core.retranslate, qemu.retranslate)
-    end)
-  end)
-
-  describe("vcpus", function()
-    it("is core.vcpus", function()
-      assert.equal(core.vcpus, qemu.vcpus)
-    end)
-  end)
-
-  describe("counter_mode", function()
-    it("is core.counter_mode", function()
-      assert.equal(core.counter_mode, qemu.counter_mode)
-    end)
-  end)
-
-  describe("parse_bool", function()
-    it("is qemu.args.parse_bool", function()
-      assert.equal(require("qemu.args").parse_bool, qemu.parse_bool)
-    end)
-  end)
-
-  describe("parse_int", function()
-    it("is qemu.args.parse_int", function()
-      assert.equal(require("qemu.args").parse_int, qemu.parse_int)
+      assert.matches("qemu_spec.lua:%d+: qemu.off expects a function, got number",
+        error_of(function() qemu.off(42) end))
+      assert.spy(core.off).was_not.called()
     end)
   end)
 
@@ -223,7 +199,8 @@ describe("qemu", function()
     it("raises an error listing the known features, sorted, for an unknown name", function()
       local err = error_of(qemu.has, "warp_drive")
       assert.matches("qemu.has: unknown feature 'warp_drive'; known: binary, cond_cb, hwaddr, idle, "
-        .. "inline, mem_value, read_memory, registers, scoreboard, symbol, syscalls", err, 1, true)
+        .. "inline, mem_value, read_memory, registers, scoreboard, symbol, syscalls, time_control",
+        err, 1, true)
     end)
 
     it("blames an unknown name on the caller", function()
@@ -251,9 +228,29 @@ describe("qemu", function()
         .. "(plugin API 1) lacks: it comes with QEMU 9.0", err, 1, true)
     end)
 
-    it("raises qemu.has's error for an unknown feature", function()
+    it("asks the core for the error, with the script's path and the feature", function()
+      pcall(qemu.need, "registers")
+      assert_call(core.need, "/x/scripts/demo.lua", "registers")
+    end)
+
+    it("does not ask the core for an error when the feature is present", function()
+      qemu.need("inline")
+      assert.spy(core.need).was_not.called()
+    end)
+
+    it("blames the missing feature on the caller", function()
+      local err = error_of(function() qemu.need("registers") end)
+      assert.matches("^spec/qemu_spec.lua:%d+: /x/scripts/demo.lua needs the 'registers' feature", err)
+    end)
+
+    it("refuses an unknown feature, listing the known ones", function()
       local err = error_of(qemu.need, "warp_drive")
-      assert.matches("qemu.has: unknown feature 'warp_drive'", err, 1, true)
+      assert.matches("qemu.need: unknown feature 'warp_drive'; known: ", err, 1, true)
+    end)
+
+    it("blames an unknown feature on the caller", function()
+      local err = error_of(function() qemu.need("warp_drive") end)
+      assert.matches("^spec/qemu_spec.lua:%d+: qemu.need: unknown feature", err)
     end)
   end)
 
@@ -380,12 +377,639 @@ describe("qemu", function()
       assert.same({ min = 0, cur = 1, declared = 1 }, qemu.info.api)
     end)
 
+    it("lists every feature the core knows with whether it is present", function()
+      assert.same(fake_core.FEATURES, qemu.info.features)
+      assert.is_false(qemu.info.features.time_control)
+      load({ features = { time_control = true } })
+      assert.is_true(qemu.info.features.time_control)
+    end)
+
     it("reports the script, root, qlua version, Lua and onerror policy", function()
       assert.equal("/x/scripts/demo.lua", qemu.info.script)
       assert.equal("/x", qemu.info.root)
       assert.equal("0.1.0", qemu.info.version)
       assert.equal("LuaJIT 2.1", qemu.info.lua)
       assert.equal("fail", qemu.info.onerror)
+    end)
+  end)
+
+  -- Translation handles (fake ones, as fake_core makes them) look their methods up in the
+  -- core's tables, which the module fills in.
+  local function tb() return fake_core.tb(core) end
+  local function insn() return fake_core.insn(core) end
+  local function handle(kind) return fake_core[kind](core) end
+  local counter = fake_core.counter
+
+  describe("the handle methods", function()
+    it("are installed into core.tb_methods and core.insn_methods", function()
+      for _, name in ipairs { "on_exec", "when", "trace" } do
+        assert.is_function(core.tb_methods[name])
+      end
+      for _, name in ipairs { "on_exec", "on_mem", "count_mem", "when", "trace", "trace_mem" } do
+        assert.is_function(core.insn_methods[name])
+      end
+    end)
+  end)
+
+  for _, kind in ipairs { "tb", "insn" } do
+    local where = kind .. ":on_exec"
+    local prim = kind .. "_on_exec"
+
+    describe(where, function()
+      it("calls core." .. prim .. "(handle, fn, data, regs, sync, counter) with regs \"none\" and "
+        .. "sync false by default", function()
+        local h, f, data = handle(kind), function() end, { "data" }
+        h:on_exec(f, data)
+        assert_call(core[prim], h, f, data, "none", false, nil)
+      end)
+
+      it("passes no data as nil", function()
+        local h, f = handle(kind), function() end
+        h:on_exec(f)
+        assert_call(core[prim], h, f, nil, "none", false, nil)
+      end)
+
+      it("passes the options regs, sync and counter on", function()
+        local h, f, c = handle(kind), function() end, counter()
+        h:on_exec(f, 7, { regs = "rw", sync = true, counter = c })
+        assert_call(core[prim], h, f, 7, "rw", true, c)
+      end)
+
+      it("accepts each regs value and sync = false", function()
+        for _, regs in ipairs { "none", "r", "rw" } do
+          handle(kind):on_exec(function() end, nil, { regs = regs, sync = false })
+          assert.equal(regs, fake_core.args_of(core[prim])[4])
+          assert.is_false(fake_core.args_of(core[prim])[5])
+        end
+      end)
+
+      it("takes an empty options table as the defaults", function()
+        local h, f = handle(kind), function() end
+        h:on_exec(f, nil, {})
+        assert_call(core[prim], h, f, nil, "none", false, nil)
+      end)
+
+      it("refuses an unknown option and names the accepted ones", function()
+        local err = error_of(function() handle(kind):on_exec(function() end, nil, { sink = true }) end)
+        assert.matches(where .. ": unknown option 'sink' (accepted: counter, regs, sync)", err, 1, true)
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses a bad option value and says what it expects", function()
+        local f = function() end
+        assert.matches(where .. ': option regs=w: expected "none", "r", "rw"',
+          error_of(function() handle(kind):on_exec(f, nil, { regs = "w" }) end), 1, true)
+        assert.matches(where .. ": option sync=1: expected true or false",
+          error_of(function() handle(kind):on_exec(f, nil, { sync = 1 }) end), 1, true)
+        assert.matches(where .. ": option counter=table: .*: expected a counter from qemu%.counter%(%)",
+          error_of(function() handle(kind):on_exec(f, nil, { counter = {} }) end))
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses options that are not a table", function()
+        local err = error_of(function() handle(kind):on_exec(function() end, nil, "sync") end)
+        assert.matches(where .. ": options must be a table such as { counter = ... }, got string",
+          err, 1, true)
+      end)
+
+      it("refuses a dot call and names the colon form", function()
+        local h = handle(kind)
+        local err = error_of(function() h.on_exec(function() end) end)
+        assert.matches(where .. ": expected a " .. kind .. " as self, got function (call it with a "
+          .. "colon: " .. where .. "(...))", err, 1, true)
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses the other kind of handle as self", function()
+        local other = kind == "tb" and insn() or tb()
+        local err = error_of(core[kind .. "_methods"].on_exec, other, function() end)
+        assert.matches(where .. ": expected a " .. kind .. " as self, got table", err, 1, true)
+      end)
+
+      it("refuses a non-function", function()
+        assert.matches(where .. " expects a function, got string",
+          error_of(function() handle(kind):on_exec("f") end), 1, true)
+        assert.matches(where .. " expects a function, got nil",
+          error_of(function() handle(kind):on_exec() end), 1, true)
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("blames every refusal on the caller", function()
+        local h = handle(kind)
+        for _, call in ipairs {
+          function() h.on_exec(function() end) end,
+          function() h:on_exec(nil) end,
+          function() h:on_exec(function() end, nil, { sink = 1 }) end,
+          function() h:on_exec(function() end, nil, 5) end,
+        } do
+          assert.matches("^spec/qemu_spec.lua:%d+: " .. where, error_of(call))
+        end
+      end)
+    end)
+  end
+
+  describe("insn:on_mem", function()
+    it("calls core.insn_on_mem(insn, fn, data, rw) with rw \"rw\" by default", function()
+      local i, f = insn(), function() end
+      i:on_mem(f, "d")
+      assert_call(core.insn_on_mem, i, f, "d", "rw")
+    end)
+
+    it("passes opts.rw on", function()
+      for _, rw in ipairs { "r", "w", "rw" } do
+        local i, f = insn(), function() end
+        core.insn_on_mem:clear()
+        i:on_mem(f, nil, { rw = rw })
+        assert_call(core.insn_on_mem, i, f, nil, rw)
+      end
+    end)
+
+    it("refuses an unknown option and names the accepted ones", function()
+      local err = error_of(function() insn():on_mem(function() end, nil, { sync = true }) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem: unknown option 'sync' %(accepted: rw%)", err)
+      assert.spy(core.insn_on_mem).was_not.called()
+    end)
+
+    it("refuses a bad rw and lists the accepted values", function()
+      local err = error_of(function() insn():on_mem(function() end, nil, { rw = "x" }) end)
+      assert.matches('insn:on_mem: option rw=x: expected "r", "w", "rw"', err, 1, true)
+    end)
+
+    it("refuses options that are not a table", function()
+      local err = error_of(function() insn():on_mem(function() end, nil, "r") end)
+      assert.matches("insn:on_mem: options must be a table such as { rw = ... }, got string", err, 1, true)
+    end)
+
+    it("refuses a dot call and names the colon form", function()
+      local i = insn()
+      local err = error_of(function() i.on_mem(function() end) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem: expected a insn as self, got function "
+        .. "%(call it with a colon: insn:on_mem%(%.%.%.%)%)", err)
+    end)
+
+    it("refuses a non-function", function()
+      local err = error_of(function() insn():on_mem({}) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem expects a function, got table", err)
+      assert.spy(core.insn_on_mem).was_not.called()
+    end)
+  end)
+
+  describe("insn:count_mem", function()
+    it("calls core.insn_count_mem(insn, c, n, rw) with n 1 and rw \"rw\" by default", function()
+      local i, c = insn(), counter()
+      i:count_mem(c)
+      assert_call(core.insn_count_mem, i, c, 1, "rw")
+    end)
+
+    it("passes n and opts.rw on", function()
+      local i, c = insn(), counter()
+      i:count_mem(c, 8, { rw = "w" })
+      assert_call(core.insn_count_mem, i, c, 8, "w")
+    end)
+
+    it("takes nil for n = 1 before options", function()
+      local i, c = insn(), counter()
+      i:count_mem(c, nil, { rw = "r" })
+      assert_call(core.insn_count_mem, i, c, 1, "r")
+    end)
+
+    it("accepts n = 0", function()
+      local i, c = insn(), counter()
+      i:count_mem(c, 0)
+      assert_call(core.insn_count_mem, i, c, 0, "rw")
+    end)
+
+    it("refuses options in the n slot with a hint", function()
+      local err = error_of(function() insn():count_mem(counter(), { rw = "r" }) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: insn:count_mem: n must be a whole number >= 0, got "
+        .. "table: .* %(options go after n: use nil for n = 1%)$", err)
+      assert.spy(core.insn_count_mem).was_not.called()
+    end)
+
+    it("refuses an n that is not a whole number >= 0, without the hint", function()
+      for _, n in ipairs { -1, 1.5, "2" } do
+        local err = error_of(function() insn():count_mem(counter(), n) end)
+        assert.matches("insn:count_mem: n must be a whole number >= 0, got " .. tostring(n), err, 1, true)
+        assert.not_matches("options go after n", err, 1, true)
+      end
+    end)
+
+    it("refuses a bad counter", function()
+      for _, c in ipairs { {}, 5, "c" } do
+        local err = error_of(function() insn():count_mem(c) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: insn:count_mem: expected a counter from "
+          .. "qemu%.counter%(%), got " .. type(c), err)
+      end
+      assert.matches("got nil", error_of(function() insn():count_mem() end), 1, true)
+      assert.spy(core.insn_count_mem).was_not.called()
+    end)
+
+    it("refuses an unknown option, a bad rw and options that are not a table", function()
+      local c = counter()
+      assert.matches("insn:count_mem: unknown option 'tag' (accepted: rw)",
+        error_of(function() insn():count_mem(c, 1, { tag = 1 }) end), 1, true)
+      assert.matches('insn:count_mem: option rw=read: expected "r", "w", "rw"',
+        error_of(function() insn():count_mem(c, 1, { rw = "read" }) end), 1, true)
+      assert.matches("insn:count_mem: options must be a table such as { rw = ... }, got string",
+        error_of(function() insn():count_mem(c, 1, "r") end), 1, true)
+      assert.spy(core.insn_count_mem).was_not.called()
+    end)
+
+    it("refuses a dot call and names the colon form", function()
+      local i = insn()
+      local err = error_of(function() i.count_mem(counter()) end)
+      assert.matches("insn:count_mem: expected a insn as self, got table (call it with a colon: "
+        .. "insn:count_mem(...))", err, 1, true)
+    end)
+  end)
+
+  for _, kind in ipairs { "tb", "insn" } do
+    local where = kind .. ":when"
+    local prim = kind .. "_when"
+
+    describe(where, function()
+      it("calls core." .. prim .. "(handle, c, op, value, fn, data)", function()
+        local h, c, f = handle(kind), counter(), function() end
+        h:when(c, ">=", 100, f, "d")
+        assert_call(core[prim], h, c, ">=", 100, f, "d")
+      end)
+
+      it("passes no data as nil", function()
+        local h, c, f = handle(kind), counter(), function() end
+        h:when(c, "==", 0, f)
+        assert_call(core[prim], h, c, "==", 0, f, nil)
+      end)
+
+      it("accepts every comparison, != as well as ~=", function()
+        for _, op in ipairs { "==", "~=", "!=", "<", "<=", ">", ">=", "always", "never" } do
+          handle(kind):when(counter(), op, 1, function() end)
+          assert.equal(op, fake_core.args_of(core[prim])[3])
+        end
+        assert.spy(core[prim]).was.called(9)
+      end)
+
+      it("refuses an unknown comparison and lists the accepted ones", function()
+        local err = error_of(function() handle(kind):when(counter(), "=", 1, function() end) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: " .. where .. ": comparison =: expected one of "
+          .. '"==", "~=", "!=", "<", "<=", ">", ">=", "always", "never"$', err)
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses a value that is not a whole number >= 0", function()
+        for _, v in ipairs { -1, 0.5, "1" } do
+          local err = error_of(function() handle(kind):when(counter(), "==", v, function() end) end)
+          assert.matches(where .. ": value must be a whole number >= 0, got " .. tostring(v), err, 1, true)
+        end
+        assert.matches("got nil",
+          error_of(function() handle(kind):when(counter(), "==", nil, function() end) end), 1, true)
+      end)
+
+      it("refuses a bad counter", function()
+        local err = error_of(function() handle(kind):when({}, "==", 1, function() end) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: " .. where .. ": expected a counter from "
+          .. "qemu%.counter%(%), got table", err)
+      end)
+
+      it("refuses a non-function", function()
+        local err = error_of(function() handle(kind):when(counter(), "==", 1, "f") end)
+        assert.matches("^spec/qemu_spec.lua:%d+: " .. where .. " expects a function, got string", err)
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses a dot call and names the colon form", function()
+        local h = handle(kind)
+        local err = error_of(function() h.when(counter(), "==", 1, function() end) end)
+        assert.matches(where .. ": expected a " .. kind .. " as self, got table (call it with a "
+          .. "colon: " .. where .. "(...))", err, 1, true)
+      end)
+    end)
+  end
+
+  describe("tracer", function()
+    local f = function() end
+
+    it("calls core.tracer_new(wrapper, batch, fn) with batch 4096 by default", function()
+      qemu.tracer { fn = f }
+      local a = fake_core.args_of(core.tracer_new)
+      assert.spy(core.tracer_new).was.called(1)
+      assert.equal(3, a.n)
+      assert.is_function(a[1])
+      assert.are_not.equal(f, a[1])
+      assert.equal(4096, a[2])
+      assert.equal(f, a[3])
+    end)
+
+    it("passes the batch it is given, up to the core's largest", function()
+      qemu.tracer { fn = f, batch = 1 }
+      qemu.tracer { fn = f, batch = fake_core.MAX_BATCH }
+      assert.equal(1, core.tracer_new.calls[1].refs[2])
+      assert.equal(fake_core.MAX_BATCH, core.tracer_new.calls[2].refs[2])
+    end)
+
+    it("returns a tracer object named after the core's id", function()
+      local t0, t1 = qemu.tracer { fn = f }, qemu.tracer { fn = f }
+      assert.equal("qlua.tracer", getmetatable(t0))
+      assert.equal("tracer 0", tostring(t0))
+      assert.equal("tracer 1", tostring(t1))
+    end)
+
+    it("refuses a batch outside 1 .. tracer_max_batch or not whole", function()
+      for _, batch in ipairs { 0, -4, 1.5, fake_core.MAX_BATCH + 1, "64" } do
+        local err = error_of(function() qemu.tracer { fn = f, batch = batch } end)
+        assert.matches("^spec/qemu_spec.lua:%d+: qemu%.tracer: option batch=" .. lit(batch)
+          .. ": expected a whole number from 1 to 1048576$", err)
+      end
+      assert.spy(core.tracer_new).was_not.called()
+    end)
+
+    it("refuses an unknown key and names the accepted ones", function()
+      local err = error_of(function() qemu.tracer { fn = f, size = 10 } end)
+      assert.matches("^spec/qemu_spec.lua:%d+: qemu%.tracer: unknown option 'size' %(accepted: batch, fn%)$", err)
+    end)
+
+    it("refuses a fn that is not a function", function()
+      local err = error_of(function() qemu.tracer { fn = "f" } end)
+      assert.matches("qemu.tracer: option fn=f: expected a function", err, 1, true)
+    end)
+
+    it("refuses a missing fn", function()
+      local err = error_of(function() qemu.tracer { batch = 8 } end)
+      assert.matches("^spec/qemu_spec.lua:%d+: qemu%.tracer{fn} expects a function, got nil$", err)
+      assert.spy(core.tracer_new).was_not.called()
+    end)
+
+    it("refuses a spec that is not a table", function()
+      for _, spec in ipairs { f, "x" } do
+        local err = error_of(function() qemu.tracer(spec) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: qemu%.tracer expects a table { fn = %.%.%., batch = %.%.%. }$", err)
+      end
+      assert.matches("qemu.tracer expects a table", error_of(qemu.tracer), 1, true)
+    end)
+
+    describe("under Lua 5.4, the events view", function()
+      if fake_core.ffi then
+        pending("Lua 5.4 only (LuaJIT hands fn an FFI pointer)")
+        return
+      end
+      -- A fake buffer as core.event reads it: records from 0, as in C.
+      local function buffer(n)
+        local b = {}
+        for i = 0, n - 1 do
+          b[i] = { addr = 0x1000 + i, pc = 0x2000 + i, tag = i, vcpu = 1, size = 4, kind = 2, flags = i % 3 }
+        end
+        return b
+      end
+      local function deliver(n, fn)
+        qemu.tracer { fn = fn }
+        return core.tracers[1].wrapper(buffer(n), n)
+      end
+
+      it("is 1-based: events[1] is record 0 and events[n] record n - 1", function()
+        local first, last
+        deliver(3, function(events) first, last = events[1], events[3] end)
+        assert.same({ addr = 0x1000, pc = 0x2000, tag = 0, vcpu = 1, size = 4, kind = 2, flags = 0 }, first)
+        assert.same({ addr = 0x1002, pc = 0x2002, tag = 2, vcpu = 1, size = 4, kind = 2, flags = 2 }, last)
+        assert.equal(0, fake_core.args_of(core.event, 1)[2])
+        assert.equal(2, fake_core.args_of(core.event, 2)[2])
+      end)
+
+      it("answers nil past either end, and for keys that are not whole numbers", function()
+        local got = {}
+        deliver(3, function(events)
+          got = { events[0], events[4], events[-1], events[1.5], events.addr, n = 5 }
+        end)
+        for i = 1, got.n do assert.is_nil(got[i]) end
+        assert.spy(core.event).was_not.called()
+      end)
+
+      it("has length n, and fn gets n as its second argument", function()
+        local len, n
+        deliver(5, function(events, count) len, n = #events, count end)
+        assert.equal(5, len)
+        assert.equal(5, n)
+      end)
+
+      it("shows each delivery's own records and count", function()
+        qemu.tracer { fn = function(events, n) core.seen = { n = n, len = #events, addr = events[n].addr } end }
+        local wrapper = core.tracers[1].wrapper
+        wrapper(buffer(4), 4)
+        wrapper(buffer(2), 2)
+        assert.same({ n = 2, len = 2, addr = 0x1001 }, core.seen)
+      end)
+
+      it("returns what fn returns", function()
+        assert.equal("done", deliver(1, function() return "done" end))
+      end)
+    end)
+
+    describe("under LuaJIT, the events pointer", function()
+      if not fake_core.ffi then
+        pending("LuaJIT only (Lua 5.4 hands fn a table view)")
+        return
+      end
+      local ffi = fake_core.ffi
+
+      local function records(n)
+        qemu.tracer { fn = function() end } -- declares qlua_event
+        local a = ffi.new("qlua_event[?]", n)
+        for i = 0, n - 1 do a[i].addr, a[i].tag, a[i].kind = 0x1000 + i, i, 1 end
+        return a
+      end
+
+      it("declares qlua_event from core.event_cdef, with core.event_size bytes", function()
+        qemu.tracer { fn = function() end }
+        assert.equal(fake_core.EVENT_SIZE, ffi.sizeof("qlua_event"))
+      end)
+
+      it("is 1-based: events[1] is the first record and events[n] the last", function()
+        local a = records(3)
+        local got = {}
+        qemu.tracer { fn = function(events, n)
+          got = { n = n, first = events[1].addr, last = events[n].addr, tag = events[2].tag }
+        end }
+        core.tracers[2].wrapper(a, 3)
+        assert.same({ n = 3, first = 0x1000, last = 0x1002, tag = 1 }, got)
+      end)
+
+      it("points one record before the buffer it is handed", function()
+        local a = records(1)
+        local p
+        qemu.tracer { fn = function(events) p = events end }
+        core.tracers[2].wrapper(a, 1)
+        assert.equal(ffi.cast("const qlua_event *", a), p + 1)
+      end)
+
+      it("returns what fn returns", function()
+        local a = records(1)
+        qemu.tracer { fn = function() return "done" end }
+        assert.equal("done", core.tracers[2].wrapper(a, 1))
+      end)
+
+      it("refuses to run on a core whose record size differs", function()
+        core.event_size = fake_core.EVENT_SIZE + 8
+        assert.matches("qlua_event layout mismatch", error_of(qemu.tracer, { fn = function() end }), 1, true)
+      end)
+    end)
+  end)
+
+  local TRACES = {
+    { "tb", "trace", "tb_trace", "tag" },
+    { "insn", "trace", "insn_trace", "tag" },
+    { "insn", "trace_mem", "insn_trace_mem", "rw, tag" },
+  }
+  for _, row in ipairs(TRACES) do
+    local kind, method, prim, accepted = row[1], row[2], row[3], row[4]
+    local where = kind .. ":" .. method
+    local mem = method == "trace_mem"
+    -- the call the core should get for a handle, tracer id and tag (and rw). tb and insn traces
+    -- take (handle, id, tag); init.lua may pass them rw too, which the C side ignores.
+    local function expect(h, id, tag, rw)
+      if mem then return assert_call(core[prim], h, id, tag, rw or "rw") end
+      assert.spy(core[prim]).was.called(1)
+      local a = fake_core.args_of(core[prim])
+      assert.is_true(rawequal(h, a[1]))
+      assert.equal(id, a[2])
+      assert.equal(tag, a[3])
+      assert.is_true(a.n == 3 or (a.n == 4 and a[4] == "rw"), "a 4th argument other than \"rw\"")
+    end
+
+    describe(where, function()
+      it("calls core." .. prim .. " with the tracer's id and tag 0" .. (mem and " and rw \"rw\"" or "")
+        .. " by default", function()
+        local _ = qemu.tracer { fn = function() end }
+        local t = qemu.tracer { fn = function() end }
+        local h = handle(kind)
+        h[method](h, t)
+        expect(h, 1, 0)
+      end)
+
+      it("passes opts.tag on" .. (mem and ", and opts.rw" or ""), function()
+        local t, h = qemu.tracer { fn = function() end }, handle(kind)
+        h[method](h, t, mem and { tag = 42, rw = "w" } or { tag = 42 })
+        expect(h, 0, 42, mem and "w")
+      end)
+
+      it("refuses a tag that is not a whole number >= 0", function()
+        local t, h = qemu.tracer { fn = function() end }, handle(kind)
+        for _, tag in ipairs { -1, 2.5, "7" } do
+          local err = error_of(function() h[method](h, t, { tag = tag }) end)
+          assert.matches("^spec/qemu_spec.lua:%d+: " .. where .. ": option tag=" .. lit(tag)
+            .. ": expected a whole number >= 0$", err)
+        end
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses an unknown option and names the accepted ones", function()
+        local t, h = qemu.tracer { fn = function() end }, handle(kind)
+        local bad = mem and "sync" or "rw"
+        local err = error_of(function() h[method](h, t, { [bad] = "r" }) end)
+        assert.matches(where .. ": unknown option '" .. bad .. "' (accepted: " .. accepted .. ")",
+          err, 1, true)
+      end)
+
+      if mem then
+        it("refuses a bad rw", function()
+          local t, h = qemu.tracer { fn = function() end }, handle(kind)
+          local err = error_of(function() h[method](h, t, { rw = "rw " }) end)
+          assert.matches(where .. ': option rw=rw : expected "r", "w", "rw"', err, 1, true)
+        end)
+      end
+
+      it("refuses options that are not a table", function()
+        local t, h = qemu.tracer { fn = function() end }, handle(kind)
+        local err = error_of(function() h[method](h, t, 5) end)
+        assert.matches(where .. ": options must be a table such as { " .. (mem and "rw" or "tag")
+          .. " = ... }, got number", err, 1, true)
+      end)
+
+      it("refuses something that is not a tracer from qemu.tracer{}", function()
+        local h = handle(kind)
+        for _, t in ipairs { {}, 0, function() end } do
+          local err = error_of(function() h[method](h, t) end)
+          assert.matches("^spec/qemu_spec.lua:%d+: " .. where .. ": expected a tracer from "
+            .. "qemu%.tracer{}, got " .. type(t) .. "$", err)
+        end
+        assert.spy(core[prim]).was_not.called()
+      end)
+
+      it("refuses a dot call and names the colon form", function()
+        local t, h = qemu.tracer { fn = function() end }, handle(kind)
+        local err = error_of(function() h[method](t) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: " .. where .. ": expected a " .. kind .. " as self, got "
+          .. "table %(call it with a colon: " .. kind .. ":" .. method .. "%(%.%.%.%)%)$", err)
+      end)
+    end)
+  end
+
+  describe("EVENT", function()
+    it("numbers the event kinds as the core's records do", function()
+      assert.same({ tb = 0, insn = 1, load = 2, store = 3 }, qemu.EVENT)
+    end)
+  end)
+
+  describe("count_every", function()
+    it("adds a rule with rw \"rw\" for each kind, and asks the core for translations", function()
+      for _, kind in ipairs { "insn", "block", "block_insns", "mem" } do
+        core.count_every_rule:clear(); core.want:clear()
+        local c = counter()
+        qemu.count_every(kind, c)
+        assert_call(core.count_every_rule, kind, c, "rw")
+        assert_call(core.want, "translate")
+      end
+    end)
+
+    it("adds the rule before asking for translations", function()
+      local order = {}
+      core.count_every_rule = spy.new(function() order[#order + 1] = "rule" end)
+      core.want = spy.new(function() order[#order + 1] = "want" end)
+      qemu.count_every("block", counter())
+      assert.same({ "rule", "want" }, order)
+    end)
+
+    it("passes opts.rw on for \"mem\"", function()
+      for _, rw in ipairs { "r", "w", "rw" } do
+        core.count_every_rule:clear()
+        local c = counter()
+        qemu.count_every("mem", c, { rw = rw })
+        assert_call(core.count_every_rule, "mem", c, rw)
+      end
+    end)
+
+    it("refuses opts.rw for a kind other than \"mem\"", function()
+      for _, kind in ipairs { "insn", "block", "block_insns" } do
+        local err = error_of(function() qemu.count_every(kind, counter(), { rw = "r" }) end)
+        assert.matches('^spec/qemu_spec.lua:%d+: qemu%.count_every: only "mem" takes the option rw$', err)
+      end
+      assert.spy(core.count_every_rule).was_not.called()
+      assert.spy(core.want).was_not.called()
+    end)
+
+    it("refuses an unknown kind and lists the accepted ones", function()
+      for _, kind in ipairs { "insns", 1 } do
+        local err = error_of(function() qemu.count_every(kind, counter()) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: qemu%.count_every: kind " .. kind .. ": expected one of "
+          .. '"insn", "block", "block_insns", "mem"$', err)
+      end
+      assert.matches("kind nil", error_of(qemu.count_every), 1, true)
+      assert.spy(core.want).was_not.called()
+    end)
+
+    it("refuses a bad counter", function()
+      local err = error_of(function() qemu.count_every("insn", {}) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: qemu%.count_every: expected a counter from "
+        .. "qemu%.counter%(%), got table$", err)
+      assert.spy(core.count_every_rule).was_not.called()
+    end)
+
+    it("refuses an unknown option, a bad rw and options that are not a table", function()
+      local c = counter()
+      assert.matches("qemu.count_every: unknown option 'n' (accepted: rw)",
+        error_of(function() qemu.count_every("mem", c, { n = 2 }) end), 1, true)
+      assert.matches('qemu.count_every: option rw=x: expected "r", "w", "rw"',
+        error_of(function() qemu.count_every("mem", c, { rw = "x" }) end), 1, true)
+      assert.matches("qemu.count_every: options must be a table such as { rw = ... }, got string",
+        error_of(function() qemu.count_every("mem", c, "r") end), 1, true)
+      assert.spy(core.count_every_rule).was_not.called()
     end)
   end)
 end)

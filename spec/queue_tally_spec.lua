@@ -1,9 +1,10 @@
--- Specs for the LuaJIT fast paths of lua/qemu/init.lua, against a fake `qlua.core`: the loop that
--- delivers queued on_exec records, and qemu.tally's wrapper around the native add. Both need
--- LuaJIT's FFI; under Lua 5.4 the C core does this work and these specs are pending.
+-- Specs for lua/qemu/init.lua's fast paths and qemu.tally's wrapper, against a fake `qlua.core`:
+-- the LuaJIT loop that delivers queued on_exec records (Lua 5.4 delivers them from C: pending
+-- there), and qemu.tally's wrapper, whose checks are shared and whose add goes through the FFI
+-- pointer under LuaJIT and core.tally_add under Lua 5.4.
 local fake_core = require "spec.helpers.fake_core"
 local error_of = fake_core.error_of
-local has_ffi = pcall(require, "ffi")
+local has_ffi = fake_core.ffi ~= nil
 
 describe("LuaJIT fast paths", function()
   if not has_ffi then
@@ -11,10 +12,10 @@ describe("LuaJIT fast paths", function()
     return
   end
   local ffi = require "ffi"
-  local core, qemu
+  local core
   before_each(function()
-    core = fake_core.new { ffi = true }
-    qemu = fake_core.load(core)
+    core = fake_core.new()
+    fake_core.load(core)
   end)
   after_each(function() fake_core.unload() end)
 
@@ -80,42 +81,169 @@ describe("LuaJIT fast paths", function()
     end)
   end)
 
-  describe("qemu.tally()", function()
-    it("adds through the native pointer, 1 by default", function()
-      local t = qemu.tally()
-      t:add(4096)
-      t:add(8192, 5)
-      assert.same({ { 4096, 1 }, { 8192, 5 } }, core.tally_adds)
+  it("loads twice in one Lua state (the FFI types are declared once)", function()
+    assert.has_no.errors(function()
+      local q = fake_core.load(fake_core.new())
+      q.tracer { fn = function() end }
+      q = fake_core.load(fake_core.new())
+      q.tracer { fn = function() end }
     end)
+  end)
+end)
 
-    it("refuses a key that is not a number before the native call", function()
+describe("qemu.tally", function()
+  local core, qemu
+  before_each(function()
+    core = fake_core.new()
+    qemu = fake_core.load(core)
+  end)
+  after_each(function() fake_core.unload() end)
+
+  -- the keys and amounts the native add got
+  local function adds()
+    local list = {}
+    for i, a in ipairs(core.tally_adds) do list[i] = { a[1], a[2] } end
+    return list
+  end
+
+  it("makes a new native tally each time", function()
+    local a, b = qemu.tally(), qemu.tally()
+    assert.spy(core.tally_new).was.called(2)
+    assert.are_not.equal(a, b)
+    assert.equal("qlua.tally", getmetatable(a))
+  end)
+
+  it("adds 1 by default, and the amount it is given", function()
+    local t = qemu.tally()
+    t:add(4096)
+    t:add(8192, 5)
+    t:add(0, 0)
+    assert.same({ { 4096, 1 }, { 8192, 5 }, { 0, 0 } }, adds())
+  end)
+
+  it("reads through the native object, passing the arguments on", function()
+    local t = qemu.tally()
+    assert.equal(7, t:size())
+    assert.equal(3, t:get(5))
+    assert.spy(t.raw.get).was.called_with(t.raw, 5)
+    assert.same({ [5] = 3 }, t:items())
+    t:reset()
+    assert.spy(t.raw.reset).was.called(1)
+    assert.equal("tally (7 keys)", tostring(t))
+  end)
+
+  it("refuses a dot call and names the colon form", function()
+    local t = qemu.tally()
+    assert.matches("^spec/queue_tally_spec.lua:%d+: tally:add: expected a tally from qemu%.tally%(%) as "
+      .. "self, got string %(call it with a colon: t:add%(%.%.%.%)%)$", error_of(function() t.add("x", 5) end))
+    for _, name in ipairs { "get", "items", "size", "reset" } do
+      local err = error_of(function() t[name]() end)
+      assert.matches("^spec/queue_tally_spec.lua:%d+: tally:" .. name .. ": expected a tally from "
+        .. "qemu%.tally%(%) as self, got nil %(call it with a colon: t:" .. name .. "%(%.%.%.%)%)$", err)
+    end
+    assert.same({}, core.tally_adds)
+  end)
+
+  it("refuses as self a table it did not make, even one holding a tally's fields", function()
+    local t = qemu.tally()
+    local forged = { raw = t.raw, ptr = t.ptr }
+    assert.matches("tally:add: expected a tally from qemu.tally() as self, got table",
+      error_of(t.add, forged, 1), 1, true)
+    assert.matches("tally:size: expected a tally from qemu.tally() as self, got table",
+      error_of(t.size, forged), 1, true)
+  end)
+
+  it("refuses a key or an amount that is not a number before the native call", function()
+    local t = qemu.tally()
+    assert.matches("^spec/queue_tally_spec.lua:%d+: tally:add: the key must be a whole number from 0 "
+      .. "to 2%^64%-1, got x$", error_of(function() t:add("x") end))
+    assert.matches("tally:add: the key must be a whole number from 0 to 2^64-1, got nil",
+      error_of(t.add, t), 1, true)
+    assert.matches("^spec/queue_tally_spec.lua:%d+: tally:add: the amount must be a whole number from "
+      .. "0 to 2%^64%-1, got y$", error_of(function() t:add(1, "y") end))
+    assert.matches("the amount must be a whole number from 0 to 2^64-1, got table",
+      error_of(t.add, t, 1, {}), 1, true)
+    assert.same({}, core.tally_adds)
+  end)
+
+  describe("under LuaJIT", function()
+    if not has_ffi then
+      pending("LuaJIT only (Lua 5.4 adds through core.tally_add)")
+      return
+    end
+    local ffi = require "ffi"
+
+    it("adds through the FFI pointer, with the tally's address", function()
       local t = qemu.tally()
-      assert.matches("tally:add: the key must be a whole number from 0 to 2%^64%-1, got x",
-        error_of(t.add, t, "x"))
-      assert.matches("the amount must be .* got y", error_of(t.add, t, 1, "y"))
-      assert.same({}, core.tally_adds)
+      t:add(1)
+      assert.equal(0x1000, tonumber(ffi.cast("uintptr_t", core.tally_adds[1].ptr)))
+      assert.spy(core.tally_add).was_not.called()
     end)
 
     it("names the key or the amount the native add refused", function()
       local t = qemu.tally()
       core.tally_rc = 1
-      assert.matches("the key must be a whole number from 0 to 2%^64%-1, got %-1", error_of(t.add, t, -1))
+      assert.matches("^spec/queue_tally_spec.lua:%d+: tally:add: the key must be a whole number from 0 "
+        .. "to 2%^64%-1, got %-1$", error_of(function() t:add(-1) end))
       core.tally_rc = 2
-      assert.matches("the amount must be a whole number from 0 to 2%^64%-1, got 0.5",
-        error_of(t.add, t, 1, 0.5))
-    end)
-
-    it("reads through the native object", function()
-      local t = qemu.tally()
-      assert.equal(7, t:size())
-      assert.equal(3, t:get(5))
-      assert.same({ [5] = 3 }, t:items())
-      t:reset()
-      assert.equal("tally (7 keys)", tostring(t))
+      assert.matches("^spec/queue_tally_spec.lua:%d+: tally:add: the amount must be a whole number "
+        .. "from 0 to 2%^64%-1, got 0.5$", error_of(function() t:add(1, 0.5) end))
     end)
   end)
 
-  it("loads twice in one Lua state (the FFI types are declared once)", function()
-    assert.has_no.errors(function() fake_core.load(fake_core.new { ffi = true }) end)
+  describe("under Lua 5.4", function()
+    if has_ffi then
+      pending("Lua 5.4 only (LuaJIT adds through the FFI pointer)")
+      return
+    end
+
+    it("adds through core.tally_add with the raw tally, the key and the amount (C reads whole floats as integers)", function()
+      local t = qemu.tally()
+      t:add(4096.0, 2.0)
+      assert.equal(1, #core.tally_adds)
+      assert.equal(t.raw, core.tally_adds[1].raw)
+      assert.same({ { 4096, 2 } }, adds())
+    end)
+
+    it("refuses a key that is not whole or is a negative float", function()
+      local t = qemu.tally()
+      for _, key in ipairs { 1.5, -1.0, -0.5, 2^64, 1 / 0, 0 / 0 } do
+        local err = error_of(function() t:add(key) end)
+        assert.matches("^spec/queue_tally_spec.lua:%d+: tally:add: the key must be a whole number from 0 "
+          .. "to 2%^64%-1, got " .. (tostring(key):gsub("%p", "%%%0")) .. "$", err)
+      end
+      assert.same({}, core.tally_adds)
+    end)
+
+    it("refuses an amount that is not whole or is a negative float", function()
+      local t = qemu.tally()
+      for _, n in ipairs { 0.5, -2.0 } do
+        local err = error_of(function() t:add(1, n) end)
+        assert.matches("tally:add: the amount must be a whole number from 0 to 2^64-1, got "
+          .. tostring(n), err, 1, true)
+      end
+      assert.same({}, core.tally_adds)
+    end)
+
+    it("passes a negative integer key on unchanged (a u64 from 2^63 up, as qlua_push_u64 gives it)", function()
+      local t = qemu.tally()
+      t:add(-1)
+      t:add(math.mininteger)
+      assert.same({ { -1, 1 }, { math.mininteger, 1 } }, adds())
+    end)
+
+    it("accepts a float key from 2^63 to 2^64-1, as the C side and LuaJIT do", function()
+      local t = qemu.tally()
+      assert.is_nil(error_of(function() t:add(2^63) end))
+      assert.is_nil(error_of(function() t:add(2^64 - 2^11) end))
+      assert.equal(2, #core.tally_adds)
+    end)
+
+    it("refuses a negative integer amount, as LuaJIT does", function()
+      local t = qemu.tally()
+      assert.matches("tally:add: the amount must be a whole number from 0 to 2^64-1, got -1",
+        error_of(function() t:add(1, -1) end), 1, true)
+      assert.same({}, core.tally_adds)
+    end)
   end)
 end)

@@ -91,10 +91,11 @@ def test_count_every_adds_native_counts_to_every_block_with_no_lua_at_translatio
 
 @pytest.mark.exits_qemu
 def test_count_every_refuses_unknown_kinds_and_misplaced_rw():
-    for bad, msg in (("qemu.count_every('insns', qemu.counter())", "invalid option 'insns'"),
-                     ("qemu.count_every('insn', {})", "counter expected"),
-                     ("qemu.count_every('block', qemu.counter(), 'r')", 'only "mem" takes r, w or rw'),
-                     ("qemu.count_every('mem', qemu.counter(), 'x')", "invalid option 'x'")):
+    for bad, msg in (("qemu.count_every('insns', qemu.counter())", "kind insns: expected one of"),
+                     ("qemu.count_every('insn', {})", "expected a counter from qemu.counter()"),
+                     ("qemu.count_every('block', qemu.counter(), { rw = 'r' })", 'only "mem" takes the option rw'),
+                     ("qemu.count_every('mem', qemu.counter(), { rw = 'x' })", 'option rw=x: expected "r", "w", "rw"'),
+                     ("qemu.count_every('mem', qemu.counter(), 'r')", "options must be a table")):
         r = run_lua(bad)
         assert r.status == 1 and msg in r.err, f"{bad}\n{r}"
 

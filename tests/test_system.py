@@ -94,7 +94,7 @@ TIME_PROBE = """
 qemu.time_control()
 local blocks, t = qemu.counter(), 0
 local function tick() t = t + 1000; qemu.set_time(t) end
-qemu.on_translate(function(tb) tb:count(blocks); tb:on_exec(tick, nil, "sync") end)
+qemu.on_translate(function(tb) tb:count(blocks); tb:on_exec(tick, nil, { sync = true }) end)
 qemu.on_exit(function() qemu.printf("time %d blocks %d\\n", t, blocks:sum()) end)
 """
 

@@ -3,7 +3,7 @@
 local reads, writes = qemu.tally(), qemu.tally()
 local STORE = qemu.EVENT.store
 local t = qemu.tracer { batch = 8192, fn = function(ev, n)
-  for i = 0, n - 1 do
+  for i = 1, n do
     local e = ev[i]
     local page = e.addr - e.addr % 4096
     if e.kind == STORE then writes:add(page) else reads:add(page) end

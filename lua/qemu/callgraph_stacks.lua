@@ -30,18 +30,10 @@
 -- comparison per block, and a search of the stack once per frame and new function name.
 local M = {}
 
-local floor = math.floor
-local math_type = math.type -- nil in LuaJIT
+local u64 = require "qemu.u64"
 
---- Hex text of an address: "0x401136". Lua 5.4 integers print as their 64-bit pattern; LuaJIT
--- doubles of 2^53 and above (already rounded) are split into two 32-bit halves.
-function M.hex(v)
-  if (math_type and math_type(v) == "integer") or v < 2 ^ 53 then
-    return string.format("0x%x", v)
-  end
-  local hi = floor(v / 2 ^ 32)
-  return string.format("0x%x%08x", hi, v - hi * 2 ^ 32)
-end
+--- Hex text of an address: "0x401136", for any u64 in either Lua (qemu.u64's digits).
+function M.hex(v) return "0x" .. u64.hex(v) end
 
 -- Instruction prefixes capstone prints before the mnemonic (x86).
 local PREFIX = {

@@ -4,15 +4,7 @@
 
 local M = {}
 
-local math_type = math.type -- nil in LuaJIT
-local math_ult = math.ult
-
-local function ult(a, b)
-  if math_type and math_type(a) == "integer" and math_type(b) == "integer" then
-    return math_ult(a, b)
-  end
-  return a < b
-end
+local ult = require("qemu.u64").lt -- ties in the ranking go by address, unsigned
 
 --- A node: a branch point (an instruction that ended a translated block, or one a block left
 -- early from), with the places execution went to from it.

@@ -10,19 +10,12 @@
 local M = {}
 
 local floor = math.floor
-local math_type = math.type -- nil in LuaJIT
-local math_ult = math.ult
+local u64 = require "qemu.u64"
 
-local function is_integer(v) return math_type ~= nil and math_type(v) == "integer" end
-
---- Unsigned "a < b" for addresses held in Lua numbers.
-local function ult(a, b)
-  if is_integer(a) and is_integer(b) then return math_ult(a, b) end
-  return a < b
-end
+--- Unsigned "a < b" for addresses held in Lua numbers (qemu.u64's; scripts/drcov.lua uses it
+-- as fmt.ult).
+local ult, ule = u64.lt, u64.le
 M.ult = ult
-
-local function ule(a, b) return not ult(b, a) end
 
 --- Parses the text of /proc/PID/maps into a list of { start, stop, offset, perms, path } in the
 -- file's order (ascending addresses). `path` is "" for anonymous mappings, "[heap]" and the like
@@ -121,7 +114,7 @@ function M.registry()
   local reg = { list = {}, by_key = {}, active = {}, last = nil }
 
   function reg:add(path, base, stop, entry)
-    local key = path .. "\0" .. string.format("%x", base)
+    local key = path .. "\0" .. u64.hex(base)
     local m = self.by_key[key]
     if m then
       if ult(m.stop, stop) then m.stop = stop end
@@ -185,8 +178,6 @@ function M.record(offset, size, id)
   return le(offset, 4) .. le(size, 2) .. le(id, 2)
 end
 
-local function hex(v) return string.format("%x", v) end
-
 --- The text part of the file: header, module table (`modules`: list of { id, base, stop,
 -- entry, path } in id order) and the "BB Table" line for `nbbs` records.
 function M.header(modules, nbbs)
@@ -197,8 +188,8 @@ function M.header(modules, nbbs)
     "Columns: id, base, end, entry, path\n",
   }
   for _, m in ipairs(modules) do
-    out[#out + 1] = string.format("%d, 0x%s, 0x%s, 0x%s, %s\n", m.id, hex(m.base), hex(m.stop),
-      hex(m.entry or 0), m.path)
+    out[#out + 1] = string.format("%d, 0x%s, 0x%s, 0x%s, %s\n", m.id, u64.hex(m.base),
+      u64.hex(m.stop), u64.hex(m.entry or 0), m.path)
   end
   out[#out + 1] = string.format("BB Table: %d bbs\n", nbbs)
   return table.concat(out)

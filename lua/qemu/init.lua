@@ -1,15 +1,92 @@
--- The `qemu` module: the API scripts use. The C core (qlua.core) offers small primitives; naming,
--- defaults, argument checks and formatting live here. Also available to scripts as the global `qemu`.
+-- The `qemu` module: the API scripts use, also available to scripts as the global `qemu`.
+-- The C core (qlua.core) offers small positional primitives; this module owns every argument's
+-- shape: it checks and normalizes each one and writes every message once. Registrations take
+-- (fn, data, opts); an unknown option key or value is an error that names the accepted ones.
 
 local core = require "qlua.core"
 local args = require "qemu.args"
+local native = require "qemu.native"
 
 local qemu = {}
 
-local function check_function(fn, where)
+local function fail(level, fmt, ...)
+  error(string.format(fmt, ...), level + 1)
+end
+
+local function check_function(fn, where, level)
   if type(fn) ~= "function" then
-    error(string.format("%s expects a function, got %s", where, type(fn)), 3)
+    fail((level or 2) + 1, "%s expects a function, got %s", where, type(fn))
   end
+end
+
+-- The metatables of the C objects answer getmetatable() with their name (no script can reach or
+-- forge them); that name is how a value's kind is told here. (A table made to answer the same
+-- name passes this check, and is then refused by the C core's own check of the real metatable.)
+local function is(kind, v) return getmetatable(v) == kind end
+
+local function check_self(kind, self, where)
+  if not is("qlua." .. kind, self) then
+    fail(3, "%s: expected a %s as self, got %s (call it with a colon: %s(...))", where, kind,
+      type(self), where)
+  end
+end
+
+local function check_counter(c, where, level)
+  if not is("qlua.counter", c) then
+    fail(level + 1, "%s: expected a counter from qemu.counter(), got %s", where, type(c))
+  end
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+-- opts: nil or a table whose keys are all in `accepted` (name -> check(value) -> ok, expected).
+local function check_opts(opts, where, accepted, level)
+  level = (level or 2) + 1
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    fail(level, "%s: options must be a table such as { %s = ... }, got %s", where,
+      sorted_keys(accepted)[1], type(opts))
+  end
+  for k, v in pairs(opts) do
+    local check = accepted[k]
+    if not check then
+      fail(level, "%s: unknown option '%s' (accepted: %s)", where, tostring(k),
+        table.concat(sorted_keys(accepted), ", "))
+    end
+    local ok, expected = check(v)
+    if not ok then
+      fail(level, "%s: option %s=%s: expected %s", where, tostring(k), tostring(v), expected)
+    end
+  end
+  return opts
+end
+
+local function one_of(...)
+  local set, list = {}, { ... }
+  for _, v in ipairs(list) do set[v] = true end
+  local text = '"' .. table.concat(list, '", "') .. '"'
+  return function(v) return set[v] == true, text end
+end
+local function boolean(v) return type(v) == "boolean", "true or false" end
+local function counter(v) return is("qlua.counter", v), "a counter from qemu.counter()" end
+local function whole(v)
+  return type(v) == "number" and v >= 0 and v % 1 == 0, "a whole number >= 0"
+end
+local RW = one_of("r", "w", "rw")
+
+-- Optional count arguments (tb:count(c, n), insn:count_mem(c, n, opts)): a whole number.
+local function check_n(n, where, level)
+  if n == nil then return 1 end
+  if not whole(n) then
+    fail(level + 1, "%s: n must be a whole number >= 0, got %s%s", where, tostring(n),
+      type(n) == "table" and " (options go after n: use nil for n = 1)" or "")
+  end
+  return n
 end
 
 -- Events. Each on_X may be called more than once; handlers run in the order they were added.
@@ -25,12 +102,16 @@ local EVENTS = {
   on_flush = "flush",             -- fn()
 }
 local USER_ONLY = { syscall = true, syscall_ret = true }
+local system = core.info().system
 for name, event in pairs(EVENTS) do
-  qemu[name] = function(fn)
+  qemu[name] = function(fn, ...)
     check_function(fn, "qemu." .. name)
-    if USER_ONLY[event] and core.info().system then
-      error(string.format("qemu.%s: syscall events exist only in user mode (qemu-ARCH), not in "
-        .. "system emulation; check qemu.has(\"syscalls\") first", name), 2)
+    if select("#", ...) > 0 then
+      fail(2, "qemu.%s(fn) takes only the function (a closure carries any data it needs)", name)
+    end
+    if USER_ONLY[event] and system then
+      fail(2, "qemu.%s: syscall events exist only in user mode (qemu-ARCH), not in system "
+        .. "emulation; check qemu.has(\"syscalls\") first", name)
     end
     core.on(event, fn)
   end
@@ -57,7 +138,8 @@ qemu.memory = core.memory
 qemu.retranslate = core.retranslate
 
 --- A native 64-bit counter with one slot per vCPU: c:sum(), c:get(vcpu), c:add(n [, vcpu]),
--- c:reset(), c:values(). Translated code adds to it through tb:count, insn:count, insn:count_mem.
+-- c:set(v [, vcpu]), c:reset(), c:values(). Translated code adds to it through tb:count,
+-- insn:count, insn:count_mem and qemu.count_every.
 qemu.counter = core.counter_new
 
 --- qemu.tally() -> a native map from whole-number keys (0 .. 2^64-1) to counts: t:add(key [, n]),
@@ -65,41 +147,81 @@ qemu.counter = core.counter_new
 -- an FFI call that compiled loops make in a few ns: the cheap way to aggregate by address in
 -- tracer loops and queued callbacks.
 do
-  local ok, ffi = pcall(require, "ffi")
-  local ffi_add = ok and core.tally_add_ptr
+  local ffi = native.ffi
+  local ffi_add = ffi and core.tally_add_ptr
     and ffi.cast("int (*)(void *, double, double)", core.tally_add_ptr)
-  local BAD = { "key", "amount" }
+  local raw_add = core.tally_add
+  local WHAT = { "key", "amount" }
   local function bad(rc, key, n)
-    local got = key
-    if rc == 2 then got = n end
-    error(string.format("tally:add: the %s must be a whole number from 0 to 2^64-1, got %s",
-      BAD[rc], tostring(got)), 3)
+    fail(3, "tally:add: the %s must be a whole number from 0 to 2^64-1, got %s", WHAT[rc],
+      tostring(rc == 1 and key or n))
+  end
+  local tallies = setmetatable({}, { __mode = "k" }) -- the tables qemu.tally() made
+  local function check(self, name)
+    if not tallies[self] then
+      fail(3, "tally:%s: expected a tally from qemu.tally() as self, got %s (call it with a "
+        .. "colon: t:%s(...))", name, type(self), name)
+    end
   end
   local methods = {}
   for _, name in ipairs { "get", "items", "size", "reset" } do
-    methods[name] = function(self, ...) local raw = self.raw; return raw[name](raw, ...) end
+    methods[name] = function(self, ...)
+      check(self, name)
+      local raw = self.raw
+      return raw[name](raw, ...)
+    end
   end
-  function methods.add(self, key, n)
-    if type(key) ~= "number" then bad(1, key, n) end
-    if n ~= nil and type(n) ~= "number" then bad(2, key, n) end
-    local rc = ffi_add(self.ptr, key, n or 1)
-    if rc ~= 0 then bad(rc, key, n) end
+  if ffi_add then
+    function methods.add(self, key, n)
+      check(self, "add")
+      if type(key) ~= "number" then bad(1, key, n) end
+      if n ~= nil and type(n) ~= "number" then bad(2, key, n) end
+      local rc = ffi_add(self.ptr, key, n or 1)
+      if rc ~= 0 then bad(rc, key, n) end
+    end
+  else
+    -- Lua 5.4: an integer is a u64's bit pattern (addresses from 2^63 up arrive negative), a
+    -- float must be whole and in range; C reads both (qlua_check_u64). Amounts are counts: an
+    -- integer amount must not be negative.
+    local function u64(v, amount)
+      if math.type(v) == "integer" then return not amount or v >= 0 end
+      return type(v) == "number" and v >= 0 and v < 2^64 and v % 1 == 0
+    end
+    function methods.add(self, key, n)
+      check(self, "add")
+      if not u64(key) then bad(1, key, n) end
+      if n ~= nil and not u64(n, true) then bad(2, key, n) end
+      raw_add(self.raw, key, n or 1)
+    end
   end
-  local mt = { __index = methods, __tostring = function(self) return tostring(self.raw) end }
+  local mt = { __index = methods, __tostring = function(self) return tostring(self.raw) end,
+    __metatable = "qlua.tally" }
   function qemu.tally()
     local raw, ptr = core.tally_new()
-    if not ffi_add then return raw end
-    return setmetatable({ raw = raw, ptr = ffi.cast("void *", ptr) }, mt)
+    local t = setmetatable({ raw = raw, ptr = ffi and ffi.cast("void *", ptr) }, mt)
+    tallies[t] = true
+    return t
   end
 end
 
---- qemu.count_every(kind, counter [, rw]): qlua adds the counting ops to every block it translates
--- itself, with no Lua at translation time (the cheapest way to count everything):
+local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem")
+--- qemu.count_every(kind, counter [, opts]): qlua adds the counting ops to every block it
+-- translates itself, with no Lua at translation time (the cheapest way to count everything):
 --   "insn"        every instruction that starts executing (exact, like insn:count in each insn)
 --   "block"       every block execution (like tb:count(c))
 --   "block_insns" the block's instruction count at every block execution (tb:count(c, #tb))
---   "mem"         every memory access of kind rw ("r", "w" or "rw", the default)
-qemu.count_every = core.count_every
+--   "mem"         every memory access; opts.rw = "r", "w" or "rw" (the default)
+function qemu.count_every(kind, c, opts)
+  local ok, expected = COUNT_KINDS(kind)
+  if not ok then fail(2, "qemu.count_every: kind %s: expected one of %s", tostring(kind), expected) end
+  check_counter(c, "qemu.count_every", 2)
+  opts = check_opts(opts, "qemu.count_every", { rw = RW })
+  if opts.rw and kind ~= "mem" then
+    fail(2, "qemu.count_every: only \"mem\" takes the option rw")
+  end
+  core.count_every_rule(kind, c, opts.rw or "rw")
+  core.want("translate")
+end
 
 --- Stops instrumenting: on_exit handlers run, then QEMU unloads the plugin.
 qemu.uninstall = core.uninstall
@@ -121,28 +243,31 @@ qemu.info = {
   version = raw.qlua_version,
   lua = raw.lua,
   onerror = raw.onerror,
+  features = raw.features,          -- name -> present
 }
 
-local FEATURES = {}
-for name in pairs(raw.features) do FEATURES[#FEATURES + 1] = name end
-table.sort(FEATURES)
+local FEATURES = sorted_keys(raw.features)
 
 --- qemu.has(feature) -> boolean. Unknown names are an error listing the known ones.
 function qemu.has(feature)
-  local present, since = core.has(feature)
+  local present, since = core.has(tostring(feature))
   if since == nil then
-    error(string.format("qemu.has: unknown feature '%s'; known: %s", tostring(feature),
-      table.concat(FEATURES, ", ")), 2)
+    fail(2, "qemu.has: unknown feature '%s'; known: %s", tostring(feature),
+      table.concat(FEATURES, ", "))
   end
   return present
 end
 
 --- qemu.need(feature): an error naming the feature and the QEMU that brings it, where absent.
 function qemu.need(feature)
-  if not qemu.has(feature) then
-    local _, since = core.has(feature)
-    error(string.format("%s needs the '%s' feature, which this QEMU (plugin API %d) lacks: it "
-      .. "comes with %s", qemu.info.script, feature, qemu.info.api.cur, since), 2)
+  local present, since = core.has(tostring(feature))
+  if since == nil then
+    fail(2, "qemu.need: unknown feature '%s'; known: %s", tostring(feature),
+      table.concat(FEATURES, ", "))
+  end
+  if not present then
+    local _, err = pcall(core.need, qemu.info.script, feature)
+    error(err, 2)
   end
 end
 
@@ -151,7 +276,7 @@ qemu.binary = core.binary
 
 --- Inside a vCPU callback: the register names (QEMU >= 9.0), a register's value (integer for up to
 -- 8 bytes, little-endian; then the raw bytes), guest memory (QEMU >= 9.2; string, or nil and why).
--- Register reads need a callback registered with register access: insn:on_exec(fn, data, "r").
+-- Register reads need a callback registered with register access: { regs = "r" }.
 qemu.registers = core.registers
 qemu.reg = core.reg
 qemu.read_memory = core.read_memory
@@ -162,73 +287,169 @@ qemu.read_memory = core.read_memory
 qemu.time_control = core.time_control
 qemu.set_time = core.set_time
 
+-- Translation handles: the methods that take functions or options are written here, over the
+-- core's positional primitives; core.tb_methods / core.insn_methods are where the handles look
+-- their methods up.
+local tb_methods, insn_methods = core.tb_methods, core.insn_methods
+
+local EXEC_OPTS = { sync = boolean, regs = one_of("none", "r", "rw"), counter = counter }
+local function exec_args(where, fn, opts)
+  check_function(fn, where, 3)
+  opts = check_opts(opts, where, EXEC_OPTS, 3)
+  return opts.regs or "none", opts.sync == true, opts.counter
+end
+
+--- tb:on_exec(fn [, data] [, opts]) / insn:on_exec: fn(vcpu, data [, count]) at each execution;
+-- opts: sync = true (at the moment itself, not queued), regs = "r"|"rw" (register access; makes
+-- it synchronous), counter = c (pass c's value of the moment as the third argument).
+function tb_methods.on_exec(tb, fn, data, opts)
+  check_self("tb", tb, "tb:on_exec")
+  core.tb_on_exec(tb, fn, data, exec_args("tb:on_exec", fn, opts))
+end
+
+function insn_methods.on_exec(insn, fn, data, opts)
+  check_self("insn", insn, "insn:on_exec")
+  core.insn_on_exec(insn, fn, data, exec_args("insn:on_exec", fn, opts))
+end
+
+local MEM_OPTS = { rw = RW }
+--- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access; opts.rw =
+-- "r", "w" or "rw" (the default).
+function insn_methods.on_mem(insn, fn, data, opts)
+  check_self("insn", insn, "insn:on_mem")
+  check_function(fn, "insn:on_mem")
+  opts = check_opts(opts, "insn:on_mem", MEM_OPTS)
+  core.insn_on_mem(insn, fn, data, opts.rw or "rw")
+end
+
+--- insn:count_mem(counter [, n = 1] [, opts]): add n per memory access of kind opts.rw.
+function insn_methods.count_mem(insn, c, n, opts)
+  check_self("insn", insn, "insn:count_mem")
+  check_counter(c, "insn:count_mem", 2)
+  n = check_n(n, "insn:count_mem", 2)
+  opts = check_opts(opts, "insn:count_mem", MEM_OPTS)
+  core.insn_count_mem(insn, c, n, opts.rw or "rw")
+end
+
+local OPS = one_of("==", "~=", "!=", "<", "<=", ">", ">=", "always", "never")
+local function when_args(where, c, op, value, fn)
+  check_counter(c, where, 3)
+  local ok, expected = OPS(op)
+  if not ok then fail(3, "%s: comparison %s: expected one of %s", where, tostring(op), expected) end
+  if not whole(value) then
+    fail(3, "%s: value must be a whole number >= 0, got %s", where, tostring(value))
+  end
+  check_function(fn, where, 3)
+end
+
+--- tb:when(counter, op, value, fn [, data]) / insn:when: fn(vcpu, data), synchronously, on each
+-- execution at which the executing vCPU's counter compares true with value.
+function tb_methods.when(tb, c, op, value, fn, data)
+  check_self("tb", tb, "tb:when")
+  when_args("tb:when", c, op, value, fn)
+  core.tb_when(tb, c, op, value, fn, data)
+end
+
+function insn_methods.when(insn, c, op, value, fn, data)
+  check_self("insn", insn, "insn:when")
+  when_args("insn:when", c, op, value, fn)
+  core.insn_when(insn, c, op, value, fn, data)
+end
+
 -- Tracers: execution events gathered natively per thread and handed to Lua in batches.
 qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
 
-local ffi_ready = false
+local tracers = {} -- tracer object -> core id
+local tracer_mt = { __metatable = "qlua.tracer",
+  __tostring = function(t) return "tracer " .. tracers[t] end }
 
---- qemu.tracer{ fn = function(events, n) ... end, batch = 4096 } -> tracer, for tb:trace(t, tag),
--- insn:trace(t, tag) and insn:trace_mem(t, tag, "r"|"w"|"rw"). events[0 .. n-1] have addr, pc,
--- tag, vcpu, size, kind (qemu.EVENT), flags (1 signed, 2 big-endian); they are valid only during
--- fn (the buffer is reused: copy what you keep). LuaJIT: FFI records, no allocation; Lua 5.4: a
--- table per event read.
+local function check_tracer(t, where)
+  if tracers[t] == nil then
+    fail(3, "%s: expected a tracer from qemu.tracer{}, got %s", where, type(t))
+  end
+  return tracers[t]
+end
+
+local TRACE_OPTS = { tag = whole }
+local TRACE_MEM_OPTS = { tag = whole, rw = RW }
+
+--- tb:trace(tracer [, opts]), insn:trace(tracer [, opts]): one event per execution; opts.tag = a
+-- whole number the event carries. insn:trace_mem(tracer [, opts]): one event per memory access,
+-- opts.tag and opts.rw = "r"|"w"|"rw".
+local function trace_method(kind, where, accepted, register)
+  return function(handle, t, opts)
+    check_self(kind, handle, where)
+    local id = check_tracer(t, where)
+    opts = check_opts(opts, where, accepted)
+    register(handle, id, opts.tag or 0, opts.rw or "rw") -- (tb and insn traces ignore rw)
+  end
+end
+tb_methods.trace = trace_method("tb", "tb:trace", TRACE_OPTS, core.tb_trace)
+insn_methods.trace = trace_method("insn", "insn:trace", TRACE_OPTS, core.insn_trace)
+insn_methods.trace_mem = trace_method("insn", "insn:trace_mem", TRACE_MEM_OPTS, core.insn_trace_mem)
+
+--- qemu.tracer{ fn = function(events, n) ... end, batch = 4096 } -> tracer. events[1 .. n] have
+-- addr, pc, tag, vcpu, size, kind (qemu.EVENT), flags (1 signed, 2 big-endian); they are valid
+-- only during fn (the buffer is reused: copy what you keep). LuaJIT: FFI records, no allocation;
+-- Lua 5.4: a table per event read.
+local TRACER_SPEC = { fn = function(v) return type(v) == "function", "a function" end,
+  batch = function(v)
+    return type(v) == "number" and v >= 1 and v <= core.tracer_max_batch and v % 1 == 0,
+      "a whole number from 1 to " .. core.tracer_max_batch
+  end }
 function qemu.tracer(spec)
-  if type(spec) ~= "table" then error("qemu.tracer expects a table { fn = ..., batch = ... }", 2) end
+  if type(spec) ~= "table" then fail(2, "qemu.tracer expects a table { fn = ..., batch = ... }") end
+  check_opts(spec, "qemu.tracer", TRACER_SPEC)
   local fn, batch = spec.fn, spec.batch or 4096
   check_function(fn, "qemu.tracer{fn}")
-  if type(batch) ~= "number" or batch < 1 or batch > 1048576 or batch % 1 ~= 0 then
-    error("qemu.tracer: batch must be an integer from 1 to 1048576", 2)
-  end
   local wrapper
-  local ok, ffi = pcall(require, "ffi")
-  if ok then
-    if not ffi_ready then
-      ffi.cdef(core.event_cdef)
-      assert(ffi.sizeof("qlua_event") == core.event_size, "qlua_event layout mismatch")
-      ffi_ready = true
-    end
+  local ffi = native.ffi
+  if ffi then
+    native.cdef_once("qlua_event", core.event_cdef)
+    assert(ffi.sizeof("qlua_event") == core.event_size, "qlua_event layout mismatch")
     local ptr_t = ffi.typeof("const qlua_event *")
     local cast = ffi.cast
-    wrapper = function(p, n) return fn(cast(ptr_t, p), n) end
+    -- one record before the first, so that events[1] is the first record, as in any Lua array
+    wrapper = function(p, n) return fn(cast(ptr_t, p) - 1, n) end
   else
     local event, current, count = core.event, nil, 0
     local view = setmetatable({}, { __index = function(_, i)
-      if type(i) ~= "number" or i < 0 or i >= count or i % 1 ~= 0 then return nil end
-      local addr, pc, tag, vcpu, size, kind, flags = event(current, i)
+      if type(i) ~= "number" or i < 1 or i > count or i % 1 ~= 0 then return nil end
+      local addr, pc, tag, vcpu, size, kind, flags = event(current, i - 1)
       return { addr = addr, pc = pc, tag = tag, vcpu = vcpu, size = size, kind = kind, flags = flags }
-    end })
+    end, __len = function() return count end })
     wrapper = function(p, n) current, count = p, n; return fn(view, n) end
   end
-  return core.tracer_new(wrapper, batch, fn)
+  local t = setmetatable({}, tracer_mt)
+  tracers[t] = core.tracer_new(wrapper, batch, fn)
+  return t
 end
 
--- Queued execution callbacks (on_exec without "sync"): the C side records (function, data, vCPU)
+-- Queued execution callbacks (on_exec without sync): the C side records (function, data, vCPU)
 -- per event; under LuaJIT this loop delivers a batch as compiled code, calling each function
 -- straight from the registry. `pos` tells C which record failed if one raises an error. Lua 5.4
 -- has no FFI: C delivers the records itself, still one lock per batch.
-do
-  local ok, ffi = pcall(require, "ffi")
-  if ok and core.queued_cdef then
-    if not pcall(ffi.typeof, "qlua_queued") then ffi.cdef(core.queued_cdef) end -- once per state
-    assert(ffi.sizeof("qlua_queued") == core.queued_size, "qlua_queued layout mismatch")
-    local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
-    local count_t = ffi.typeof("const " .. core.queued_count_type .. " *")
-    local registry = debug.getregistry()
-    core.queue_drainer(function(p, counts, first, n, pos)
-      local q, at = cast(rec_t, p), cast(pos_t, pos)
-      for i = first, n - 1 do
-        local e = q[i]
-        at[0] = i
-        local d = e.data -- 0: no data (a negative key would keep LuaJIT from compiling the loop)
-        if e.has_count ~= 0 then
-          local c = cast(count_t, counts)[i]
-          if d == 0 then registry[e.fn](e.vcpu, nil, c)
-          else registry[e.fn](e.vcpu, registry[d], c) end
-        elseif d == 0 then registry[e.fn](e.vcpu, nil) -- (vcpu, nil) as from a synchronous call
-        else registry[e.fn](e.vcpu, registry[d]) end
-      end
-    end, function() end)
-  end
+if native.ffi then
+  local ffi = native.ffi
+  native.cdef_once("qlua_queued", core.queued_cdef)
+  assert(ffi.sizeof("qlua_queued") == core.queued_size, "qlua_queued layout mismatch")
+  local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
+  local count_t = ffi.typeof("const " .. core.queued_count_type .. " *")
+  local registry = debug.getregistry()
+  core.queue_drainer(function(p, counts, first, n, pos)
+    local q, at = cast(rec_t, p), cast(pos_t, pos)
+    for i = first, n - 1 do
+      local e = q[i]
+      at[0] = i
+      local d = e.data -- 0: no data (a negative key would keep LuaJIT from compiling the loop)
+      if e.has_count ~= 0 then
+        local c = cast(count_t, counts)[i]
+        if d == 0 then registry[e.fn](e.vcpu, nil, c)
+        else registry[e.fn](e.vcpu, registry[d], c) end
+      elseif d == 0 then registry[e.fn](e.vcpu, nil) -- (vcpu, nil) as from a synchronous call
+      else registry[e.fn](e.vcpu, registry[d]) end
+    end
+  end, function() end)
 end
 
 --- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,

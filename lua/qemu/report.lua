@@ -5,22 +5,11 @@
 
 local M = {}
 
-local floor = math.floor
-local math_type = math.type -- nil in LuaJIT
-local math_ult = math.ult
+local u64 = require "qemu.u64"
 
-local function is_integer(v)
-  if math_type then return math_type(v) == "integer" end
-  return false
-end
-
---- Unsigned 64-bit "less than" for guest values (addresses, counts) held in Lua numbers.
--- Lua 5.4 integers compare as unsigned (a negative integer is an address of 2^63 or more);
--- LuaJIT doubles are never negative here and compare as they are.
-function M.ult(a, b)
-  if is_integer(a) and is_integer(b) then return math_ult(a, b) end
-  return a < b
-end
+--- Unsigned 64-bit "less than" for guest values (addresses, counts) held in Lua numbers
+-- (qemu.u64's, under the name the report scripts use).
+M.ult = u64.lt
 
 --- Bytewise "less than" on strings (Lua 5.4's `<` follows the C locale's collation).
 function M.bytes_lt(a, b)
@@ -110,23 +99,11 @@ function M.sorted_pairs(t, lt)
   end
 end
 
---- A guest value as hexadecimal digits, zero-padded to `width` (default none), without "0x":
--- what C's PRIx64 prints, also for values of 2^63 and more in Lua 5.4 (negative integers).
-function M.hex(v, width)
-  if not is_integer(v) then
-    -- LuaJIT: a double; exact below 2^53, and string.format %x converts it as an unsigned 64-bit.
-    if v ~= floor(v) then error("report.hex: not an integer: " .. tostring(v), 2) end
-  end
-  return string.format("%0" .. (width or 1) .. "x", v)
-end
-
---- A count as decimal digits, as C's PRIu64/PRId64 prints it (integer-valued doubles included).
-function M.dec(v)
-  if not is_integer(v) and v ~= floor(v) then
-    error("report.dec: not an integer: " .. tostring(v), 2)
-  end
-  return string.format("%d", v)
-end
+--- A guest value as hexadecimal digits, zero-padded to `width` (default none), without "0x", as
+-- C's PRIx64 prints it; and a count as decimal digits, as PRIu64 does (qemu.u64's, here for the
+-- report scripts; both refuse fractions).
+M.hex = u64.hex
+M.dec = u64.dec
 
 --- string.format(fmt, ...) applied to each of `records` through `fields(rec)`, which returns the
 -- format's arguments; the lines concatenated. `limit` caps the number of rows (nil: all).
@@ -138,13 +115,8 @@ function M.rows(fmt, records, fields, limit)
   return table.concat(out)
 end
 
---- A bitmask with bit `index` set in `mask` (both non-negative integers, index < 53): the
--- C idiom `mask |= 1 << index` without bit operators, which LuaJIT and Lua 5.4 spell differently.
-function M.set_bit(mask, index)
-  local bit = 2 ^ index
-  if is_integer(mask) then bit = floor(bit) end
-  if floor(mask / bit) % 2 == 0 then return mask + bit end
-  return mask
-end
+--- A bitmask with bit `index` set in `mask` (both non-negative integers, index < 53): C's
+-- `mask |= 1 << index` (qemu.u64's).
+M.set_bit = u64.set_bit
 
 return M

@@ -4,6 +4,10 @@
 -- check how the `qemu` module calls into the core. fake_core.load(core) installs such a table as
 -- package.preload["qlua.core"] and requires a fresh `qemu` module on top of it.
 --
+-- Under LuaJIT the `qemu` module always takes its FFI paths (qemu.native finds the ffi module), so
+-- the fake then offers what those need (queued_cdef, tally_add_ptr, event_cdef, ...); under Lua 5.4
+-- it offers the classic C API's counterparts (core.event, core.tally_add).
+--
 -- Loading this file also puts the repository's lua/ folder on package.path (busted runs from the
 -- repository root).
 
@@ -15,26 +19,53 @@ end
 
 local M = {}
 
+local has_ffi, ffi = pcall(require, "ffi")
+--- LuaJIT's ffi module, or nil (Lua 5.4): which paths the `qemu` module takes.
+M.ffi = has_ffi and ffi or nil
+
 -- Features known to the fake host, as the C core reports them (present?) and what brings them.
+-- Names and texts are those of shim/host.c's features table.
 M.FEATURES = {
   inline = true, scoreboard = false, symbol = true, hwaddr = false, syscalls = true,
   binary = true, idle = false, cond_cb = false, registers = false, read_memory = false,
   mem_value = false, time_control = false,
 }
 M.SINCE = {
-  inline = "QEMU 4.2 to 8.2",
+  inline = "QEMU 4.2 to 8.2 (raw inline adds; qlua counters work everywhere)",
   scoreboard = "QEMU 9.0",
   symbol = "QEMU 6.1",
   hwaddr = "QEMU 6.0 in system mode",
   syscalls = "user mode (qemu-ARCH)",
   binary = "QEMU 7.0 in user mode",
   idle = "system mode (qemu-system-ARCH)",
-  cond_cb = "QEMU 9.1",
+  cond_cb = "QEMU 9.1 (qlua emulates tb:when/insn:when natively before)",
   registers = "QEMU 9.0",
   read_memory = "QEMU 9.2",
   mem_value = "QEMU 9.2",
   time_control = "QEMU 9.1 in system mode",
 }
+
+--- The largest tracer batch (shim/buffer.c's MAX_BATCH, 1 << 20).
+M.MAX_BATCH = 1048576
+
+--- The tracer record, as shim/buffer.c's qlua_buffer_open declares it for the FFI: event numbers
+-- are doubles under LuaJIT, uint64_t under Lua 5.4.
+local EVENT_NUM = M.ffi and "double" or "uint64_t"
+M.EVENT_CDEF = "typedef struct { " .. EVENT_NUM .. " addr; " .. EVENT_NUM .. " pc; " .. EVENT_NUM
+  .. " tag; uint32_t vcpu; uint16_t size; uint8_t kind; uint8_t flags; } qlua_event;"
+M.EVENT_SIZE = 32
+
+-- Fake C objects: the C metatables answer getmetatable() with their name.
+local function object(name, fields, methods)
+  return setmetatable(fields or {}, { __metatable = name, __index = methods })
+end
+--- A value that passes for a translation block handle (getmetatable(v) == "qlua.tb"); given a
+-- fake core, it looks its methods up in core.tb_methods, as the C handles do.
+function M.tb(core) return object("qlua.tb", nil, core and core.tb_methods) end
+--- A value that passes for an instruction handle (methods from core.insn_methods).
+function M.insn(core) return object("qlua.insn", nil, core and core.insn_methods) end
+--- A value that passes for a counter from qemu.counter().
+function M.counter() return object("qlua.counter", { kind = "fake counter" }) end
 
 local function copy(t)
   local c = {}
@@ -42,10 +73,18 @@ local function copy(t)
   return c
 end
 
+-- The native tally add under LuaJIT: one FFI callback for the whole run (their slots are few),
+-- recording into the core made last.
+local current
+local tally_add_ptr = M.ffi and M.ffi.cast("int (*)(void *, double, double)", function(p, key, n)
+  current.tally_adds[#current.tally_adds + 1] = { key, n, ptr = p }
+  return current.tally_rc
+end)
+
 --- A fresh fake core.
 -- opts.system (boolean), opts.script (string, or false for none), opts.args (a list of
 -- "KEY=VALUE" strings, as given on the QEMU command line), opts.features (overrides of FEATURES),
--- opts.smp_vcpus / opts.max_vcpus (system mode), opts.ffi (LuaJIT: the FFI fast paths).
+-- opts.smp_vcpus / opts.max_vcpus (system mode).
 function M.new(opts)
   opts = opts or {}
   local features = copy(M.FEATURES)
@@ -55,10 +94,11 @@ function M.new(opts)
   if script == false then script = nil end
 
   local core = {}
+  current = core
   core.output = {} -- every string handed to core.write, in order
 
   core.on = spy.new(function() end)
-  core.counter_new = spy.new(function() return { kind = "fake counter" } end)
+  core.counter_new = spy.new(function() return M.counter() end)
   core.uninstall = spy.new(function() end)
   core.info = spy.new(function()
     local info = {
@@ -77,10 +117,25 @@ function M.new(opts)
     if M.SINCE[name] == nil then return nil, nil end
     return features[name], M.SINCE[name]
   end)
+  -- core.need(what, feature): raises as shim/host.c's qlua_host_need does (luaL_error from a C
+  -- function: no position), after luaL_checkstring of both arguments.
+  core.need = spy.new(function(what, feature)
+    for i, v in ipairs { type(what), type(feature) } do
+      if v ~= "string" and v ~= "number" then
+        error(string.format("bad argument #%d to 'need' (string expected, got %s)", i, v), 0)
+      end
+    end
+    if not features[feature] then
+      error(string.format("%s needs the '%s' feature, which this QEMU (plugin API %d) lacks: it "
+        .. "comes with %s", what, feature, 1, M.SINCE[feature] or "(null)"), 0)
+    end
+  end)
   core.binary = spy.new(function() return nil end)
   core.counter_mode = spy.new(function() return "inline" end)
   core.vcpus = spy.new(function() return 1 end)
   core.off = spy.new(function(event) return event == "exit" end)
+  core.want = spy.new(function() end)
+  core.memory = spy.new(function() return {} end)
   core.retranslate = spy.new(function() end)
   core.time_control = spy.new(function() return true end)
   core.set_time = spy.new(function() end)
@@ -89,25 +144,60 @@ function M.new(opts)
   core.read_memory = spy.new(function(_, len) return string.rep("\0", len) end)
   core.write = spy.new(function(text) core.output[#core.output + 1] = text end)
   core.flush = spy.new(function() end)
-  if opts.ffi then -- the LuaJIT fast paths: queued callbacks and qemu.tally's add
-    local ffi = require "ffi"
+
+  -- Translation handles look their methods up here; the `qemu` module fills them in.
+  core.tb_methods, core.insn_methods = {}, {}
+  core.tb_on_exec = spy.new(function() end)
+  core.insn_on_exec = spy.new(function() end)
+  core.insn_on_mem = spy.new(function() end)
+  core.insn_count_mem = spy.new(function() end)
+  core.tb_when = spy.new(function() end)
+  core.insn_when = spy.new(function() end)
+  core.count_every_rule = spy.new(function() end)
+
+  -- Tracers: ids from 0, as shim/buffer.c hands them out; core.tracers[id + 1] keeps what
+  -- tracer_new got ({ wrapper, batch, fn }), so specs can call the wrapper as C would.
+  core.tracers = {}
+  core.tracer_max_batch = M.MAX_BATCH
+  core.tracer_new = spy.new(function(wrapper, batch, fn)
+    core.tracers[#core.tracers + 1] = { wrapper = wrapper, batch = batch, fn = fn }
+    return #core.tracers - 1
+  end)
+  core.tb_trace = spy.new(function() end)
+  core.insn_trace = spy.new(function() end)
+  core.insn_trace_mem = spy.new(function() end)
+  core.event_cdef = M.EVENT_CDEF
+  core.event_size = M.EVENT_SIZE
+  -- core.event(ptr, i) (Lua 5.4): record i, from 0, of a fake buffer: a table whose [i] are
+  -- { addr=, pc=, tag=, vcpu=, size=, kind=, flags= }. Reading a record that is not there is an
+  -- error, where C would read past the buffer.
+  core.event = spy.new(function(ptr, i)
+    local e = ptr[i]
+    if e == nil then error("fake core.event: no record " .. tostring(i), 0) end
+    return e.addr, e.pc, e.tag, e.vcpu, e.size, e.kind, e.flags
+  end)
+
+  -- Tallies: tally_new() -> raw object, its address; core.tally_adds gets { key, n } per native
+  -- add (the FFI pointer under LuaJIT, core.tally_add under Lua 5.4).
+  core.tally_adds = {}
+  core.tally_rc = 0 -- what the FFI add returns (1: bad key, 2: bad amount)
+  core.tally_new = spy.new(function()
+    local raw = { size = spy.new(function() return 7 end), get = spy.new(function() return 3 end),
+                  items = spy.new(function() return { [5] = 3 } end), reset = spy.new(function() end) }
+    setmetatable(raw, { __tostring = function() return "tally (7 keys)" end })
+    if M.ffi then return raw, M.ffi.cast("void *", 0x1000) end
+    return raw, { address = 0x1000 } -- stands for the light userdata
+  end)
+  core.tally_add = spy.new(function(raw, key, n)
+    core.tally_adds[#core.tally_adds + 1] = { key, n, raw = raw }
+  end)
+  if M.ffi then -- the LuaJIT fast paths: queued callbacks and qemu.tally's add
     core.queued_cdef = "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
       .. "uint32_t has_count; } qlua_queued;"
     core.queued_size = 16
     core.queued_count_type = "double"
     core.queue_drainer = spy.new(function(drain, noop) core.drain, core.noop = drain, noop end)
-    core.tally_adds = {} -- { key, n } per call of the native add
-    core.tally_rc = 0    -- what the native add returns (1: bad key, 2: bad amount)
-    core.tally_add_ptr = ffi.cast("int (*)(void *, double, double)", function(_, key, n)
-      core.tally_adds[#core.tally_adds + 1] = { key, n }
-      return core.tally_rc
-    end)
-    core.tally_new = spy.new(function()
-      local raw = { size = spy.new(function() return 7 end), get = spy.new(function() return 3 end),
-                    items = spy.new(function() return { [5] = 3 } end), reset = spy.new(function() end) }
-      setmetatable(raw, { __tostring = function() return "tally (7 keys)" end })
-      return raw, ffi.cast("void *", 0x1000)
-    end)
+    core.tally_add_ptr = tally_add_ptr
   end
   core.args = spy.new(function()
     local map, order = {}, {}
@@ -141,6 +231,33 @@ function M.error_of(fn, ...)
   local ok, err = pcall(fn, ...)
   if ok then return nil end
   return err
+end
+
+--- Asserts that spy s was called once, with exactly these arguments (compared with rawequal, so
+-- handles and functions must be the very values; the count of arguments, trailing nils
+-- included, must match too).
+function M.assert_call(s, ...)
+  local assert = require "luassert"
+  local want = { n = select("#", ...), ... }
+  assert.spy(s).was.called(1)
+  local got = s.calls[1].refs
+  local function show(list)
+    local parts = {}
+    for i = 1, list.n do
+      parts[i] = type(list[i]) == "string" and string.format("%q", list[i]) or tostring(list[i])
+    end
+    return "(" .. table.concat(parts, ", ") .. ")"
+  end
+  local same = got.n == want.n
+  for i = 1, want.n do same = same and rawequal(got[i], want[i]) end
+  assert(same, "expected the call " .. show(want) .. ", got " .. show(got))
+end
+
+--- The arguments (the values themselves, not copies; with .n) of call i (default: the last) of
+-- spy s, or nil if there is no such call.
+function M.args_of(s, i)
+  local call = s.calls[i or #s.calls]
+  return call and call.refs
 end
 
 return M

@@ -22,11 +22,11 @@ qemu.on_translate(function(tb)
   if args.lua then tb:on_exec(on_block) end
   for insn in tb:insns() do
     insn:count(insns)
-    insn:count_mem(reads, 1, "r")
-    insn:count_mem(writes, "w")
+    insn:count_mem(reads, 1, { rw = "r" })
+    insn:count_mem(writes, nil, { rw = "w" })
     if args.lua then
       insn:on_exec(on_insn)
-      insn:on_mem(on_access, "rw")
+      insn:on_mem(on_access, nil, { rw = "rw" })
     end
   end
 end)

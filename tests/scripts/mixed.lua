@@ -6,7 +6,7 @@ local qemu = require "qemu"
 local traced, queued, checks, behind = {}, {}, 0, 0
 local t = qemu.tracer { batch = 100, fn = function(ev, n)
   local seen = {}
-  for i = 0, n - 1 do
+  for i = 1, n do
     local v = tonumber(ev[i].vcpu)
     if not seen[v] then
       seen[v] = true
@@ -17,7 +17,7 @@ local t = qemu.tracer { batch = 100, fn = function(ev, n)
       if lag < 0 or lag > 1 then behind = behind + 1 end
     end
   end
-  for i = 0, n - 1 do
+  for i = 1, n do
     local v = tonumber(ev[i].vcpu)
     traced[v] = (traced[v] or 0) + 1
   end

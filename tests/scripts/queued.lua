@@ -29,7 +29,7 @@ end
 
 qemu.on_translate(function(tb)
   tb:on_exec(queued_block, tb.vaddr, { counter = insns })
-  if args.sync then tb:on_exec(sync_block, tb.vaddr, "sync") end
+  if args.sync then tb:on_exec(sync_block, tb.vaddr, { sync = true }) end
   for insn in tb:insns() do
     insn:count(insns)
     insn:on_exec(every_insn)

@@ -24,8 +24,8 @@ end
 
 qemu.on_translate(function(tb)
   for insn in tb:insns() do
-    if insn.disas == "decl %ecx" then insn:on_exec(at_dec, nil, "r") end
-    if insn.disas == "movl 0x1000, %edx" then insn:on_mem(at_load, "r") end
+    if insn.disas == "decl %ecx" then insn:on_exec(at_dec, nil, { regs = "r" }) end
+    if insn.disas == "movl 0x1000, %edx" then insn:on_mem(at_load, nil, { rw = "r" }) end
   end
 end)
 

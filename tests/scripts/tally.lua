@@ -6,7 +6,7 @@ local reads, writes, blocks = qemu.tally(), qemu.tally(), qemu.tally()
 local lreads, lwrites, lblocks = {}, {}, {}
 local STORE = qemu.EVENT.store
 local t = qemu.tracer { batch = 1000, fn = function(ev, n)
-  for i = 0, n - 1 do
+  for i = 1, n do
     local e = ev[i]
     local page = e.addr - e.addr % 4096
     if e.kind == STORE then

@@ -17,7 +17,7 @@ end
 local names = { [EV.tb] = "tb", [EV.insn] = "insn", [EV.load] = "load", [EV.store] = "store" }
 
 local t = qemu.tracer { batch = args.batch, fn = function(ev, n)
-  for i = 0, n - 1 do
+  for i = 1, n do
     local e = ev[i]
     local kind = names[tonumber(e.kind)]
     traced[kind] = traced[kind] + 1
@@ -34,7 +34,7 @@ local function on_insn(vcpu, pc) mix(call_sum, vcpu, pc) end
 qemu.on_translate(function(tb)
   tb:trace(t)
   for insn in tb:insns() do
-    insn:trace(t, 7)
+    insn:trace(t, { tag = 7 })
     insn:count(insns)
     insn:trace_mem(t)
     if args.lua then insn:on_exec(on_insn, insn.vaddr) end

@@ -1,0 +1,36 @@
+/* buffer.h: tracers, execution events gathered natively in per-thread buffers and handed to a Lua
+ * function as an array of records. */
+#ifndef QLUA_BUFFER_H
+#define QLUA_BUFFER_H
+
+#include "base.h"
+
+/* Event numbers are doubles under LuaJIT (its FFI boxes 64-bit integers, which cannot be table
+ * keys; doubles are exact below 2^53, like every LuaJIT number) and u64 under Lua 5.4. */
+#ifdef QLUA_LUAJIT
+typedef double qlua_event_num;
+#define QLUA_EVENT_NUM_NAME "double"
+#else
+typedef uint64_t qlua_event_num;
+#define QLUA_EVENT_NUM_NAME "uint64_t"
+#endif
+
+/* Called (on the filling thread) when one of its tracer buffers is full: the thread's other
+ * buffers must go to Lua with it, in order. Without a hook, only the tracers are delivered. */
+void qlua_buffer_on_full(void (*deliver_thread)(void));
+/* Delivers this thread's (or every thread's) traced events, under the Lua lock. */
+void qlua_buffer_drain_mine(void);
+void qlua_buffer_drain_all(void);
+/* Has this thread traced anything not yet delivered? */
+bool qlua_buffer_pending_mine(void);
+/* At vCPU exit: delivers and frees this thread's buffers. */
+void qlua_buffer_release_mine(void);
+/* A reload starts with no tracers; restore brings back the old ones if the new script fails. */
+void qlua_buffer_save(void);
+void qlua_buffer_restore(void);
+
+/* core.tracer_new, core.event, core.tb_trace, core.insn_trace, core.insn_trace_mem, and the record
+ * layout for LuaJIT (core.event_cdef, core.event_size). */
+void qlua_buffer_open(lua_State *L);
+
+#endif

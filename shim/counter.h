@@ -1,0 +1,45 @@
+/* counter.h: native 64-bit counters with one slot per vCPU, the counting ops translated code runs
+ * on them, conditional callbacks on their values, and qemu.count_every's rules. */
+#ifndef QLUA_COUNTER_H
+#define QLUA_COUNTER_H
+
+#include "base.h"
+
+typedef struct qlua_counter qlua_counter;
+
+qlua_counter *qlua_counter_check(lua_State *L, int idx);
+uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu);
+
+/* Counting ops asked for during a translation; emitted by qlua_counter_emit_pending once the
+ * on_translate handlers have returned (see counter.c for why last). */
+void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n);
+void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n);
+void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
+                      enum qemu_plugin_mem_rw rw);
+void qlua_counter_emit_pending(void);
+
+/* cb(vcpu, udata) at each execution at which the executing vCPU's value of c compares true. */
+void qlua_counter_when_tb(struct qemu_plugin_tb *tb, qlua_counter *c, enum qemu_plugin_cond cond,
+                          uint64_t imm, qemu_plugin_vcpu_udata_cb_t cb, void *udata);
+void qlua_counter_when_insn(struct qemu_plugin_insn *insn, qlua_counter *c,
+                            enum qemu_plugin_cond cond, uint64_t imm,
+                            qemu_plugin_vcpu_udata_cb_t cb, void *udata);
+
+/* counters=auto|callback, chosen at install; the strategy's name for qemu.counter_mode(). */
+void qlua_counter_setup(const char *mode);
+const char *qlua_counter_mode(void);
+/* For every new vCPU: true when code translated so far must be redone (shared inline adds). */
+bool qlua_counter_vcpu_init(unsigned int vcpu);
+void qlua_counter_free_all(void);
+
+/* qemu.count_every's rules, applied to every translated block; swapped as a whole by a reload. */
+bool qlua_counter_has_rules(void);
+void qlua_counter_apply_rules(struct qemu_plugin_tb *tb);
+void *qlua_counter_take_rules(void);
+void qlua_counter_put_rules(void *given);
+void qlua_counter_drop_rules(void *dropped);
+
+/* core.counter_new, core.vcpus, core.count_every_rule and the counter metatable. */
+void qlua_counter_open(lua_State *L);
+
+#endif

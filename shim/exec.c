@@ -1,0 +1,538 @@
+/* exec.c: everything that runs Lua at execution time. Synchronous callbacks enter Lua at the
+ * event. Queued callbacks (on_exec without sync, the default) write a 16-byte record into the
+ * executing thread's queue; the queue goes to Lua in batches, in order: when full, before any
+ * other Lua callback on the thread, together with the thread's tracer buffers, at vCPU exit,
+ * before a fork, before a flush and at exit. Under LuaJIT a compiled loop (lua/qemu/init.lua)
+ * calls each function straight from the registry: one lock and one protected call per batch.
+ * Owns: execution callback records, the function cache, queues, the order of a thread's batches.
+ * Must not touch: tracer records (buffer.c), QEMU's global events (events.c). */
+#include <string.h>
+
+#include "exec.h"
+#include "arena.h"
+#include "buffer.h"
+#include "counter.h"
+#include "host.h"
+#include "insn.h"
+#include "mem.h"
+#include "tb.h"
+#include "value.h"
+
+/* What QEMU hands back at each execution of a callback registered from Lua. */
+typedef struct {
+    qlua_fn *fn;
+    int fn_ref;          /* fn->ref, here so a queued event reads one record */
+    int data_ref;        /* registry reference of the data; 0: none */
+    qlua_counter *count; /* { counter = c }: pass c's value at the event */
+    enum qemu_plugin_mem_rw rw; /* on_mem: which accesses */
+} exec_rec;
+
+/* ---- the function cache ---- */
+
+/* One qlua_fn per distinct (Lua function, kind of callback) per flush generation, so a block that
+ * registers the same function for each of its instructions costs one registry slot, errors name
+ * the kind of callback that failed, and onerror=warn disables the function everywhere at once. */
+static int fns_ref = LUA_NOREF;   /* event -> { function -> qlua_fn* } */
+static GHashTable *fns_by_ref;    /* registry reference -> qlua_fn*, this flush generation */
+
+static qlua_fn *exec_fn(lua_State *L, int idx, const char *event)
+{
+    luaL_checktype(L, idx, LUA_TFUNCTION);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fns_ref);
+    lua_getfield(L, -1, event);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, event);
+    }
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    qlua_fn *fn = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (fn == NULL) {
+        fn = qlua_arena_alloc(sizeof *fn);
+        fn->event = event;
+        fn->stats = qlua_gate_site(L, idx, event);
+        lua_pushvalue(L, idx);
+        fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        qlua_arena_keep(fn->ref);
+        g_hash_table_insert(fns_by_ref, GINT_TO_POINTER(fn->ref), fn);
+        fn->disabled = qlua_gate_was_disabled(L, idx);
+        lua_pushvalue(L, idx);
+        lua_pushlightuserdata(L, fn);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 2);
+    return fn;
+}
+
+/* The function behind a registry reference (queued records carry only it). */
+static qlua_fn *fn_by_ref(int ref)
+{
+    return g_hash_table_lookup(fns_by_ref, GINT_TO_POINTER(ref));
+}
+
+void qlua_exec_reclaim(lua_State *L)
+{
+    g_hash_table_remove_all(fns_by_ref);
+    lua_newtable(L);
+    lua_rawseti(L, LUA_REGISTRYINDEX, fns_ref);
+}
+
+static exec_rec *rec_new(lua_State *L, int fn_idx, int data_idx, const char *event)
+{
+    exec_rec *r = qlua_arena_alloc(sizeof *r);
+    r->fn = exec_fn(L, fn_idx, event);
+    r->fn_ref = r->fn->ref;
+    r->data_ref = qlua_arena_ref(L, data_idx);
+    return r;
+}
+
+/* The arguments of an execution callback, synchronous or queued: vcpu, data (nil for none),
+ * and with { counter = c } c's value at the event. Returns how many were pushed. */
+static int push_args(lua_State *L, unsigned int vcpu, int data_ref, bool has_count,
+                     uint64_t count)
+{
+    lua_pushinteger(L, vcpu);
+    if (data_ref == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, data_ref);
+    }
+    if (has_count) {
+        qlua_push_u64(L, count);
+    }
+    return has_count ? 3 : 2;
+}
+
+/* ---- queues: per-thread records of queued callbacks ---- */
+
+/* 16 bytes: writing and reading the records is most of the cost of a queued event. The counter
+ * value of { counter = c } goes to a parallel array. Layout shared with Lua (qlua_exec_open). */
+typedef struct {
+    int32_t fn;
+    int32_t data; /* 0: no data */
+    uint32_t vcpu;
+    uint32_t has_count;
+} qlua_queued;
+
+#define QUEUE_BATCH 4096
+#define QUEUE_FEW 8
+
+typedef struct thread_queue {
+    qlua_queued *records;
+    qlua_event_num *counts;
+    size_t n;
+    uint32_t pos; /* LuaJIT's loop writes the record it is calling here */
+    bool draining;
+    struct thread_queue *next;
+} thread_queue;
+
+static QLUA_TLS thread_queue *mine;
+static thread_queue *all_queues; /* every thread's, for exit, fork and flush */
+static GMutex all_lock;
+static int drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, counts, first, n, pos) */
+static int noop_ref = LUA_NOREF;    /* stands in for a function onerror=warn disabled */
+static uint64_t batches;
+
+uint64_t qlua_exec_batches(void)
+{
+    return batches;
+}
+
+static thread_queue *my_queue(void)
+{
+    if (G_UNLIKELY(mine == NULL)) {
+        mine = g_new0(thread_queue, 1);
+        mine->records = g_new(qlua_queued, QUEUE_BATCH);
+        mine->counts = g_new(qlua_event_num, QUEUE_BATCH);
+        g_mutex_lock(&all_lock);
+        mine->next = all_queues;
+        all_queues = mine;
+        g_mutex_unlock(&all_lock);
+    }
+    return mine;
+}
+
+/* The error policy for a failed record: that record's function, or (the failure was not a
+ * record's, say out of memory) the policy of queued callbacks in general. */
+static void queue_error(int failed_ref)
+{
+    qlua_fn *owner = fn_by_ref(failed_ref);
+    if (owner) {
+        qlua_gate_error(owner); /* returns only under onerror=warn */
+    } else {
+        static qlua_fn unknown = {.ref = LUA_NOREF, .event = "queued on_exec"};
+        unknown.disabled = false;
+        qlua_gate_error(&unknown);
+    }
+}
+
+/* Runs records first..n-1 of q; returns the index of the record that failed, or n. */
+static size_t run_records(lua_State *L, thread_queue *q, size_t first, size_t n, int handler)
+{
+    /* A few records (a synchronous callback on this thread came soon after them): one call each
+     * is cheaper than starting LuaJIT's loop, whose set-up costs several calls. */
+    if (drainer_ref != LUA_NOREF && n - first > QUEUE_FEW) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, drainer_ref);
+        lua_pushlightuserdata(L, q->records);
+        lua_pushlightuserdata(L, q->counts);
+        lua_pushinteger(L, (lua_Integer)first);
+        lua_pushinteger(L, (lua_Integer)n);
+        lua_pushlightuserdata(L, &q->pos);
+        q->pos = (uint32_t)first;
+        if (qlua_gate_pcall_at(L, 5, 0, handler) == 0) {
+            return n;
+        }
+        return MIN(MAX((size_t)q->pos, first), n - 1); /* the record being called */
+    }
+    for (size_t i = first; i < n; i++) { /* Lua 5.4, or a few records */
+        const qlua_queued *r = &q->records[i];
+        if (r->fn == noop_ref) {
+            continue;
+        }
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
+        int nargs = push_args(L, r->vcpu, r->data, r->has_count,
+                              r->has_count ? (uint64_t)q->counts[i] : 0);
+        if (qlua_gate_pcall_at(L, nargs, 0, handler) != 0) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* profile=on: one batch, many sites; its time is shared out by each site's number of records. */
+static void charge_batch(thread_queue *q, size_t n, uint64_t ns)
+{
+    uint64_t per = ns / n;
+    batches++;
+    for (size_t j = 0; j < n; j++) {
+        qlua_fn *fn = fn_by_ref(q->records[j].fn);
+        if (fn && fn->stats) {
+            qlua_gate_charge(fn->stats, per);
+            fn->stats->events++;
+        }
+    }
+}
+
+/* Delivers a thread's queued callbacks in the order they were executed, under the Lua lock. */
+static void drain_queue(thread_queue *q)
+{
+    size_t n = q->n;
+    lua_State *L = qlua.L;
+    if (n == 0 || L == NULL) {
+        q->n = 0;
+        return;
+    }
+    qlua_queue_context++;
+    uint64_t t0 = qlua.profile ? qlua_now_ns() : 0;
+    if (qlua_some_fn_disabled) { /* rare: onerror=warn turned a function off */
+        for (size_t j = 0; j < n; j++) {
+            qlua_fn *fn = fn_by_ref(q->records[j].fn);
+            if (fn && fn->disabled) {
+                q->records[j].fn = noop_ref;
+            }
+        }
+    }
+    for (size_t first = 0; !qlua.finished && first < n;) {
+        int handler = qlua_gate_push_handler(L);
+        size_t failed = run_records(L, q, first, n, handler);
+        if (failed == n) {
+            lua_pop(L, 1);
+            break;
+        }
+        int failed_ref = q->records[failed].fn;
+        queue_error(failed_ref);
+        lua_pop(L, 1);
+        for (size_t j = failed + 1; j < n; j++) { /* the failed function is off for good */
+            if (q->records[j].fn == failed_ref) {
+                q->records[j].fn = noop_ref;
+            }
+        }
+        first = failed + 1;
+    }
+    if (qlua.profile) {
+        charge_batch(q, n, qlua_now_ns() - t0);
+    }
+    qlua_queue_context--;
+    q->n = 0;
+}
+
+/* A thread's tracer buffers, then its queue (each in execution order; a tracer's events are not
+ * interleaved with the queue). Under the Lua lock from the first look. */
+static void drain_thread(thread_queue *q)
+{
+    qlua_lock();
+    qlua_buffer_drain_mine();
+    if (q && !q->draining) { /* draining: one of q's callbacks is running */
+        q->draining = true;
+        /* delivered after the fact: not a vCPU callback context (no register or memory reads) */
+        int context = qlua_vcpu_context;
+        qlua_vcpu_context = 0;
+        drain_queue(q);
+        qlua_vcpu_context = context;
+        q->draining = false;
+    }
+    qlua_unlock();
+}
+
+void qlua_exec_drain_mine(void)
+{
+    if ((mine && mine->n && !mine->draining) || qlua_buffer_pending_mine()) {
+        drain_thread(mine);
+    }
+}
+
+/* tracers call this when one of the thread's buffers fills */
+static void deliver_mine(void)
+{
+    drain_thread(mine);
+}
+
+void qlua_exec_drain_all(void)
+{
+    qlua_lock();
+    qlua_buffer_drain_all();
+    g_mutex_lock(&all_lock);
+    thread_queue *list = all_queues;
+    g_mutex_unlock(&all_lock);
+    for (thread_queue *q = list; q; q = q->next) {
+        if (!q->draining) {
+            q->draining = true;
+            int context = qlua_vcpu_context;
+            qlua_vcpu_context = 0;
+            drain_queue(q);
+            qlua_vcpu_context = context;
+            q->draining = false;
+        }
+    }
+    qlua_unlock();
+}
+
+void qlua_exec_release_mine(void)
+{
+    qlua_lock();
+    qlua_exec_drain_mine();
+    qlua_buffer_release_mine();
+    if (mine) {
+        g_mutex_lock(&all_lock);
+        for (thread_queue **p = &all_queues; *p; p = &(*p)->next) {
+            if (*p == mine) {
+                *p = mine->next;
+                break;
+            }
+        }
+        g_mutex_unlock(&all_lock);
+        g_free(mine->records);
+        g_free(mine->counts);
+        g_free(mine);
+        mine = NULL;
+    }
+    qlua_unlock();
+}
+
+lua_State *qlua_exec_enter(qlua_fn *fn)
+{
+    qlua_exec_drain_mine(); /* this thread's batched events come first, in order */
+    return qlua_gate_enter(fn);
+}
+
+/* ---- the callbacks QEMU calls ---- */
+
+static void sync_cb(unsigned int vcpu, void *udata)
+{
+    exec_rec *r = udata;
+    if (G_UNLIKELY(qlua.polls)) {
+        qlua_gate_poll();
+    }
+    lua_State *L = qlua_exec_enter(r->fn);
+    if (L == NULL) {
+        return;
+    }
+    int nargs = push_args(L, vcpu, r->data_ref, r->count != NULL,
+                          r->count ? qlua_counter_value(r->count, vcpu) : 0);
+    qlua_vcpu_context++;
+    qlua_gate_call(r->fn, nargs);
+    qlua_vcpu_context--;
+}
+
+static void queued_cb(unsigned int vcpu, void *udata)
+{
+    const exec_rec *r = udata;
+    if (G_UNLIKELY(qlua.polls)) {
+        qlua_gate_poll();
+    }
+    thread_queue *q = G_LIKELY(mine != NULL) ? mine : my_queue();
+    qlua_queued *rec = &q->records[q->n];
+    rec->fn = r->fn_ref;
+    rec->data = r->data_ref;
+    rec->vcpu = vcpu;
+    rec->has_count = r->count != NULL;
+    if (r->count) {
+        q->counts[q->n] = (qlua_event_num)qlua_counter_value(r->count, vcpu);
+    }
+    if (G_UNLIKELY(++q->n == QUEUE_BATCH)) {
+        drain_thread(q);
+    }
+}
+
+static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+    exec_rec *r = udata;
+    if (!qlua_mem_wanted(r->rw, info)) {
+        return;
+    }
+    if (G_UNLIKELY(qlua.polls)) {
+        qlua_gate_poll();
+    }
+    qlua_lock(); /* held across the gate so the access stops being live before others run */
+    lua_State *L = qlua_exec_enter(r->fn);
+    if (L == NULL) {
+        qlua_unlock();
+        return;
+    }
+    lua_pushinteger(L, vcpu);
+    uint64_t saved = qlua_access_push(L, info, vaddr);
+    qlua_push_u64(L, vaddr);
+    if (r->data_ref == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
+    }
+    qlua_vcpu_context++;
+    qlua_gate_call(r->fn, 4);
+    qlua_vcpu_context--;
+    qlua_access_close(saved);
+    qlua_unlock();
+}
+
+/* ---- registration, with positional arguments lua/qemu/init.lua has checked ---- */
+
+static enum qemu_plugin_cb_flags check_regs(lua_State *L, int idx)
+{
+    static const char *const names[] = {"none", "r", "rw", NULL};
+    static const enum qemu_plugin_cb_flags flags[] = {
+        QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS};
+    luaL_checktype(L, idx, LUA_TSTRING);
+    return flags[luaL_checkoption(L, idx, NULL, names)];
+}
+
+/* core.tb_on_exec / core.insn_on_exec (handle, fn, data, regs, sync, counter): register access
+ * makes a callback synchronous (the registers are those of the moment); QEMU must know at
+ * translation time, since making registers readable costs at every execution. */
+static int exec_on_exec(lua_State *L, struct qemu_plugin_tb *tb, struct qemu_plugin_insn *insn)
+{
+    enum qemu_plugin_cb_flags flags = check_regs(L, 4);
+    bool sync = lua_toboolean(L, 5) || qlua.exec_sync || flags != QEMU_PLUGIN_CB_NO_REGS;
+    qlua_counter *count = lua_isnoneornil(L, 6) ? NULL : qlua_counter_check(L, 6);
+    exec_rec *r = rec_new(L, 2, 3, tb ? "tb:on_exec" : "insn:on_exec");
+    r->count = count;
+    qemu_plugin_vcpu_udata_cb_t cb = sync ? sync_cb : queued_cb;
+    if (tb) {
+        qlua_host.register_vcpu_tb_exec_cb(tb, cb, flags, r);
+    } else {
+        qlua_host.register_vcpu_insn_exec_cb(insn, cb, flags, r);
+    }
+    return 0;
+}
+
+static int exec_tb_on_exec(lua_State *L)
+{
+    return exec_on_exec(L, qlua_tb_check(L, 1), NULL);
+}
+
+static int exec_insn_on_exec(lua_State *L)
+{
+    return exec_on_exec(L, NULL, qlua_insn_check(L, 1));
+}
+
+/* core.insn_on_mem(insn, fn, data, rw): fn(vcpu, access, vaddr, data) per access of kind rw. */
+static int exec_insn_on_mem(lua_State *L)
+{
+    struct qemu_plugin_insn *insn = qlua_insn_check(L, 1);
+    enum qemu_plugin_mem_rw rw = qlua_mem_check_rw(L, 4);
+    exec_rec *r = rec_new(L, 2, 3, "insn:on_mem");
+    r->rw = rw;
+    /* always RW, filtered in mem_cb: see qlua_counter_mem for why */
+    qlua_host.register_vcpu_mem_cb(insn, mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, r);
+    return 0;
+}
+
+static enum qemu_plugin_cond check_cond(lua_State *L, int idx)
+{
+    static const char *const ops[] = {"==", "~=", "!=", "<", "<=", ">", ">=", "always", "never",
+                                      NULL};
+    static const enum qemu_plugin_cond conds[] = {
+        QEMU_PLUGIN_COND_EQ, QEMU_PLUGIN_COND_NE, QEMU_PLUGIN_COND_NE,
+        QEMU_PLUGIN_COND_LT, QEMU_PLUGIN_COND_LE, QEMU_PLUGIN_COND_GT,
+        QEMU_PLUGIN_COND_GE, QEMU_PLUGIN_COND_ALWAYS, QEMU_PLUGIN_COND_NEVER};
+    luaL_checktype(L, idx, LUA_TSTRING);
+    return conds[luaL_checkoption(L, idx, NULL, ops)];
+}
+
+/* core.tb_when / core.insn_when (handle, counter, op, value, fn, data): fn(vcpu, data) on each
+ * execution at which the executing vCPU's counter compares true with value; synchronous. */
+static int exec_when(lua_State *L, struct qemu_plugin_tb *tb, struct qemu_plugin_insn *insn)
+{
+    qlua_counter *c = qlua_counter_check(L, 2);
+    enum qemu_plugin_cond cond = check_cond(L, 3);
+    uint64_t imm = qlua_check_u64(L, 4);
+    exec_rec *r = rec_new(L, 5, 6, tb ? "tb:when" : "insn:when");
+    if (tb) {
+        qlua_counter_when_tb(tb, c, cond, imm, sync_cb, r);
+    } else {
+        qlua_counter_when_insn(insn, c, cond, imm, sync_cb, r);
+    }
+    return 0;
+}
+
+static int exec_tb_when(lua_State *L)
+{
+    return exec_when(L, qlua_tb_check(L, 1), NULL);
+}
+
+static int exec_insn_when(lua_State *L)
+{
+    return exec_when(L, NULL, qlua_insn_check(L, 1));
+}
+
+/* core.queue_drainer(fn, noop): LuaJIT's loop over queued records (see lua/qemu/init.lua) */
+static int exec_queue_drainer(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_unref(L, LUA_REGISTRYINDEX, drainer_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, noop_ref);
+    lua_pushvalue(L, 1);
+    drainer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, 2);
+    noop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+void qlua_exec_open(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"tb_on_exec", exec_tb_on_exec},
+                                   {"insn_on_exec", exec_insn_on_exec},
+                                   {"insn_on_mem", exec_insn_on_mem},
+                                   {"tb_when", exec_tb_when},
+                                   {"insn_when", exec_insn_when},
+                                   {"queue_drainer", exec_queue_drainer},
+                                   {NULL, NULL}};
+    if (fns_by_ref == NULL) {
+        fns_by_ref = g_hash_table_new(g_direct_hash, g_direct_equal);
+    }
+    drainer_ref = noop_ref = LUA_NOREF; /* a new state (a reload keeps the state) */
+    lua_newtable(L);
+    fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    qlua_buffer_on_full(deliver_mine);
+    luaL_setfuncs(L, fns, 0);
+    lua_pushliteral(L, "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
+                       "uint32_t has_count; } qlua_queued;");
+    lua_setfield(L, -2, "queued_cdef");
+    lua_pushliteral(L, QLUA_EVENT_NUM_NAME);
+    lua_setfield(L, -2, "queued_count_type");
+    lua_pushinteger(L, (lua_Integer)sizeof(qlua_queued));
+    lua_setfield(L, -2, "queued_size");
+}
