@@ -449,6 +449,12 @@ describe("qemu", function()
         assert_call(core[prim], h, f, nil, "none", false, nil)
       end)
 
+      it("refuses an argument after the options (an old positional option, say)", function()
+        local err = error_of(function() handle(kind):on_exec(function() end, nil, {}, "sync") end)
+        assert.matches(where .. "(fn, data, opts) takes nothing after its options (got sync", err, 1, true)
+        assert.spy(core[prim]).was_not.called()
+      end)
+
       it("refuses an unknown option and names the accepted ones", function()
         local err = error_of(function() handle(kind):on_exec(function() end, nil, { sink = true }) end)
         assert.matches(where .. ": unknown option 'sink' (accepted: counter, regs, sync)", err, 1, true)

@@ -86,7 +86,7 @@ def test_registers_memory_and_access_values_on_qemu_10():
         r = system_qemu("10.0", ["script=" + path])
     finally:
         os.unlink(path)
-    assert "this on_exec callback is queued" in r.log and '"sync"' in r.log, (
+    assert "this on_exec callback is queued" in r.log and "{ sync = true }" in r.log, (
         f"a queued callback is told how to read memory of the moment\n{r}")
 
 

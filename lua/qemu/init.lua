@@ -31,6 +31,15 @@ local function check_self(kind, self, where)
   end
 end
 
+-- An argument after the last one a function takes is a mistake (an option in the old positional
+-- form, say), not something to ignore.
+local function no_more(extra, form)
+  if extra ~= nil then
+    fail(3, "%s takes nothing after its options (got %s; options go in the table)", form,
+      tostring(extra))
+  end
+end
+
 local function check_counter(c, where, level)
   if not is("qlua.counter", c) then
     fail(level + 1, "%s: expected a counter from qemu.counter(), got %s", where, type(c))
@@ -211,7 +220,8 @@ local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem")
 --   "block"       every block execution (like tb:count(c))
 --   "block_insns" the block's instruction count at every block execution (tb:count(c, #tb))
 --   "mem"         every memory access; opts.rw = "r", "w" or "rw" (the default)
-function qemu.count_every(kind, c, opts)
+function qemu.count_every(kind, c, opts, extra)
+  no_more(extra, "qemu.count_every(kind, c, opts)")
   local ok, expected = COUNT_KINDS(kind)
   if not ok then fail(2, "qemu.count_every: kind %s: expected one of %s", tostring(kind), expected) end
   check_counter(c, "qemu.count_every", 2)
@@ -302,29 +312,33 @@ end
 --- tb:on_exec(fn [, data] [, opts]) / insn:on_exec: fn(vcpu, data [, count]) at each execution;
 -- opts: sync = true (at the moment itself, not queued), regs = "r"|"rw" (register access; makes
 -- it synchronous), counter = c (pass c's value of the moment as the third argument).
-function tb_methods.on_exec(tb, fn, data, opts)
+function tb_methods.on_exec(tb, fn, data, opts, extra)
   check_self("tb", tb, "tb:on_exec")
+  no_more(extra, "tb:on_exec(fn, data, opts)")
   core.tb_on_exec(tb, fn, data, exec_args("tb:on_exec", fn, opts))
 end
 
-function insn_methods.on_exec(insn, fn, data, opts)
+function insn_methods.on_exec(insn, fn, data, opts, extra)
   check_self("insn", insn, "insn:on_exec")
+  no_more(extra, "insn:on_exec(fn, data, opts)")
   core.insn_on_exec(insn, fn, data, exec_args("insn:on_exec", fn, opts))
 end
 
 local MEM_OPTS = { rw = RW }
 --- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access; opts.rw =
 -- "r", "w" or "rw" (the default).
-function insn_methods.on_mem(insn, fn, data, opts)
+function insn_methods.on_mem(insn, fn, data, opts, extra)
   check_self("insn", insn, "insn:on_mem")
+  no_more(extra, "insn:on_mem(fn, data, opts)")
   check_function(fn, "insn:on_mem")
   opts = check_opts(opts, "insn:on_mem", MEM_OPTS)
   core.insn_on_mem(insn, fn, data, opts.rw or "rw")
 end
 
 --- insn:count_mem(counter [, n = 1] [, opts]): add n per memory access of kind opts.rw.
-function insn_methods.count_mem(insn, c, n, opts)
+function insn_methods.count_mem(insn, c, n, opts, extra)
   check_self("insn", insn, "insn:count_mem")
+  no_more(extra, "insn:count_mem(c, n, opts)")
   check_counter(c, "insn:count_mem", 2)
   n = check_n(n, "insn:count_mem", 2)
   opts = check_opts(opts, "insn:count_mem", MEM_OPTS)
@@ -344,14 +358,16 @@ end
 
 --- tb:when(counter, op, value, fn [, data]) / insn:when: fn(vcpu, data), synchronously, on each
 -- execution at which the executing vCPU's counter compares true with value.
-function tb_methods.when(tb, c, op, value, fn, data)
+function tb_methods.when(tb, c, op, value, fn, data, extra)
   check_self("tb", tb, "tb:when")
+  no_more(extra, "tb:when(c, op, value, fn, data)")
   when_args("tb:when", c, op, value, fn)
   core.tb_when(tb, c, op, value, fn, data)
 end
 
-function insn_methods.when(insn, c, op, value, fn, data)
+function insn_methods.when(insn, c, op, value, fn, data, extra)
   check_self("insn", insn, "insn:when")
+  no_more(extra, "insn:when(c, op, value, fn, data)")
   when_args("insn:when", c, op, value, fn)
   core.insn_when(insn, c, op, value, fn, data)
 end
@@ -377,8 +393,9 @@ local TRACE_MEM_OPTS = { tag = whole, rw = RW }
 -- whole number the event carries. insn:trace_mem(tracer [, opts]): one event per memory access,
 -- opts.tag and opts.rw = "r"|"w"|"rw".
 local function trace_method(kind, where, accepted, register)
-  return function(handle, t, opts)
+  return function(handle, t, opts, extra)
     check_self(kind, handle, where)
+    no_more(extra, where .. "(t, opts)")
     local id = check_tracer(t, where)
     opts = check_opts(opts, where, accepted)
     register(handle, id, opts.tag or 0, opts.rw or "rw") -- (tb and insn traces ignore rw)
