@@ -85,6 +85,10 @@ static thread_buffers *my_buffers(void)
 }
 
 /* Hands one tracer's buffer to Lua, under the Lua lock. */
+/* The batch being delivered (under the Lua lock): the only records core.event may read. */
+static const qlua_event *delivering;
+static size_t delivering_n;
+
 static void drain_one(thread_buffers *b, int t)
 {
     size_t n = b->count[t];
@@ -96,9 +100,15 @@ static void drain_one(thread_buffers *b, int t)
         if (tracers[t].fn->stats) {
             tracers[t].fn->stats->events += n;
         }
+        const qlua_event *outer = delivering;
+        size_t outer_n = delivering_n;
+        delivering = b->events[t];
+        delivering_n = n;
         lua_pushlightuserdata(L, b->events[t]);
         lua_pushinteger(L, (lua_Integer)n);
         qlua_gate_call(tracers[t].fn, 2);
+        delivering = outer;
+        delivering_n = outer_n;
     }
     b->count[t] = 0;
 }
@@ -331,8 +341,11 @@ static int buffer_tracer_new(lua_State *L)
  * view of a record, for lua/qemu's 1-based array. */
 static int buffer_event(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
-    const qlua_event *e = (const qlua_event *)lua_touserdata(L, 1) + luaL_checkinteger(L, 2);
+    const qlua_event *batch = lua_touserdata(L, 1);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, batch != NULL && batch == delivering, 1, "not the batch being delivered");
+    luaL_argcheck(L, i >= 0 && (size_t)i < delivering_n, 2, "record out of range");
+    const qlua_event *e = batch + i;
     qlua_push_u64(L, (uint64_t)e->addr);
     qlua_push_u64(L, (uint64_t)e->pc);
     qlua_push_u64(L, (uint64_t)e->tag);

@@ -42,6 +42,9 @@ static bool want_register[EV_COUNT]; /* asked for from Lua; done after the outer
  * handlers of one event never interleave with another thread's. */
 #define DISPATCH(ev, nargs, push)                                                                  \
     do {                                                                                           \
+        if (handlers[ev]->len == 0) { /* events qlua registers for itself: no lock, no Lua */    \
+            break;                                                                                 \
+        }                                                                                          \
         qlua_lock();                                                                               \
         for (guint i_ = 0; i_ < handlers[ev]->len; i_++) {                                         \
             qlua_fn *fn_ = g_ptr_array_index(handlers[ev], i_);                                    \
@@ -54,9 +57,22 @@ static bool want_register[EV_COUNT]; /* asked for from Lua; done after the outer
         qlua_unlock();                                                                             \
     } while (0)
 
+static int push_tb(lua_State *L, void *tb)
+{
+    qlua_tb_push(L, tb);
+    return 1;
+}
+
 static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
+    static bool first = true;
+    if (G_UNLIKELY(first)) {
+        first = false;
+        if (qlua_hooks.first_translation) {
+            qlua_hooks.first_translation();
+        }
+    }
     if (qlua.polls) {
         qlua_gate_poll();
     }
@@ -66,7 +82,16 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     static uint64_t translation;
     qlua_translate_gen = ++translation;
     qlua_vcpu_context++;
-    DISPATCH(EV_TRANSLATE, 1, qlua_tb_push(L, tb));
+    if (handlers[EV_TRANSLATE]->len > 0) {
+        qlua_lock();
+        for (guint i = 0; i < handlers[EV_TRANSLATE]->len; i++) {
+            qlua_fn *fn = g_ptr_array_index(handlers[EV_TRANSLATE], i);
+            if (qlua_exec_enter(fn)) {
+                qlua_gate_call_with(fn, push_tb, tb); /* the handle is made inside the pcall */
+            }
+        }
+        qlua_unlock();
+    }
     qlua_vcpu_context--;
     qlua_counter_emit_pending();
     qlua_translate_gen = 0;
@@ -124,6 +149,11 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     (void)id;
     if (qlua.polls) {
         qlua_gate_poll();
+    }
+    if (qlua_host_exec_syscall(num)) {
+        /* the guest may be replacing QEMU with another program: nothing printed may stay behind */
+        qlua_exec_drain_mine();
+        qlua_out_flush();
     }
     const uint64_t a[8] = {a1, a2, a3, a4, a5, a6, a7, a8};
     qlua_vcpu_context++;
@@ -192,15 +222,18 @@ void qlua_events_exit(void)
         qlua_exec_drain_all();
     }
     qlua_lock();
-    if (!qlua.finished) {
+    if (!qlua.finished && !qlua.in_exit_handlers) {
+        qlua.in_exit_handlers = true; /* an os.exit in a handler lets the others run first */
         DISPATCH(EV_EXIT, 0, (void)L);
         qlua_out_flush();
         if (qlua_hooks.finished) {
             qlua_hooks.finished();
         }
         qlua.finished = true;
+        qlua.in_exit_handlers = false;
     }
     qlua_unlock();
+    qlua_gate_exit_now(); /* an os.exit asked for in them: its status, not QEMU's */
 }
 
 static void atexit_cb(qemu_plugin_id_t id, void *udata)
@@ -236,8 +269,9 @@ static void register_event(enum event ev)
     }
 }
 
-/* exit, vCPU init/exit and flush are always needed by qlua itself (report, counter strategy,
- * output flushing, arena); the others only once the script asks. */
+/* exit, vCPU init/exit, flush and translation are always needed by qlua itself (report, counter
+ * strategy, output flushing, arena, the first translation's hook); the others only once the
+ * script asks. */
 static void register_all(void)
 {
     for (int ev = 0; ev < EV_COUNT; ev++) {
@@ -245,11 +279,13 @@ static void register_all(void)
     }
     for (int ev = 0; ev < EV_COUNT; ev++) {
         /* watch= and repl= poll for pending work from idle and syscall callbacks too */
-        bool polls = qlua.polls && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME ||
-                                    (ev == EV_SYSCALL && !qlua_host.system));
+        bool polls = qlua.polls && (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME);
+        /* user mode: syscalls, to flush output before an execve replaces the process (and for
+         * watch= and repl= to poll) */
+        bool syscalls = ev == EV_SYSCALL && !qlua_host.system;
         if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
-            handlers[ev]->len > 0 || polls || want_register[ev] ||
-            (ev == EV_TRANSLATE && qlua_counter_has_rules())) {
+            ev == EV_TRANSLATE || handlers[ev]->len > 0 || polls || syscalls ||
+            want_register[ev]) {
             want_register[ev] = false;
             register_event((enum event)ev);
         }

@@ -54,6 +54,7 @@ static qlua_fn *exec_fn(lua_State *L, int idx, const char *event)
         fn = qlua_arena_alloc(sizeof *fn);
         fn->event = event;
         fn->stats = qlua_gate_site(L, idx, event);
+        fn->origin = qlua_gate_origin(L, idx);
         lua_pushvalue(L, idx);
         fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
         qlua_arena_keep(fn->ref);
@@ -245,6 +246,9 @@ static void drain_queue(thread_queue *q)
         int failed_ref = q->records[failed].fn;
         queue_error(failed_ref);
         lua_pop(L, 1);
+        if (qlua_gate_exit_requested()) {
+            break; /* os.exit: the run ends at the outermost unlock */
+        }
         for (size_t j = failed + 1; j < n; j++) { /* the failed function is off for good */
             if (q->records[j].fn == failed_ref) {
                 q->records[j].fn = noop_ref;
@@ -377,6 +381,28 @@ static void queued_cb(unsigned int vcpu, void *udata)
     }
 }
 
+typedef struct {
+    const exec_rec *r;
+    unsigned int vcpu;
+    qemu_plugin_meminfo_t info;
+    uint64_t vaddr;
+    uint64_t saved; /* the access handle live before this one */
+} mem_event;
+
+static int push_mem(lua_State *L, void *ctx)
+{
+    mem_event *e = ctx;
+    lua_pushinteger(L, e->vcpu);
+    e->saved = qlua_access_push(L, e->info, e->vaddr);
+    qlua_push_u64(L, e->vaddr);
+    if (e->r->data_ref == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, e->r->data_ref);
+    }
+    return 4;
+}
+
 static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
 {
     exec_rec *r = udata;
@@ -392,18 +418,11 @@ static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
         qlua_unlock();
         return;
     }
-    lua_pushinteger(L, vcpu);
-    uint64_t saved = qlua_access_push(L, info, vaddr);
-    qlua_push_u64(L, vaddr);
-    if (r->data_ref == 0) {
-        lua_pushnil(L);
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->data_ref);
-    }
+    mem_event e = {r, vcpu, info, vaddr, 0};
     qlua_vcpu_context++;
-    qlua_gate_call(r->fn, 4);
+    qlua_gate_call_with(r->fn, push_mem, &e); /* the access handle is made inside the pcall */
     qlua_vcpu_context--;
-    qlua_access_close(saved);
+    qlua_access_close(e.saved);
     qlua_unlock();
 }
 

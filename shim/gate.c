@@ -6,7 +6,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -24,12 +24,11 @@ QLUA_TLS int qlua_vcpu_context;
 QLUA_TLS int qlua_queue_context;
 QLUA_TLS bool qlua_own_thread;
 
-/* Output is handed to qemu_plugin_outs in chunks this large (and at exit, errors and forks). */
-#define QLUA_OUT_CHUNK (64 * 1024)
-
 /* The lock is recursive through a per-thread depth over a plain mutex: cheaper than a recursive
  * pthread mutex on the per-event path, and a forked child can release it. */
 static QLUA_TLS unsigned int lock_depth;
+static int lock_held;      /* 1 while some thread holds qlua.lock (read by the watchdog) */
+static uint64_t lock_taken; /* how many times it was taken */
 static int deferred; /* QLUA_DEFER_* bits asked for and not yet carried out */
 static int disabled_fns_ref = LUA_NOREF; /* functions onerror=warn turned off, for good */
 
@@ -57,16 +56,28 @@ lua_State *qlua_lock(void)
 {
     if (lock_depth++ == 0) {
         g_mutex_lock(&qlua.lock);
+        __atomic_store_n(&lock_held, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&lock_taken, lock_taken + 1, __ATOMIC_RELAXED);
     }
     return qlua.L;
+}
+
+bool qlua_gate_busy(uint64_t *taken)
+{
+    *taken = __atomic_load_n(&lock_taken, __ATOMIC_RELAXED);
+    return __atomic_load_n(&lock_held, __ATOMIC_RELAXED);
 }
 
 void qlua_unlock(void)
 {
     if (--lock_depth == 0) {
+        __atomic_store_n(&lock_held, 0, __ATOMIC_RELAXED);
         g_mutex_unlock(&qlua.lock);
         if (G_UNLIKELY(__atomic_load_n(&deferred, __ATOMIC_ACQUIRE))) {
             run_deferred();
+        }
+        if (G_UNLIKELY(qlua_gate_exit_requested()) && !qlua.in_exit_handlers) {
+            qlua_gate_exit_now();
         }
     }
 }
@@ -104,46 +115,6 @@ uint64_t qlua_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void qlua_out_write(const char *s, size_t len)
-{
-    if (qlua.out_redirect) {
-        g_string_append_len(qlua.out_redirect, s, len);
-        return;
-    }
-    g_string_append_len(qlua.out, s, len);
-    if (qlua.out->len >= QLUA_OUT_CHUNK) {
-        qlua_out_flush();
-    }
-}
-
-/* qemu_plugin_outs takes a C string: text is handed over in the pieces between zero bytes
- * (which cannot be passed on), so nothing after one is lost. */
-void qlua_out_flush(void)
-{
-    if (qlua.out && qlua.out->len > 0) {
-        for (size_t at = 0; at < qlua.out->len; at += strlen(qlua.out->str + at) + 1) {
-            if (qlua.out->str[at] != '\0') {
-                qlua_host.outs(qlua.out->str + at);
-            }
-        }
-        g_string_truncate(qlua.out, 0);
-    }
-}
-
-/* Errors and warnings go to stderr, not the plugin log: they must be seen even without -d plugin.
- * Pending script output is flushed first so the log reads in order. */
-void qlua_report(const char *fmt, ...)
-{
-    va_list ap;
-    qlua_out_flush();
-    va_start(ap, fmt);
-    char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "qlua: %s\n", msg);
-    fflush(stderr);
-    g_free(msg);
-}
-
 /* Fail-fast end of the run. _exit, not exit: other vCPU threads may still be running guest code,
  * and in user mode QEMU itself leaves with _exit after its atexit callbacks. */
 G_NORETURN void qlua_fail_exit(void)
@@ -154,8 +125,109 @@ G_NORETURN void qlua_fail_exit(void)
     _exit(1);
 }
 
+/* ---- ending the run from Lua ---- */
+
+static int exit_sentinel; /* its address is the error object that unwinds Lua for an exit */
+static int exit_asked;    /* set once: the first request decides code and signal */
+static int exit_code;
+static int exit_signal;
+
+void qlua_gate_request_exit(int code, int sig)
+{
+    int no = 0;
+    if (__atomic_compare_exchange_n(&exit_asked, &no, 1, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+        exit_code = code;
+        exit_signal = sig;
+    }
+}
+
+bool qlua_gate_exit_requested(void)
+{
+    return __atomic_load_n(&exit_asked, __ATOMIC_ACQUIRE);
+}
+
+static bool is_exit(lua_State *L, int idx)
+{
+    return lua_touserdata(L, idx) == &exit_sentinel;
+}
+
+void qlua_gate_exit_now(void)
+{
+    static bool ending; /* the handlers' own unlocks come back here: the outer call goes on */
+    if (!qlua_gate_exit_requested() || ending) {
+        return;
+    }
+    ending = true;
+    if (!qlua.finished && !qlua.in_exit_handlers && qlua_hooks.quit) {
+        qlua_hooks.quit(); /* the handlers, then back here with qlua.finished set */
+    }
+    qlua.finished = true;
+    qlua_out_flush();
+    fflush(NULL);
+    if (exit_signal) { /* end as the signal would have ended QEMU, for the shell to see it */
+        signal(exit_signal, SIG_DFL);
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, exit_signal);
+        pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+        kill(getpid(), exit_signal);
+    }
+    /* exit, not _exit, as C's os.exit and QEMU's own stoptrigger plugin do: the atexit callbacks
+     * of the other plugins run too (qlua's finds itself finished) */
+    exit(exit_code);
+}
+
+/* os.exit([code]): true or none is success, false failure, a number that status. The running
+ * callback unwinds (a pcall in the script cannot keep the run going: the exit is still carried
+ * out when the callback returns), then qlua_gate_exit_now at the outermost unlock. */
+static int gate_os_exit(lua_State *L)
+{
+    int code = EXIT_SUCCESS;
+    if (lua_type(L, 1) == LUA_TBOOLEAN) {
+        code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
+    } else if (!lua_isnoneornil(L, 1)) {
+        code = (int)luaL_checkinteger(L, 1);
+    }
+    qlua_gate_request_exit(code, 0);
+    lua_pushlightuserdata(L, &exit_sentinel);
+    return lua_error(L);
+}
+
+static int interrupt_signal;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    char where[256] = "";
+    lua_Debug here;
+    /* in a hook, level 0 is the function that was running */
+    if (lua_getstack(L, 0, &here) && lua_getinfo(L, "Sl", &here) && here.currentline > 0) {
+        g_snprintf(where, sizeof where, "%s:%d", here.short_src, here.currentline);
+    }
+    int sig = interrupt_signal;
+    qlua_report("interrupted by %s%s%s: the run ends (on_exit handlers run, then the signal's "
+                "status)",
+                sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal",
+                *where ? " at " : "", where);
+    qlua_gate_request_exit(128 + sig, sig);
+    lua_pushlightuserdata(L, &exit_sentinel);
+    lua_error(L);
+}
+
+void qlua_gate_interrupt(int sig)
+{
+    interrupt_signal = sig;
+    if (qlua.L) {
+        lua_sethook(qlua.L, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    }
+}
+
 /* The error handler lives at this stack slot of the main Lua thread for the plugin's life. */
 #define TRACEBACK_SLOT 1
+/* ... and the trampoline of qlua_gate_call_with at this one. */
+#define TRAMPOLINE_SLOT 2
 
 /* Does msg start with a source position ("file.lua:12: ...")? Messages raised without one, with
  * error(msg, 0) (argument checks in qemu.script and the scripts), are meant for the user as
@@ -179,6 +251,9 @@ static int tostring_protected(lua_State *L);
  * call: its __tostring may raise again, inside the handler. */
 static int traceback(lua_State *L)
 {
+    if (is_exit(L, 1)) {
+        return 1; /* not an error: os.exit unwinding */
+    }
     const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
     if (msg && !has_position(msg)) {
         return 1;
@@ -264,11 +339,38 @@ void qlua_gate_charge(qlua_stats *s, uint64_t ns)
     s->ns += ns;
 }
 
+/* Runs inside the protected call: (fn, pusher, ctx) -> fn(pusher's values). */
+static int trampoline(lua_State *L)
+{
+    qlua_pusher push = (qlua_pusher)(uintptr_t)lua_touserdata(L, 2);
+    void *ctx = lua_touserdata(L, 3);
+    lua_settop(L, 1);
+    lua_call(L, push(L, ctx), 0); /* protected: by the pcall that runs the trampoline */
+    return 0;
+}
+
+static void call(qlua_fn *fn, int nargs, int handler);
+
 /* The gate, second half: run, apply the error policy, restore the stack, unlock. */
 void qlua_gate_call(qlua_fn *fn, int nargs)
 {
+    call(fn, nargs, lua_gettop(qlua.L) - nargs - 1);
+}
+
+void qlua_gate_call_with(qlua_fn *fn, qlua_pusher push, void *ctx)
+{
     lua_State *L = qlua.L;
-    int handler = lua_gettop(L) - nargs - 1;
+    int handler = lua_gettop(L) - 1;
+    lua_pushvalue(L, TRAMPOLINE_SLOT); /* made once, like the handler: no allocation here */
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, (void *)(uintptr_t)push);
+    lua_pushlightuserdata(L, ctx);
+    call(fn, 3, handler);
+}
+
+static void call(qlua_fn *fn, int nargs, int handler)
+{
+    lua_State *L = qlua.L;
     uint64_t t0 = fn->stats ? qlua_now_ns() : 0;
     int rc = lua_pcall(L, nargs, 0, handler);
     if (fn->stats) {
@@ -281,14 +383,43 @@ void qlua_gate_call(qlua_fn *fn, int nargs)
     qlua_unlock();
 }
 
+/* A message with no position (raised by a C function, or with error(msg, 0)) gets the place the
+ * user can look at: where the failing function was registered or defined. (C strings: nothing
+ * here may raise, outside any protected call.) */
+static char *with_place(lua_State *L, qlua_fn *fn, const char *msg)
+{
+    if (msg == NULL || has_position(msg) || strstr(msg, "\nstack traceback:")) {
+        return NULL;
+    }
+    if (fn->origin) {
+        return g_strdup_printf("%s (the callback was registered at %s)", msg, fn->origin);
+    }
+    lua_Debug ar;
+    if (fn->ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, fn->ref);
+        if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) {
+            return g_strdup_printf("%s (in the function defined at %s:%d)", msg, ar.short_src,
+                                   ar.linedefined);
+        }
+    }
+    return NULL;
+}
+
 void qlua_gate_error(qlua_fn *fn)
 {
     lua_State *L = qlua.L;
-    const char *msg = lua_tostring(L, -1);
+    if (is_exit(L, -1)) { /* os.exit: carried out at the outermost unlock */
+        lua_pop(L, 1);
+        return;
+    }
+    const char *raw = lua_tostring(L, -1);
+    char *placed = with_place(L, fn, raw);
+    const char *msg = placed ? placed : raw;
     if (qlua.onerror_warn) {
         fn->disabled = true;
         qlua_some_fn_disabled = true;
         qlua_report("error in %s callback (callback disabled, onerror=warn): %s", fn->event, msg);
+        g_free(placed);
         lua_pop(L, 1);
         if (fn->ref != LUA_NOREF) { /* remembered, so it stays off after the next flush */
             lua_rawgeti(L, LUA_REGISTRYINDEX, disabled_fns_ref);
@@ -301,6 +432,24 @@ void qlua_gate_error(qlua_fn *fn)
         qlua_report("error in %s callback: %s", fn->event, msg);
         qlua_fail_exit();
     }
+}
+
+const char *qlua_gate_origin(lua_State *L, int idx)
+{
+    if (!lua_iscfunction(L, idx)) {
+        return NULL;
+    }
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 &&
+            !strstr(ar.source, "/lua/qemu/")) {
+            char *where = g_strdup_printf("%s:%d", ar.short_src, ar.currentline);
+            const char *interned = g_intern_string(where); /* few: one per registering line */
+            g_free(where);
+            return interned;
+        }
+    }
+    return NULL;
 }
 
 bool qlua_gate_was_disabled(lua_State *L, int idx)
@@ -327,6 +476,7 @@ qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event)
     fn->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     fn->event = event;
     fn->stats = qlua_gate_site(L, idx, event);
+    fn->origin = qlua_gate_origin(L, idx);
     return fn;
 }
 
@@ -344,6 +494,11 @@ int qlua_gate_load(const char *path, char **error)
         if (rc == 0) {
             rc = lua_pcall(L, 0, 0, handler);
         }
+    }
+    if (rc != 0 && is_exit(L, -1)) { /* os.exit at the top level */
+        lua_pop(L, 2);
+        qlua.loading = false;
+        qlua_gate_exit_now();
     }
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
@@ -392,14 +547,18 @@ bool qlua_state_open(lua_CFunction open_core, char **error)
 {
     promote_lua_library();
     g_mutex_init(&qlua.lock);
-    qlua.out = g_string_sized_new(QLUA_OUT_CHUNK + 1024);
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         *error = g_strdup("cannot create a Lua state (out of memory)");
         return false;
     }
-    lua_pushcfunction(L, traceback); /* TRACEBACK_SLOT */
+    lua_pushcfunction(L, traceback);  /* TRACEBACK_SLOT */
+    lua_pushcfunction(L, trampoline); /* TRAMPOLINE_SLOT */
     luaL_openlibs(L);
+    lua_getglobal(L, "os");
+    lua_pushcfunction(L, gate_os_exit);
+    lua_setfield(L, -2, "exit");
+    lua_pop(L, 1);
     lua_newtable(L);
     lua_newtable(L); /* weak keys: a disabled function may still be collected */
     lua_pushliteral(L, "k");

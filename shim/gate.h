@@ -5,6 +5,7 @@
 #define QLUA_GATE_H
 
 #include "base.h"
+#include "output.h"
 
 /* profile=on: what one call site of Lua has cost. The gate counts; profile.c makes and reports. */
 typedef struct qlua_stats {
@@ -22,6 +23,7 @@ typedef struct qlua_fn {
     bool removed;      /* qemu.off: dropped from its event at the next flush */
     const char *event; /* "on_exit", "tb:on_exec", ... for error messages */
     qlua_stats *stats; /* profile=on: where its calls are charged */
+    const char *origin; /* a C function (say, from coroutine.wrap): where it was registered */
 } qlua_fn;
 
 struct qlua_state {
@@ -36,8 +38,7 @@ struct qlua_state {
     bool polls;    /* watch= or repl=: vCPU callbacks look for work deferred from other threads */
     bool loading;  /* the script's top level is running (inside qemu_plugin_install) */
     bool finished; /* exit handlers ran; no more Lua */
-    GString *out;  /* script output not yet given to qemu_plugin_outs */
-    GString *out_redirect; /* while a REPL request runs: where script output goes instead */
+    bool in_exit_handlers; /* the on_exit handlers are running */
     char *script;          /* resolved path */
     char *root;            /* folder holding lua/ and scripts/ */
 };
@@ -53,6 +54,10 @@ struct qlua_hooks {
     qlua_stats *(*site)(lua_State *L, int idx, const char *event);
     /* after the exit handlers ran: the services' last words (profile report, REPL socket) */
     void (*finished)(void);
+    /* os.exit or an interrupt: run the on_exit handlers now (they end with qlua_gate_exit_now) */
+    void (*quit)(void);
+    /* once, at the first translation (QEMU has installed its signal handlers by then) */
+    void (*first_translation)(void);
 };
 extern struct qlua_hooks qlua_hooks;
 
@@ -75,6 +80,11 @@ void qlua_unlock(void);
  * (protected, error policy, unlock). */
 lua_State *qlua_gate_enter(qlua_fn *fn);
 void qlua_gate_call(qlua_fn *fn, int nargs);
+/* The gate's second half for arguments that allocate (handles): `push` pushes them inside the
+ * protected call, where an error (LuaJIT runs finalizers at allocations, and a finalizer may
+ * raise) is the callback's error, not a panic. Call after qlua_gate_enter, pushing nothing. */
+typedef int (*qlua_pusher)(lua_State *L, void *ctx); /* returns how many it pushed */
+void qlua_gate_call_with(qlua_fn *fn, qlua_pusher push, void *ctx);
 /* The error policy for the message on top of the stack (popped): report and end the run, or
  * under onerror=warn report and switch fn off for good. */
 void qlua_gate_error(qlua_fn *fn);
@@ -92,6 +102,9 @@ const char *qlua_gate_tostring(lua_State *L, int idx);
 /* Runs the script's top level (require "qemu" first). 0, or non-zero with *error set. */
 int qlua_gate_load(const char *path, char **error);
 qlua_fn *qlua_fn_new(lua_State *L, int idx, const char *event);
+/* For a C function at idx: "file:line" of the script code registering it (errors it raises
+ * carry no position); NULL for Lua functions, whose definition says where they are. */
+const char *qlua_gate_origin(lua_State *L, int idx);
 qlua_stats *qlua_gate_site(lua_State *L, int idx, const char *event);
 void qlua_gate_charge(qlua_stats *s, uint64_t ns);
 uint64_t qlua_now_ns(void);
@@ -105,12 +118,20 @@ extern QLUA_TLS bool qlua_own_thread;
 /* Starts one of qlua's own threads (qlua_own_thread set in it), with every signal blocked. */
 void qlua_thread_start(const char *name, GThreadFunc fn, gpointer data);
 
-/* Script output: buffered, handed to qemu_plugin_outs in chunks, at exit, errors and forks. */
-void qlua_out_write(const char *s, size_t len);
-void qlua_out_flush(void);
-/* qlua's own messages (errors, warnings): to stderr, after pending output. */
-void qlua_report(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 G_NORETURN void qlua_fail_exit(void);
+
+/* Ending the run from Lua (os.exit) or from a signal: the running Lua unwinds, the on_exit
+ * handlers run (each once), output is flushed, and the process ends with `code`, or killed by
+ * `sig` when non-zero. Carried out at the outermost unlock, or by qlua_gate_exit_now. */
+void qlua_gate_request_exit(int code, int sig);
+bool qlua_gate_exit_requested(void);
+/* If an exit was asked for: the on_exit handlers (unless running or done), flush, end. */
+void qlua_gate_exit_now(void);
+/* Is the Lua lock held, and how many times was it taken? (for a watchdog, from any thread) */
+bool qlua_gate_busy(uint64_t *taken);
+/* From another thread: make the Lua code running now raise "interrupted by SIG" and end the run
+ * (Lua 5.4 and interpreted LuaJIT code see it at once; compiled LuaJIT loops do not). */
+void qlua_gate_interrupt(int sig);
 
 /* Makes the Lua state; `open_core` builds the table scripts reach as require "qlua.core". */
 bool qlua_state_open(lua_CFunction open_core, char **error);

@@ -156,3 +156,23 @@ bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf)
     *(void **)&read_int = fn;
     return read_int(reg, buf) > 0;
 }
+
+/* execve and execveat by target: at either, QEMU's process is replaced by the new program unless
+ * the call fails, and nothing of the plugin runs again. Unknown targets: every syscall counts. */
+bool qlua_host_exec_syscall(int64_t num)
+{
+    static const struct {
+        const char *target;
+        int64_t execve, execveat;
+    } calls[] = {
+        {"x86_64", 59, 322}, {"aarch64", 221, 281}, {"riscv64", 221, 281}, {"loongarch64", 221, 281},
+        {"i386", 11, 358},   {"arm", 11, 387},      {"ppc64", 11, 362},    {"ppc64le", 11, 362},
+        {"s390x", 11, 354},
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(calls); i++) {
+        if (qlua_host.target && strcmp(qlua_host.target, calls[i].target) == 0) {
+            return num == calls[i].execve || num == calls[i].execveat;
+        }
+    }
+    return true;
+}

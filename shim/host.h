@@ -102,5 +102,7 @@ void qlua_host_need(lua_State *L, const char *what, const char *feature);
 void qlua_host_features(lua_State *L); /* pushes a table feature -> bool */
 size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, size_t len);
 bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf);
+/* Is syscall num of the guest's target one that replaces the process (execve, execveat)? */
+bool qlua_host_exec_syscall(int64_t num);
 
 #endif

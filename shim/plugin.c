@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "arena.h"
 #include "buffer.h"
@@ -21,6 +22,7 @@
 #include "qlua.h"
 #include "reload.h"
 #include "repl.h"
+#include "signals.h"
 #include "tally.h"
 #include "tb.h"
 #include "value.h"
@@ -163,7 +165,16 @@ static char *resolve_script(const char *arg, char **error)
             g_free(path);
         }
     }
-    *error = g_strdup_printf("script=%s: no such file (tried %s)", arg, tried->str);
+    struct stat st;
+    if (stat(arg, &st) == 0) { /* it exists, but is no file a script can be read from */
+        *error = g_strdup_printf("script=%s: is %s, not a Lua file", arg,
+                                 S_ISDIR(st.st_mode)    ? "a directory"
+                                 : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                 : S_ISCHR(st.st_mode)  ? "a character device"
+                                                        : "not a regular file");
+    } else {
+        *error = g_strdup_printf("script=%s: no such file (tried %s)", arg, tried->str);
+    }
     g_string_free(tried, TRUE);
     return NULL;
 }
@@ -269,14 +280,23 @@ static void fork_prepare(void)
     if (qlua.L) {
         qlua_exec_drain_all();
         qlua_lock();
-        qlua_out_flush();
     }
+    qlua_output_fork_prepare();
 }
 
 /* Parent, and child (whose forking thread, the only one left, holds the lock as deep as before
- * fork_prepare plus one): release the level fork_prepare took. */
-static void fork_done(void)
+ * fork_prepare plus one): release what fork_prepare took. */
+static void fork_parent(void)
 {
+    qlua_output_fork_parent();
+    if (qlua.L) {
+        qlua_unlock();
+    }
+}
+
+static void fork_child(void)
+{
+    qlua_output_fork_child();
     if (qlua.L) {
         qlua_unlock();
     }
@@ -311,6 +331,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
                                             missing));
     }
     qlua.id = id;
+    qlua_output_start();
     /* root */
     qlua.root = find_root();
     if (qlua.root == NULL) {
@@ -340,6 +361,8 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     qlua.polls = qlua.watch || values[OPT_REPL] != NULL;
     qlua_hooks.deferred = run_deferred;
     qlua_hooks.finished = finished;
+    qlua_hooks.quit = qlua_events_exit;
+    qlua_hooks.first_translation = qlua_signals_install;
     if (qlua.profile) {
         qlua_profile_start();
         qlua_hooks.site = qlua_profile_site;
@@ -350,7 +373,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
         return fail_install(error);
     }
     if (!atfork_done) {
-        pthread_atfork(fork_prepare, fork_done, fork_done);
+        pthread_atfork(fork_prepare, fork_parent, fork_child);
         atfork_done = true;
     }
     qlua_counter_setup(values[OPT_COUNTERS]);
@@ -360,7 +383,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     qlua.loading = false;
     if (rc != 0) {
         qlua_out_flush();
-        fprintf(stderr, "qlua: error while loading %s:\n%s\n", qlua.script, error);
+        qlua_report("error while loading %s:\n%s", qlua.script, error);
         g_free(error);
         qlua_state_close();
         return 1;

@@ -60,11 +60,10 @@ static bool evaluate(const char *chunk, GString *reply)
         qlua_unlock();
         return !more;
     }
-    GString *saved = qlua.out_redirect;
-    qlua.out_redirect = reply; /* qemu.print answers the client */
+    GString *saved = qlua_out_redirect(reply); /* qemu.print answers the client */
     qlua_vcpu_context = 0;
     rc = qlua_gate_pcall_at(L, 0, LUA_MULTRET, handler);
-    qlua.out_redirect = saved;
+    qlua_out_redirect(saved);
     int top = lua_gettop(L);
     for (int i = handler + 1; i <= top; i++) {
         const char *s = qlua_gate_tostring(L, i);

@@ -837,12 +837,19 @@ describe("qemu", function()
         assert.same({ n = 3, first = 0x1000, last = 0x1002, tag = 1 }, got)
       end)
 
-      it("points one record before the buffer it is handed", function()
-        local a = records(1)
-        local p
-        qemu.tracer { fn = function(events) p = events end }
-        core.tracers[2].wrapper(a, 1)
-        assert.equal(ffi.cast("const qlua_event *", a), p + 1)
+      it("hands a view whose [1] .. [n] are the records and whose other indices are nil", function()
+        local a = records(2)
+        local first, second, before, after, len
+        qemu.tracer { fn = function(events, n)
+          first, second, before, after, len = events[1], events[2], events[0], events[n + 1], #events
+        end }
+        core.tracers[2].wrapper(a, 2)
+        local base = ffi.cast("const qlua_event *", a)
+        assert.equal(base[0].addr, first.addr)
+        assert.equal(base[1].addr, second.addr)
+        assert.is_nil(before)
+        assert.is_nil(after)
+        assert.equal(2, len)
       end)
 
       it("returns what fn returns", function()

@@ -173,19 +173,21 @@ do
     end
   end
   local methods = {}
+  local raws = setmetatable({}, { __mode = "k" }) -- tally -> its native object
   for _, name in ipairs { "get", "items", "size", "reset" } do
     methods[name] = function(self, ...)
       check(self, name)
-      local raw = self.raw
+      local raw = raws[self]
       return raw[name](raw, ...)
     end
   end
   if ffi_add then
     function methods.add(self, key, n)
-      check(self, "add")
+      local ptr = tallies[self] -- the native map's address, out of the script's reach
+      if ptr == nil then check(self, "add") end
       if type(key) ~= "number" then bad(1, key, n) end
       if n ~= nil and type(n) ~= "number" then bad(2, key, n) end
-      local rc = ffi_add(self.ptr, key, n or 1)
+      local rc = ffi_add(ptr, key, n or 1)
       if rc ~= 0 then bad(rc, key, n) end
     end
   else
@@ -200,15 +202,16 @@ do
       check(self, "add")
       if not u64(key) then bad(1, key, n) end
       if n ~= nil and not u64(n, true) then bad(2, key, n) end
-      raw_add(self.raw, key, n or 1)
+      raw_add(raws[self], key, n or 1)
     end
   end
-  local mt = { __index = methods, __tostring = function(self) return tostring(self.raw) end,
-    __metatable = "qlua.tally" }
+  local mt = { __index = methods, __tostring = function(self) return tostring(raws[self]) end,
+    __metatable = "qlua.tally", __newindex = function() error("a tally has no fields to set", 2) end }
   function qemu.tally()
     local raw, ptr = core.tally_new()
-    local t = setmetatable({ raw = raw, ptr = ffi and ffi.cast("void *", ptr) }, mt)
-    tallies[t] = true
+    local t = setmetatable({}, mt)
+    tallies[t] = ffi and ffi.cast("void *", ptr) or true
+    raws[t] = raw
     return t
   end
 end
@@ -376,6 +379,7 @@ end
 qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
 
 local tracers = {} -- tracer object -> core id
+local events_t -- LuaJIT: the bounded view of a batch of records
 local tracer_mt = { __metatable = "qlua.tracer",
   __tostring = function(t) return "tracer " .. tracers[t] end }
 
@@ -424,10 +428,20 @@ function qemu.tracer(spec)
   if ffi then
     native.cdef_once("qlua_event", core.event_cdef)
     assert(ffi.sizeof("qlua_event") == core.event_size, "qlua_event layout mismatch")
-    local ptr_t = ffi.typeof("const qlua_event *")
-    local cast = ffi.cast
-    -- one record before the first, so that events[1] is the first record, as in any Lua array
-    wrapper = function(p, n) return fn(cast(ptr_t, p) - 1, n) end
+    -- events[i] is record i - 1 of the batch, for i from 1 to n, as in any Lua array; outside,
+    -- nil (a raw pointer would read whatever memory lies there)
+    native.cdef_once("qlua_events", "typedef struct { const qlua_event *p; int32_t n; } qlua_events;")
+    if not events_t then
+      events_t = ffi.metatype("qlua_events", {
+        __index = function(v, i)
+          if i >= 1 and i <= v.n then return v.p[i - 1] end
+          return nil
+        end,
+        __len = function(v) return v.n end,
+      })
+    end
+    local ptr_t, cast, view_t = ffi.typeof("const qlua_event *"), ffi.cast, events_t
+    wrapper = function(p, n) return fn(view_t(cast(ptr_t, p), n), n) end
   else
     local event, current, count = core.event, nil, 0
     local view = setmetatable({}, { __index = function(_, i)

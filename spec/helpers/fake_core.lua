@@ -185,6 +185,7 @@ function M.new(opts)
     local raw = { size = spy.new(function() return 7 end), get = spy.new(function() return 3 end),
                   items = spy.new(function() return { [5] = 3 } end), reset = spy.new(function() end) }
     setmetatable(raw, { __tostring = function() return "tally (7 keys)" end })
+    core.last_tally_raw = raw -- the wrapper keeps it out of the script's reach
     if M.ffi then return raw, M.ffi.cast("void *", 0x1000) end
     return raw, { address = 0x1000 } -- stands for the light userdata
   end)

@@ -1,0 +1,162 @@
+/* output.c: the script's output on its way to QEMU's plugin log, and qlua's own messages.
+ * Owns: the output buffer and its lock, the flusher thread, the private stderr. Must not touch:
+ * the Lua state (any thread may write or flush, with or without the Lua lock).
+ * A C plugin that calls qemu_plugin_outs for every line loses nothing when QEMU dies abruptly (a
+ * guest's fatal signal or execve, SIGKILL) but pays a write per line; qlua buffers, and bounds
+ * what such an end can take: output older than QLUA_OUT_DELAY_MS has been handed over, by the
+ * next write or by the flusher thread while the script is quiet. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "output.h"
+#include "host.h"
+
+/* Handed over in chunks this large at the latest. */
+#define OUT_CHUNK (64 * 1024)
+
+static GMutex out_lock;
+static GString *out;
+static GString *redirect;
+static uint64_t first_ns; /* when the oldest byte in `out` was written; 0: empty */
+static int report_fd = 2;
+static pid_t flusher_pid; /* the process whose flusher thread runs (a fork has none) */
+
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ns: no system call */
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Under out_lock. qemu_plugin_outs takes a C string: text is handed over in the pieces between
+ * zero bytes, which cannot be passed on (they are dropped; nothing after them is lost). */
+static void flush_locked(void)
+{
+    if (out && out->len > 0) {
+        for (size_t at = 0; at < out->len; at += strlen(out->str + at) + 1) {
+            if (out->str[at] != '\0') {
+                qlua_host.outs(out->str + at);
+            }
+        }
+        g_string_truncate(out, 0);
+    }
+    first_ns = 0;
+}
+
+static gpointer flusher(gpointer unused)
+{
+    (void)unused;
+    for (;;) {
+        g_usleep(QLUA_OUT_DELAY_MS * 1000 / 2);
+        g_mutex_lock(&out_lock);
+        if (first_ns) { /* whatever waits, however young: at most one write per wake-up */
+            flush_locked();
+        }
+        g_mutex_unlock(&out_lock);
+        fflush(stdout); /* Lua's print and io.write: a pipe or file is block-buffered */
+    }
+    return NULL;
+}
+
+/* qlua's threads run with every signal blocked (see gate.c's qlua_thread_start): this one is
+ * made here, on the ground floor, the same way. */
+static void start_flusher(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    g_thread_unref(g_thread_new("qlua-output", flusher, NULL));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    flusher_pid = getpid();
+}
+
+void qlua_output_start(void)
+{
+    out = g_string_sized_new(OUT_CHUNK + 1024);
+    int fd = fcntl(2, F_DUPFD_CLOEXEC, 3); /* the guest may close its fd 2 (coreutils do) */
+    if (fd >= 0) {
+        report_fd = fd;
+    }
+    start_flusher();
+}
+
+void qlua_out_write(const char *s, size_t len)
+{
+    g_mutex_lock(&out_lock);
+    if (redirect) {
+        g_string_append_len(redirect, s, len);
+    } else if (out) {
+        uint64_t now = coarse_ns();
+        if (first_ns == 0) {
+            first_ns = now;
+        }
+        g_string_append_len(out, s, len);
+        if (out->len >= OUT_CHUNK || now - first_ns >= QLUA_OUT_DELAY_MS * 1000000ull) {
+            flush_locked();
+        }
+        if (G_UNLIKELY(flusher_pid != getpid())) { /* a forked child: its own flusher */
+            start_flusher();
+        }
+    }
+    g_mutex_unlock(&out_lock);
+}
+
+void qlua_out_flush(void)
+{
+    g_mutex_lock(&out_lock);
+    flush_locked();
+    g_mutex_unlock(&out_lock);
+    fflush(stdout);
+}
+
+GString *qlua_out_redirect(GString *to)
+{
+    g_mutex_lock(&out_lock);
+    GString *previous = redirect;
+    redirect = to;
+    g_mutex_unlock(&out_lock);
+    return previous;
+}
+
+/* Errors and warnings go to stderr, not the plugin log: they must be seen even without -d plugin.
+ * Pending script output is flushed first so the log reads in order. */
+void qlua_report(const char *fmt, ...)
+{
+    qlua_out_flush();
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    char *line = g_strdup_printf("qlua: %s\n", msg);
+    for (size_t at = 0, n = strlen(line); at < n;) {
+        ssize_t w = write(report_fd, line + at, n - at);
+        if (w <= 0) {
+            break;
+        }
+        at += (size_t)w;
+    }
+    g_free(line);
+    g_free(msg);
+}
+
+void qlua_output_fork_prepare(void)
+{
+    g_mutex_lock(&out_lock);
+    flush_locked();
+}
+
+void qlua_output_fork_parent(void)
+{
+    g_mutex_unlock(&out_lock);
+}
+
+void qlua_output_fork_child(void)
+{
+    g_mutex_unlock(&out_lock); /* the forking thread took it; it is the only thread left */
+}
