@@ -33,7 +33,7 @@ def test_launcher_one_liners_and_arguments_with_commas():
                   "x=1,2", "y=a,,b", "--", guest("loop"), "1"])
     assert r.status == 0 and "args\t1,2\ta,,b" in r.err, f"one-liner with escaped commas\n{r}"
     r = launcher(["-e", "error('oops')", "--", guest("loop"), "1"])
-    assert r.status == 1 and "e.lua:1: oops" in r.err, f"errors in one-liners\n{r}"
+    assert r.status == 1 and "(command line):1: oops" in r.err, f"errors in one-liners\n{r}"
 
 
 def test_launcher_lists_and_explains_the_scripts():
