@@ -5,6 +5,7 @@
  *   hotpages     a C memory callback per access updating a per-page hash table (QEMU's hotpages)
  *   trans        work at translation time only: a hash table of block address -> instruction
  *                count, updated per translation (what an on_translate script does)
+ *   print        a line of output per executed block, each handed to qemu_plugin_outs
  * Each prints one line at exit so the run does the same observable work as the qlua script.
  * Written against qlua's own ABI header; API v1 (QEMU 7.2). */
 #include <glib.h>
@@ -35,7 +36,7 @@ struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *, 
 bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t);
 void qemu_plugin_outs(const char *);
 
-static enum { BB_INLINE, TB_CB, INSN_CB, HOTPAGES, TRANS } mode;
+static enum { BB_INLINE, TB_CB, INSN_CB, HOTPAGES, TRANS, PRINT } mode;
 static uint64_t total, blocks;
 static GHashTable *table;
 static GMutex lock;
@@ -49,6 +50,13 @@ static void on_tb(unsigned int vcpu, void *u)
     (void)vcpu;
     (void)u;
     __atomic_fetch_add(&blocks, 1, __ATOMIC_RELAXED);
+}
+
+static void on_tb_print(unsigned int vcpu, void *u)
+{
+    char line[48];
+    snprintf(line, sizeof line, "block %u 0x%" PRIxPTR "\n", vcpu, (uintptr_t)u);
+    qemu_plugin_outs(line);
 }
 
 static void on_insn(unsigned int vcpu, void *u)
@@ -86,6 +94,10 @@ static void translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     switch (mode) {
     case BB_INLINE: qemu_plugin_register_vcpu_tb_exec_inline(tb, 0, &total, n); break;
     case TB_CB: qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb, QEMU_PLUGIN_CB_NO_REGS, NULL); break;
+    case PRINT:
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb_print, QEMU_PLUGIN_CB_NO_REGS,
+                                             (void *)(uintptr_t)qemu_plugin_tb_vaddr(tb));
+        break;
     case INSN_CB:
         for (size_t i = 0; i < n; i++) {
             qemu_plugin_register_vcpu_insn_exec_cb(qemu_plugin_tb_get_insn(tb, i), on_insn,
@@ -123,7 +135,7 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int
 {
     (void)info;
     static const char *const names[] = {"mode=bb_inline", "mode=tb_cb", "mode=insn_cb",
-                                        "mode=hotpages", "mode=trans"};
+                                        "mode=hotpages", "mode=trans", "mode=print"};
     if (argc != 1) {
         return 1;
     }
