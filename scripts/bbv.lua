@@ -3,7 +3,8 @@
 --
 -- Arguments:
 --   interval=N     (default 100000000) instructions per interval;
---   outfile=PATH   (required) each vCPU writes PATH.VCPU.bb (PATH.0.bb, PATH.1.bb, ...).
+--   outfile=PATH   (required) each vCPU writes PATH.VCPU.bb (PATH.0.bb, PATH.1.bb, ...); %p in
+--                  PATH is the process id (one set of files per process of a forking guest).
 --
 -- Output: the files, nothing in the plugin log. Each time a vCPU has run `interval` more
 -- instructions it writes one line
@@ -51,7 +52,7 @@ local interval = args.interval
 local files = {}
 
 local function open(vcpu)
-  local path = string.format("%s.%d.bb", args.outfile, vcpu)
+  local path = string.format("%s.%d.bb", qemu.output_path(args.outfile), vcpu)
   local f, err = io.open(path, "w")
   if not f then error("bbv.lua: cannot write " .. path .. ": " .. err, 0) end
   files[vcpu] = f

@@ -5,7 +5,9 @@
 -- Arguments:
 --   filename=PATH   (default file.drcov.trace, as QEMU) the file written at exit; it is created
 --                   (truncated) when the script loads, so a path that cannot be written stops
---                   QEMU at once instead of losing the run.
+--                   QEMU at once instead of losing the run. %p in PATH is the process id:
+--                   a guest that forks writes one file per process instead of the last one
+--                   overwriting the others (QEMU's plugin has no such form).
 --
 -- Output: the file, nothing in the plugin log. Its layout is the one QEMU writes:
 --   DRCOV VERSION: 2
@@ -69,13 +71,14 @@ local args = qemu.script {
   description = "block coverage in drcov format, with every executable module the guest mapped",
   args = {
     { name = "filename", type = "string", default = "file.drcov.trace",
-      help = "the drcov file written at exit" },
+      help = "the drcov file written at exit (%p: the process id, for guests that fork)" },
   },
 }
 
 do -- fail now, as QEMU's fopen at install would, rather than at exit
-  local f, err = io.open(args.filename, "wb")
-  if not f then error("drcov.lua: cannot write filename=" .. args.filename .. ": " .. err, 0) end
+  local path = qemu.output_path(args.filename)
+  local f, err = io.open(path, "wb")
+  if not f then error("drcov.lua: cannot write filename=" .. path .. ": " .. err, 0) end
   f:close()
 end
 
@@ -259,8 +262,9 @@ qemu.on_exit(function()
     local m = modules[rec.module.id + 1]
     out[#out + 1] = fmt.record(rec.vaddr - m.base, rec.size, m.id)
   end
-  local f, err = io.open(args.filename, "wb")
-  if not f then error("drcov.lua: cannot write filename=" .. args.filename .. ": " .. err, 0) end
+  local path = qemu.output_path(args.filename) -- at exit: a forked child writes its own %p file
+  local f, err = io.open(path, "wb")
+  if not f then error("drcov.lua: cannot write filename=" .. path .. ": " .. err, 0) end
   f:write(table.concat(out))
   f:close()
 end)

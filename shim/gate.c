@@ -565,13 +565,22 @@ bool qlua_state_open(lua_CFunction open_core, char **error)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     disabled_fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    /* package.path: our lua/ folder first, so `require "qemu"` finds the shipped module */
+    /* package.path: our lua/ folder first, so `require "qemu"` finds the shipped module; then
+     * the script's own folder (its helper modules, Lua or C), wherever QEMU was started from */
+    char *script_dir = g_path_get_dirname(qlua.script ? qlua.script : ".");
+    char *dir = g_canonicalize_filename(script_dir, NULL); /* the guest may chdir */
+    g_free(script_dir);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s", qlua.root, qlua.root,
-                    lua_tostring(L, -1));
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;%s/?.lua;%s/?/init.lua;%s", qlua.root,
+                    qlua.root, dir, dir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
+    lua_getfield(L, -1, "cpath");
+    lua_pushfstring(L, "%s/?.so;%s", dir, lua_tostring(L, -1));
+    lua_setfield(L, -3, "cpath");
+    lua_pop(L, 1);
+    g_free(dir);
     /* the C core, for lua/qemu/init.lua only */
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, open_core);

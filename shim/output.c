@@ -34,13 +34,84 @@ static uint64_t coarse_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Where QEMU's log goes, read from its own command line and environment at load: QEMU's log is
+ * stderr unless -D (QEMU_LOG_FILENAME) names a file, and takes plugin output only with -d plugin
+ * (QEMU_LOG). When it is stderr, qlua writes the script's output itself, through its copy of
+ * fd 2: a guest that closes its standard error (coreutils programs do at exit) shares that fd
+ * with QEMU in user mode and would otherwise swallow everything printed after. */
+static bool log_to_stderr;
+
+static bool has_item(const char *items, const char *item)
+{
+    char **list = g_strsplit(items ? items : "", ",", -1);
+    bool found = g_strv_contains((const gchar *const *)list, item);
+    g_strfreev(list);
+    return found;
+}
+
+static void find_log(void)
+{
+    gchar *cmdline = NULL;
+    gsize len = 0;
+    if (!g_file_get_contents("/proc/self/cmdline", &cmdline, &len, NULL)) {
+        return;
+    }
+    /* user mode: QEMU's options end at the guest program (the first word that is neither an
+     * option nor an option's value); the guest's own arguments follow and are not QEMU's */
+    static const char *const user_valued[] = {"g", "L", "s", "cpu", "E", "U", "0", "r", "B", "R",
+                                              "d", "dfilter", "D", "p", "seed", "trace", "plugin",
+                                              NULL};
+    const char *items = g_getenv("QEMU_LOG");
+    bool file = g_getenv("QEMU_LOG_FILENAME") != NULL;
+    gsize at = strlen(cmdline) + 1; /* past QEMU's own path */
+    while (at < len) {
+        const char *arg = cmdline + at;
+        at += strlen(arg) + 1;
+        const char *next = at < len ? cmdline + at : NULL;
+        if (arg[0] != '-') {
+            if (!qlua_host.system) {
+                break; /* the guest program */
+            }
+            continue;
+        }
+        const char *name = arg + (arg[1] == '-' ? 2 : 1);
+        if (g_str_equal(name, "d") && next) {
+            items = next; /* the last -d wins, as in QEMU */
+        } else if (g_str_equal(name, "D") && next) {
+            file = true;
+        }
+        if (!qlua_host.system && g_strv_contains(user_valued, name) && next) {
+            at += strlen(next) + 1;
+        }
+    }
+    log_to_stderr = !file && has_item(items, "plugin");
+    g_free(cmdline);
+}
+
+static void write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0) {
+            return;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
 /* Under out_lock. qemu_plugin_outs takes a C string: text is handed over in the pieces between
  * zero bytes, which cannot be passed on (they are dropped; nothing after them is lost). */
 static void flush_locked(void)
 {
     if (out && out->len > 0) {
         for (size_t at = 0; at < out->len; at += strlen(out->str + at) + 1) {
-            if (out->str[at] != '\0') {
+            if (out->str[at] == '\0') {
+                continue;
+            }
+            if (log_to_stderr) {
+                write_all(report_fd, out->str + at, strlen(out->str + at));
+            } else {
                 qlua_host.outs(out->str + at);
             }
         }
@@ -82,6 +153,7 @@ void qlua_output_start(void)
     int fd = fcntl(2, F_DUPFD_CLOEXEC, 3); /* the guest may close its fd 2 (coreutils do) */
     if (fd >= 0) {
         report_fd = fd;
+        find_log();
     }
     start_flusher();
 }
@@ -134,13 +206,7 @@ void qlua_report(const char *fmt, ...)
     char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     char *line = g_strdup_printf("qlua: %s\n", msg);
-    for (size_t at = 0, n = strlen(line); at < n;) {
-        ssize_t w = write(report_fd, line + at, n - at);
-        if (w <= 0) {
-            break;
-        }
-        at += (size_t)w;
-    }
+    write_all(report_fd, line, strlen(line));
     g_free(line);
     g_free(msg);
 }

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "arena.h"
@@ -478,6 +479,13 @@ static int plugin_has(lua_State *L)
     return 2;
 }
 
+/* core.pid(): QEMU's process id (a forked guest's child has its own). */
+static int plugin_pid(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
 /* core.binary() -> { path, start_code, end_code, entry } in user mode, nil in system mode. */
 static int plugin_binary(lua_State *L)
 {
@@ -523,6 +531,7 @@ static int plugin_open_core(lua_State *L)
                                    {"has", plugin_has},
                                    {"need", plugin_need},
                                    {"binary", plugin_binary},
+                                   {"pid", plugin_pid},
                                    {"counter_mode", plugin_counter_mode},
                                    {NULL, NULL}};
     lua_newtable(L);

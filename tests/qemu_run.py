@@ -21,11 +21,24 @@ LAUNCHER = os.environ.get("QLUA_LAUNCHER") or os.path.join(BUILD, "qlua")
 
 QEMU = os.environ.get("QEMU_X86_64", "qemu-x86_64")
 QEMU_AARCH64 = os.environ.get("QEMU_AARCH64", "qemu-aarch64")
+# QEMU 10.2 built from upstream with its example plugins (../shared/qemu-10.2 beside the
+# checkout; QLUA_QEMU_10_2 points at another such folder: bin/, plugins/).
+QEMU_10_2 = os.environ.get("QLUA_QEMU_10_2") or os.path.join(os.path.dirname(SRC), "shared",
+                                                             "qemu-10.2")
 QEMU_SYSTEM = {
     "7.2": os.environ.get("QEMU_SYSTEM_72", "qemu-system-x86_64"),
     "10.0": os.environ.get("QEMU_SYSTEM_10",
                            os.path.join(SRC, ".qemu10", "usr", "bin", "qemu-system-x86_64")),
+    "10.2": os.path.join(QEMU_10_2, "bin", "qemu-system-x86_64"),
 }
+
+
+def qemu_10_2_plugin(name):
+    """The path of QEMU 10.2's example plugin libNAME.so; skips the test without QEMU 10.2."""
+    path = os.path.join(QEMU_10_2, "plugins", f"lib{name}.so")
+    if not os.path.exists(path):
+        pytest.skip(f"QEMU 10.2 and its plugins not found at {QEMU_10_2} (set QLUA_QEMU_10_2)")
+    return path
 
 LOOPS = 1000  # tests/guests/bare/boot.S: LOOPS iterations of store, load, dec, jnz
 
@@ -91,18 +104,27 @@ def machine_args(image="boot.bin"):
             "-bios", guest(image)]
 
 
-def system_command(version, plugin_args, logfile, smp=1, oracle=False, image="boot.bin"):
-    """The qemu-system-x86_64 command line of QEMU `version` ("7.2" or "10.0") booting IMAGE with
-    qlua (plugin_args: list of key=value), the oracle first if asked. Skips without QEMU 10.0.2."""
+def system_command(version, plugin_args, logfile, smp=1, oracle=False, image="boot.bin",
+                   before=(), after=()):
+    """The qemu-system-x86_64 command line of QEMU `version` ("7.2", "10.0" or "10.2") booting
+    IMAGE with qlua (plugin_args: list of key=value), the oracle first if asked, and other plugins
+    (-plugin values) before or after qlua. Skips without QEMU 10.0.2 or 10.2."""
     binary = QEMU_SYSTEM[version]
     if version == "10.0" and not os.path.exists(binary):
         pytest.skip(f"QEMU 10.0.2 not unpacked at {binary} (tools/fetch-qemu10.sh does it)")
+    if version == "10.2" and not os.path.exists(binary):
+        pytest.skip(f"QEMU 10.2 not found at {binary} (set QLUA_QEMU_10_2)")
     cmd = [binary, "-smp", str(smp)] + machine_args(image)
     if version == "10.0":
         cmd += ["-L", os.path.join(os.path.dirname(binary), "..", "share", "qemu")]
     if oracle:
         cmd += ["-plugin", ORACLE]
-    return cmd + ["-plugin", ",".join([PLUGIN] + list(plugin_args)), "-d", "plugin", "-D", logfile]
+    for other in before:
+        cmd += ["-plugin", other]
+    cmd += ["-plugin", ",".join([PLUGIN] + list(plugin_args))]
+    for other in after:
+        cmd += ["-plugin", other]
+    return cmd + ["-d", "plugin", "-D", logfile]
 
 
 # ---- runs ----

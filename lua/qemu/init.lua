@@ -287,6 +287,24 @@ end
 --- User mode: { path, start_code, end_code, entry } of the guest program; nil in system mode.
 qemu.binary = core.binary
 
+--- QEMU's process id: a guest that forks runs the script on in each child, with its own pid.
+qemu.pid = core.pid
+
+--- qemu.output_path(template): the file name for this process's output: "%p" becomes the pid
+-- (as valgrind's --log-file does), "%%" a "%". Call it when opening the file (at exit, say), so a
+-- forked child names its own file.
+function qemu.output_path(template)
+  if type(template) ~= "string" then
+    fail(2, "qemu.output_path expects a string such as \"out.%%p.txt\", got %s", type(template))
+  end
+  local pid = tostring(core.pid())
+  return (template:gsub("%%(.?)", function(c)
+    if c == "p" then return pid end
+    if c == "%" then return "%" end
+    fail(4, "qemu.output_path: '%%%s' in %s: only %%p (the pid) and %%%% are known", c, template)
+  end))
+end
+
 --- Inside a vCPU callback: the register names (QEMU >= 9.0), a register's value (integer for up to
 -- 8 bytes, little-endian; then the raw bytes), guest memory (QEMU >= 9.2; string, or nil and why).
 -- Register reads need a callback registered with register access: { regs = "r" }.
