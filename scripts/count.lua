@@ -1,11 +1,18 @@
 -- count.lua: total guest instructions executed, counted natively (no Lua runs at execution time).
 -- Prints exactly what QEMU's libinsn.so prints with inline=on: "insns: N".
+--
+-- Arguments:
+--   pid=on|off   (default off) on: "insns: N (pid P)", so that the reports of a guest's forked
+--                processes (each prints its own at exit) can be told apart.
 local qemu = require "qemu"
 
-qemu.script {
+local args = qemu.script {
   name = "count",
   description = "total executed guest instructions, counted by native inline ops",
-  args = {},
+  args = {
+    { name = "pid", type = "bool", default = false,
+      help = "add the process id to the line (a forking guest reports once per process)" },
+  },
 }
 
 local insns = qemu.counter()
@@ -15,5 +22,9 @@ local insns = qemu.counter()
 qemu.count_every("insn", insns)
 
 qemu.on_exit(function()
-  qemu.printf("insns: %d\n", insns:sum())
+  if args.pid then
+    qemu.printf("insns: %d (pid %d)\n", insns:sum(), qemu.pid())
+  else
+    qemu.printf("insns: %d\n", insns:sum())
+  end
 end)

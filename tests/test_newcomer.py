@@ -2,6 +2,7 @@
 helper modules beside a script, and one output file per process of a forking guest."""
 import glob
 import os
+import re
 import subprocess
 import tempfile
 
@@ -49,3 +50,9 @@ def test_percent_p_gives_each_process_of_a_forking_guest_its_own_file():
                 "qemu.print(pcall(qemu.output_path, 'a.%q'))")
     lines = r.log.splitlines()
     assert lines[0] == "true" and "only %p (the pid) and %% are known" in lines[1], f"{r}"
+
+
+def test_the_counts_of_a_forking_guests_processes_can_be_told_apart():
+    r = qemu(["script=count", "pid=on"], [guest("forks")])
+    pids = [int(p) for p in re.findall(r"^insns: \d+ \(pid (\d+)\)$", r.log, re.M)]
+    assert r.status == 0 and len(pids) == 2 and pids[0] != pids[1], f"{r}"
