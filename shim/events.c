@@ -153,6 +153,13 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     if (qlua_host_exec_syscall(num)) {
         /* the guest may be replacing QEMU with another program: nothing printed may stay behind */
         qlua_exec_drain_mine();
+        static bool said;
+        if (!said) {
+            said = true;
+            qlua_report("the guest calls execve: if it succeeds, the new program runs without "
+                        "qlua (QEMU's process becomes it; on_exit handlers do not run); see "
+                        "docs/promises.md");
+        }
         qlua_out_flush();
     }
     const uint64_t a[8] = {a1, a2, a3, a4, a5, a6, a7, a8};
