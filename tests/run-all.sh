@@ -8,13 +8,20 @@ cd "$(dirname "$0")/.."
 results=$(mktemp -d)
 status=0
 
+# The packages the tests need beyond a user's: .ci/run's plain tools/setup-debian.sh installs only
+# what a user needs. Nothing is fetched when they are all installed.
+tools/setup-debian.sh --test || echo "tools/setup-debian.sh --test failed: tests needing those packages will fail"
+
 # QEMU 10.0.2 (plugin API v4) for the system-mode tests; they skip, saying why, without it.
 tools/fetch-qemu10.sh .qemu10 >"$results/qemu10.log" 2>&1 || { echo "QEMU 10.0.2 unavailable:"; tail -n 3 "$results/qemu10.log"; }
 
 build() { # dir, meson options...
     dir=$1; shift
     if [ ! -f "$dir/build.ninja" ]; then
-        meson setup "$dir" "$@" >"$results/$dir.setup.log" 2>&1 || { cat "$results/$dir.setup.log"; return 1; }
+        meson setup "$dir" -Dtests=true "$@" >"$results/$dir.setup.log" 2>&1 || { cat "$results/$dir.setup.log"; return 1; }
+    elif grep -q '"name": "tests", "value": false' "$dir/meson-info/intro-buildoptions.json" 2>/dev/null; then
+        # a user's build (-Dtests=false) in the same folder: it has no tests to run
+        meson configure "$dir" -Dtests=true >"$results/$dir.setup.log" 2>&1 || { cat "$results/$dir.setup.log"; return 1; }
     fi
     ninja -C "$dir" >"$results/$dir.build.log" 2>&1 || { cat "$results/$dir.build.log"; return 1; }
 }
