@@ -11,6 +11,15 @@
 --   cores=N                                   simulated cores, vCPU i uses core i % N (default:
 --                                             user mode 1, system mode the -smp vCPUs)
 --   seed=1                                    (qlua only) seed of evict=rand's generator
+--   symbols=on|off                            (qlua only) on: the symbol in parentheses is the
+--                                             instruction's MODULE!SYMBOL+0xOFF (MODULE+0xOFF
+--                                             without a symbol; qemu.symbolize: shared libraries
+--                                             too) instead of QEMU's bare symbol; default off
+--   symfile=PATH                              (qlua only) load a System.map or an ELF file with
+--                                             absolute addresses (vmlinux) for the names;
+--                                             repeatable; implies symbols=on
+--   format=text|json                          (qlua only) json: the same report as one JSON
+--                                             object on one line (below); default text
 --
 -- Output, at exit, byte for byte in QEMU's format:
 --   core #, data accesses, data misses, dmiss rate, insn accesses, insn misses, imiss rate[, l2 ...]
@@ -20,6 +29,12 @@
 --   0x4000a1b2c3 (symbol), 12, movq (%rax), %rbx
 --   (then "address, fetch misses, instruction" and, with L2, "address, L2 misses, instruction",
 --   each after an empty line)
+-- format=json: {"report":"cache","cores":[{"core":0,"data_accesses":N,"data_misses":N,
+--   "dmiss_rate":R,"insn_accesses":N,"insn_misses":N,"imiss_rate":R[,"l2_accesses":N,
+--   "l2_misses":N,"l2_miss_rate":R]}, ...],"sum":{...same fields, no "core"}|null,
+--   "data_misses":[{"addr":"0x%016x","symbol":S|null,"misses":N,"disas":S}, ...],
+--   "fetch_misses":[...],"l2_misses":[...]|null}: the same rows as the text, rates as full
+--   doubles (the text rounds them to 4 decimals), "sum" only when cores > 1.
 -- Instruction fetches are simulated at the instruction's address (system mode: its host
 -- address, as QEMU does); data accesses at the virtual address (system mode: the physical
 -- address; I/O accesses are not simulated). An instruction translated again keeps its first
@@ -42,6 +57,8 @@
 local qemu = require "qemu"
 local cachemodel = require "qemu.cachemodel"
 local report = require "qemu.report"
+local symbolize = require "qemu.symbolize"
+local json = require "qemu.json"
 
 local system = qemu.info.system
 
@@ -66,6 +83,9 @@ local args = qemu.script {
     { name = "cores", type = "int", min = 1,
       help = "simulated cores (default: 1 in user mode, the vCPUs in system mode)" },
     { name = "seed", type = "int", default = 1, help = "seed of evict=rand's generator (qlua only)" },
+    symbolize.script_args(false)[1], symbolize.script_args(false)[2],
+    { name = "format", type = "enum", values = { "text", "json" }, default = "text",
+      help = "text: QEMU's report; json: the same as one JSON object on one line (qlua only)" },
   },
 }
 
@@ -76,6 +96,7 @@ end
 local cores = args.cores or (system and qemu.info.smp_vcpus) or 1
 local limit = args.limit
 local random = cachemodel.prng(args.seed) -- one generator for all caches, as QEMU has one
+local named = symbolize.setup(args, false, qemu.symbolize_load)
 
 local function make_caches(what, size, blksize, assoc)
   local why = cachemodel.check(size, blksize, assoc)
@@ -142,7 +163,8 @@ qemu.on_translate(function(tb)
     local addr = system and insn.haddr or insn.vaddr
     local rec = records[addr]
     if not rec then
-      rec = { addr = addr, disas = insn.disas, symbol = insn.symbol, dmiss = 0, imiss = 0, l2miss = 0 }
+      local symbol = named and symbolize.format(qemu.symbolize(insn.vaddr)) or insn.symbol
+      rec = { addr = addr, disas = insn.disas, symbol = symbol, dmiss = 0, imiss = 0, l2miss = 0 }
       records[addr] = rec
     end
     insn:on_exec(on_fetch, rec)
@@ -195,7 +217,53 @@ local function top(out, list, field, title)
   end
 end
 
+-- ---- the report as JSON: the same numbers and rows ----
+
+local function json_stats(core, d_acc, d_miss, i_acc, i_miss, l2_acc, l2_miss)
+  local kv = {}
+  if core then kv = { "core", core } end
+  local fields = { "data_accesses", d_acc, "data_misses", d_miss, "dmiss_rate", rate(d_miss, d_acc),
+    "insn_accesses", i_acc, "insn_misses", i_miss, "imiss_rate", rate(i_miss, i_acc) }
+  if l2caches then
+    fields[#fields + 1], fields[#fields + 2] = "l2_accesses", l2_acc
+    fields[#fields + 1], fields[#fields + 2] = "l2_misses", l2_miss
+    fields[#fields + 1], fields[#fields + 2] = "l2_miss_rate", rate(l2_miss, l2_acc)
+  end
+  for _, v in ipairs(fields) do kv[#kv + 1] = v end
+  return json.object(kv)
+end
+
+local function json_top(list, field)
+  local rows = {}
+  for i, rec in ipairs(report.top(list, limit, field, "addr")) do
+    rows[i] = json.object { "addr", json.hex(rec.addr, 16), "symbol", rec.symbol or json.null,
+      "misses", json.u64(rec[field]), "disas", rec.disas }
+  end
+  return json.array(rows)
+end
+
+local function json_report()
+  local per, sum = {}, { 0, 0, 0, 0, 0, 0 }
+  for i = 1, cores do
+    local d, ic, l2 = dcaches[i], icaches[i], l2caches and l2caches[i]
+    local row = { d.accesses, d.misses, ic.accesses, ic.misses,
+      l2 and l2.accesses or 0, l2 and l2.misses or 0 }
+    for j = 1, 6 do sum[j] = sum[j] + row[j] end
+    per[i] = json_stats(i - 1, row[1], row[2], row[3], row[4], row[5], row[6])
+  end
+  local list = report.values(records)
+  return json.encode(json.object { "report", "cache", "cores", json.array(per),
+    "sum", cores > 1 and json_stats(nil, sum[1], sum[2], sum[3], sum[4], sum[5], sum[6])
+      or json.null,
+    "data_misses", json_top(list, "dmiss"), "fetch_misses", json_top(list, "imiss"),
+    "l2_misses", l2caches and json_top(list, "l2miss") or json.null }) .. "\n"
+end
+
 qemu.on_exit(function()
+  if args.format == "json" then
+    qemu.write(json_report())
+    return
+  end
   qemu.write(stats())
   local list = report.values(records)
   local out = {}

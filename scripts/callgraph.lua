@@ -13,6 +13,13 @@
 --   weight=insns|calls  insns (default): instructions executed while that stack was current, so
 --                       the weights add up to every instruction executed; calls: how many times
 --                       the stack's innermost frame was entered by a call
+--   symbols=on|off      on (default): frames are named MODULE!FUNCTION (libc.so.6!__libc_start_main,
+--                       loop!main: qemu.symbolize, the symbols of every ELF file the guest mapped,
+--                       shared libraries included), and a frame without a symbol MODULE+0xOFFSET
+--                       of its entry; off: QEMU's symbol (insn.symbol: the main program's only)
+--                       and the hex address of a frame's entry, as before
+--   symfile=PATH        load a System.map or an ELF file with absolute addresses (vmlinux) for
+--                       the names (system mode); repeatable; implies symbols=on
 --
 -- How: each instruction adds to a native per-vCPU counter (exact, no Lua). Each executed block
 -- runs one Lua callback that reads the vCPU's counter, gives the instructions counted since the
@@ -21,8 +28,8 @@
 -- (x86: call/callq/ret/retq, with prefixes; aarch64: bl/blr/ret and the pointer-authentication
 -- forms). The shadow stacks (lua/qemu/callgraph_stacks.lua) name frames as a sampling profiler
 -- would: each caller after the function of its call instruction, the innermost frame after the
--- symbol of the block running now (insn.symbol; a static, unstripped guest has them), so a tail
--- call shows the function jumped to; code without a symbol (a PLT stub) counts for the frame's
+-- symbol of the block running now (qemu.symbolize of its address; with symbols=off insn.symbol),
+-- so a tail call shows the function jumped to; code without a symbol (a PLT stub) counts for the frame's
 -- function, and a frame that never reaches a symbol is named after the hex address of its entry.
 -- A frame stores its return address (the call's address + size) and a return pops down to the
 -- frame whose return address is where it landed, so unbalanced returns resynchronise; a longjmp
@@ -36,8 +43,9 @@
 -- instructions executed (what tests/oracle.c and QEMU's libinsn.so count), threads included;
 -- the stacks of all vCPUs are merged.
 --
--- Limits: frames are only as good as the guest's symbols (QEMU reads the main program's symbol
--- table; shared libraries show as hex addresses); a signal handler runs in the interrupted frame;
+-- Limits: frames are only as good as the guest's symbols (a stripped program's own functions show
+-- as MODULE+0xOFFSET of their entry, or under the nearest exported symbol's name when .dynsym
+-- has one; with symbols=off, only the main program's symbols count); a signal handler runs in the interrupted frame;
 -- a function tail-jumping into one of its callers' functions is taken for a longjmp there. In
 -- system mode, an interrupt or exception taken right after a call or return is mistaken for its
 -- target. Symbols containing ';' or white space have them replaced by '_'. Output order:
@@ -46,6 +54,7 @@
 -- include what ran before the fork).
 local qemu = require "qemu"
 local stacks = require "qemu.callgraph_stacks"
+local symbolize = require "qemu.symbolize"
 
 local args = qemu.script {
   name = "callgraph",
@@ -56,8 +65,10 @@ local args = qemu.script {
       help = "cut stacks after this many frames (0: no limit)" },
     { name = "weight", type = "enum", values = { "insns", "calls" }, default = "insns",
       help = "instructions executed per stack, or calls into it" },
+    symbolize.script_args(true)[1], symbolize.script_args(true)[2],
   },
 }
+local named = symbolize.setup(args, true, qemu.symbolize_load)
 
 local target = qemu.info.target
 if not stacks.supported(target) then
@@ -86,6 +97,26 @@ local function clean(symbol)
   return name
 end
 
+-- The function a block runs in: MODULE!SYMBOL where qemu.symbolize knows one; nil in a known
+-- module without a symbol there (a PLT stub: it counts for the frame's function); QEMU's symbol
+-- where no module is known (or with symbols=off).
+local function block_symbol(tb)
+  if named then
+    local module, symbol = qemu.symbolize(tb.vaddr)
+    if module then return clean(symbolize.frame(module, symbol)) end
+  end
+  return clean(tb[1].symbol)
+end
+
+-- With symbols on, a frame named after the hex address of its entry becomes MODULE+0xOFFSET.
+local function entry_name(frame)
+  local digits = frame:match("^0x(%x+)$")
+  if not digits then return nil end
+  local addr = tonumber(digits, 16)
+  local name = addr and symbolize.format(qemu.symbolize(addr))
+  return name and clean(name)
+end
+
 local function on_block(vcpu, b, count) -- count: the vCPU's instructions before this block
   profile:block(vcpu, count, b.vaddr, b.symbol, b.kind, b.next)
 end
@@ -99,7 +130,7 @@ qemu.on_translate(function(tb)
   local kind = stacks.classify(last.disas, target)
   tb:on_exec(on_block, {
     vaddr = tb.vaddr,
-    symbol = clean(tb[1].symbol),
+    symbol = block_symbol(tb),
     kind = kind,
     next = kind == "call" and last.vaddr + last.size or nil,
   }, { counter = insns })
@@ -114,6 +145,7 @@ qemu.on_vcpu_init(finish)
 qemu.on_exit(function()
   profile:finish_all(function(vcpu) return insns:get(vcpu) end)
   local lines = profile:folded()
+  if named then lines = symbolize.rename_folded(lines, entry_name) end
   local chunk, total = {}, 0
   local function emit(text)
     if out then out:write(text) else qemu.write(text) end

@@ -12,6 +12,12 @@
 --   afilter=ADDR     log only the instruction at ADDR (hex, 0x optional; repeatable)
 --   With several filters, an instruction is logged when it matches any of them, as in 7.2. An
 --   instruction that does not match is not logged at all, nor are its memory accesses.
+--   symbols=on|off  (qlua only) on: the PC is followed by its name in parentheses,
+--                   `0x401655 (loop!main+0x5)` (MODULE!SYMBOL+0xOFF, or MODULE+0xOFF without a
+--                   symbol; qemu.symbolize at translation; nothing where no module is known);
+--                   default off, the original's format
+--   symfile=PATH    (qlua only) load a System.map or an ELF file with absolute addresses
+--                   (vmlinux) for the names; repeatable; implies symbols=on
 --   reg=GLOB        (QEMU 9.0 or later) also track the registers whose name matches GLOB (`*` any
 --                   text, `?` one character; matched as QEMU names them and in lower case;
 --                   repeatable), e.g. reg=rcx, reg=r*x, reg=*. A logged line then ends with
@@ -56,6 +62,7 @@
 -- Cost: one Lua callback per executed instruction and per memory access of a logged one; with
 -- reg=, each check reads every tracked register.
 local qemu = require "qemu"
+local symbolize = require "qemu.symbolize"
 
 local args = qemu.script {
   name = "execlog",
@@ -69,8 +76,10 @@ local args = qemu.script {
       help = "also log changes of the registers matching this glob (QEMU 9.0 or later)" },
     { name = "rdisas", type = "bool", default = false,
       help = "with reg: check registers only after instructions that name one" },
+    symbolize.script_args(false)[1], symbolize.script_args(false)[2],
   },
 }
+local named = symbolize.setup(args, false, qemu.symbolize_load)
 
 local ifilters = args.ifilter
 local afilters = {} -- address -> true
@@ -136,6 +145,13 @@ local function opcode(bytes)
     value = value * 256 + bytes:byte(i)
   end
   return value
+end
+
+-- The PC as logged: 0xHEX, with symbols=on followed by its name in parentheses where known.
+local function pc_text(vaddr)
+  local name = named and symbolize.format(qemu.symbolize(vaddr))
+  if name then return format("0x%x (%s)", vaddr, name) end
+  return format("0x%x", vaddr)
 end
 
 local function wanted(insn, vaddr)
@@ -234,7 +250,7 @@ qemu.on_translate(function(tb)
     for insn in tb:insns() do
       local vaddr = insn.vaddr
       if wanted(insn, vaddr) then
-        local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
+        local text = format("%s, 0x%x, \"%s\"", pc_text(vaddr), opcode(insn.bytes), insn.disas)
         insn:on_exec(on_exec, text)
         insn:on_mem(on_mem)
       end
@@ -255,7 +271,7 @@ qemu.on_translate(function(tb)
       if check_next then log = true end
     end
     if log then
-      local text = format("0x%x, 0x%x, \"%s\"", vaddr, opcode(insn.bytes), insn.disas)
+      local text = format("%s, 0x%x, \"%s\"", pc_text(vaddr), opcode(insn.bytes), insn.disas)
       insn:on_mem(on_mem)
       if check then
         insn:on_exec(on_exec_regs, text, { regs = "r" })

@@ -5,8 +5,19 @@
 --   inline=on|off (default off)  on: each block adds to a native counter of its own (no Lua at
 --                                execution time); off: a Lua callback per block execution, as the
 --                                original's callback mode. Both print the same numbers.
+--   format=text|json (default text)  json: the same report as one JSON object on one line:
+--                                {"report":"hotblocks","entries":N,"rows":[{"pc":"0x%016x",
+--                                "tcount":T,"icount":I,"ecount":E}, ...]} (rows as the text's;
+--                                counts are numbers, see lua/qemu/json.lua for u64s past 2^53)
+--   symbols=on|off (default off)  on: each row ends with the block's name, MODULE!SYMBOL+0xOFF
+--                                (or MODULE+0xOFF without a symbol; "?" where nothing is known;
+--                                qemu.symbolize, taken when the block is first translated), the
+--                                header with ", symbol"; format=json rows get "symbol" (null
+--                                where nothing is known). Off keeps the original's output.
+--   symfile=PATH                 load a System.map or an ELF file with absolute addresses
+--                                (vmlinux) for the names; repeatable; implies symbols=on
 --
--- Output, at exit (byte for byte the original's format):
+-- Output, at exit, format=text (byte for byte the original's format):
 --   collected N entries in the hash table
 --   pc, tcount, icount, ecount
 --   0x0000004002818dc8, 1, 2, 1827        <- up to 20 rows, most executed first
@@ -31,6 +42,8 @@
 -- exact.
 local qemu = require "qemu"
 local report = require "qemu.report"
+local json = require "qemu.json"
+local symbolize = require "qemu.symbolize"
 
 local args = qemu.script {
   name = "hotblocks",
@@ -38,8 +51,12 @@ local args = qemu.script {
   args = {
     { name = "inline", type = "bool", default = false,
       help = "count executions with native per-block counters instead of a Lua callback" },
+    symbolize.script_args(false)[1], symbolize.script_args(false)[2],
+    { name = "format", type = "enum", values = { "text", "json" }, default = "text",
+      help = "text: QEMU's report; json: the same as one JSON object on one line" },
   },
 }
+local named = symbolize.setup(args, false, qemu.symbolize_load)
 
 local LIMIT = 20
 
@@ -62,6 +79,7 @@ qemu.on_translate(function(tb)
     entry.tcount = entry.tcount + 1
   else
     entry = { pc = pc, icount = icount, tcount = 1, ecount = 0 }
+    if named then entry.name = symbolize.format(qemu.symbolize(pc)) end
     if args.inline then entry.counter = qemu.counter() end
     by_size[icount] = entry
     n_entries = n_entries + 1
@@ -82,13 +100,32 @@ qemu.on_exit(function()
       list[#list + 1] = entry
     end
   end
+  if args.format == "json" then
+    local rows = {}
+    for i, e in ipairs(report.top(list, LIMIT, "ecount", "key")) do
+      local kv = { "pc", json.hex(e.pc, 16), "tcount", e.tcount, "icount", e.icount,
+        "ecount", json.u64(e.ecount) }
+      if named then kv[#kv + 1], kv[#kv + 2] = "symbol", e.name or json.null end
+      rows[i] = json.object(kv)
+    end
+    qemu.write(json.encode(json.object { "report", "hotblocks", "entries", n_entries,
+      "rows", json.array(rows) }) .. "\n")
+    return
+  end
   local out = { string.format("collected %d entries in the hash table\n", n_entries) }
   if #list > 0 then
-    out[#out + 1] = "pc, tcount, icount, ecount\n"
+    out[#out + 1] = named and "pc, tcount, icount, ecount, symbol\n"
+      or "pc, tcount, icount, ecount\n"
     local top = report.top(list, LIMIT, "ecount", "key")
-    out[#out + 1] = report.rows("0x%s, %d, %d, %s\n", top, function(e)
-      return report.hex(e.pc, 16), e.tcount, e.icount, report.dec(e.ecount)
-    end)
+    if named then
+      out[#out + 1] = report.rows("0x%s, %d, %d, %s, %s\n", top, function(e)
+        return report.hex(e.pc, 16), e.tcount, e.icount, report.dec(e.ecount), e.name or "?"
+      end)
+    else
+      out[#out + 1] = report.rows("0x%s, %d, %d, %s\n", top, function(e)
+        return report.hex(e.pc, 16), e.tcount, e.icount, report.dec(e.ecount)
+      end)
+    end
   end
   qemu.write(table.concat(out))
 end)

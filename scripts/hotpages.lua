@@ -9,8 +9,12 @@
 --                                user mode); on: count only accesses to I/O regions (system mode;
 --                                user mode has none), by page of their virtual address
 --   pagesize=N (default 4096)    the page size, a power of two
+--   format=text|json (default text)  json: the same rows as one JSON object on one line:
+--                                {"report":"hotpages","rows":[{"addr":"0x%016x","rcpus":M,
+--                                "reads":R,"wcpus":M,"writes":W}, ...]} (masks and counts are
+--                                numbers, see lua/qemu/json.lua for u64s past 2^53)
 --
--- Output, at exit (byte for byte the original's format), up to 50 rows:
+-- Output, at exit, format=text (byte for byte the original's format), up to 50 rows:
 --   Addr, RCPUs, Reads, WCPUs, Writes
 --   0x000000400280a000, 0x0001, 7743, 0x0001, 6490
 -- RCPUs/WCPUs are masks of the vCPUs (user mode: guest threads) that read/wrote the page.
@@ -33,6 +37,7 @@
 -- is exact.
 local qemu = require "qemu"
 local report = require "qemu.report"
+local json = require "qemu.json"
 
 local args = qemu.script {
   name = "hotpages",
@@ -42,6 +47,8 @@ local args = qemu.script {
       help = "sort by reads, writes or address (default: reads + writes)" },
     { name = "io", type = "bool", default = false, help = "count only accesses to I/O regions" },
     { name = "pagesize", type = "int", default = 4096, min = 1, help = "page size in bytes" },
+    { name = "format", type = "enum", values = { "text", "json" }, default = "text",
+      help = "text: QEMU's report; json: the same as one JSON object on one line" },
   },
 }
 
@@ -143,6 +150,16 @@ qemu.on_exit(function()
   else
     local count = ORDER[args.sortby] or function(p) return p.reads + p.writes end
     top = report.rank(list, count, "addr")
+  end
+  if args.format == "json" then
+    local rows = {}
+    for i = 1, math.min(LIMIT, #top) do
+      local p = top[i]
+      rows[i] = json.object { "addr", json.hex(p.addr, 16), "rcpus", json.u64(p.rcpus),
+        "reads", json.u64(p.reads), "wcpus", json.u64(p.wcpus), "writes", json.u64(p.writes) }
+    end
+    qemu.write(json.encode(json.object { "report", "hotpages", "rows", json.array(rows) }) .. "\n")
+    return
   end
   qemu.write("Addr, RCPUs, Reads, WCPUs, Writes\n" ..
     report.rows("0x%s, 0x%s, %s, 0x%s, %s\n", top, function(p)

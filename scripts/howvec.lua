@@ -9,8 +9,13 @@
 --   count=CLASS (repeatable)     count CLASS's instructions one by one (listed under "Individual
 --                                Instructions"); count=!CLASS: do not count CLASS at all. CLASS is
 --                                a short name from the table of the guest's architecture (below).
+--   format=text|json (default text)  json: the same report as one JSON object on one line:
+--                                {"report":"howvec","classes":[{"name":S,"opt":S,"counted":
+--                                "class"|"individually"|"not counted"[,"hits":N]}, ...],
+--                                "instructions":[{"disas":S,"hits":N,"op":"0x%08x","class":S},
+--                                ...]} (the lines the text lists, in its order; names unpadded)
 --
--- Output, at exit (byte for byte the original's format):
+-- Output, at exit, format=text (byte for byte the original's format):
 --   Instruction Classes:
 --   Class: Integer ALU             	(18270 hits)
 --   Class: Nop/Hint                	counted individually
@@ -48,6 +53,7 @@
 --   * count= with an unknown class is an error listing the accepted ones (QEMU ignores it).
 local qemu = require "qemu"
 local report = require "qemu.report"
+local json = require "qemu.json"
 
 local args = qemu.script {
   name = "howvec",
@@ -59,6 +65,8 @@ local args = qemu.script {
       help = "list classes that counted nothing" },
     { name = "count", type = "string", multiple = true,
       help = "CLASS: count its instructions individually; !CLASS: not at all" },
+    { name = "format", type = "enum", values = { "text", "json" }, default = "text",
+      help = "text: QEMU's report; json: the same as one JSON object on one line" },
   },
 }
 
@@ -238,7 +246,37 @@ local function hits(rec)
   return rec.counter and rec.counter:sum() or rec.count
 end
 
+-- The report as JSON: the same classes and instructions as the text, in its order.
+local function json_report()
+  local cls = {}
+  for _, c in ipairs(classes) do
+    if c.what == CLASS then
+      local n = hits(c)
+      if n ~= 0 or args.verbose then
+        cls[#cls + 1] = json.object { "name", c.name, "opt", c.opt, "counted", "class",
+          "hits", json.u64(n) }
+      end
+    else
+      cls[#cls + 1] = json.object { "name", c.name, "opt", c.opt,
+        "counted", c.what == INDIVIDUAL and "individually" or "not counted" }
+    end
+  end
+  local instrs = {}
+  local list = report.values(individuals)
+  for _, rec in ipairs(list) do rec.hits = hits(rec) end
+  for i, rec in ipairs(report.top(list, LIMIT, "hits", "key")) do
+    instrs[i] = json.object { "disas", rec.disas, "hits", json.u64(rec.hits),
+      "op", json.hex(rec.op, 8), "class", rec.class.name }
+  end
+  return json.encode(json.object { "report", "howvec", "target", target,
+    "classes", json.array(cls), "instructions", json.array(instrs) }) .. "\n"
+end
+
 qemu.on_exit(function()
+  if args.format == "json" then
+    qemu.write(json_report())
+    return
+  end
   local out = { "Instruction Classes:\n" }
   for _, c in ipairs(classes) do
     if c.what == CLASS then

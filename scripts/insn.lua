@@ -11,6 +11,15 @@
 --   match=PREFIX   report every execution of an instruction whose disassembly starts with
 --                  PREFIX (e.g. match=syscall, match=mov). Repeatable, as in QEMU
 --                  (match=syscall,match=ret); '|' also separates prefixes (match=syscall|ret).
+--   format=text|json (default text; qlua only) json: every line below becomes one JSON object
+--                  on one line, with the same numbers:
+--                    at exit, the report: {"report":"insn","sizes":[{"bytes":N,"insns":K}, ...]}
+--                    (sizes=on), {"report":"insn","insns":N} (inline=on), otherwise
+--                    {"report":"insn","cpus":[{"cpu":V,"insns":N}, ...],"total":N};
+--                    during the run, events (no "report" field, so the report is the one object
+--                    that has one): {"event":"repeat","vcpu":V,"pc":"0x%016x"} and
+--                    {"event":"match","vcpu":V,"pc":"0x%016x","disas":S,"hits":H,
+--                    "match_hits":M,"delta":D,"avg":A}.
 --
 -- Output:
 --   during the run, callback mode: detected repeat execution @ 0xADDR
@@ -54,6 +63,7 @@
 --     prefix cannot contain '|');
 --   * counts are exact with several vCPUs (QEMU's inline=on adds race).
 local qemu = require "qemu"
+local json = require "qemu.json"
 
 local args = qemu.script {
   name = "insn",
@@ -65,8 +75,12 @@ local args = qemu.script {
       help = "print how many instructions of each length were translated" },
     { name = "match", type = "string", multiple = true,
       help = "report executions of instructions whose disassembly starts with this; repeatable, or '|' between several" },
+    { name = "format", type = "enum", values = { "text", "json" }, default = "text",
+      help = "text: QEMU's lines; json: each line as one JSON object (qlua only)" },
   },
 }
+
+local as_json = args.format == "json"
 
 -- The prefixes of match=, in the order given ('|' separates them; an empty one matches all).
 local function split(text, sep)
@@ -108,7 +122,12 @@ local function on_block(vcpu, block, count)
     if ran then last_pc[vcpu] = ran end
   end
   if last_pc[vcpu] == block[1] then
-    qemu.printf("detected repeat execution @ 0x%x\n", block[1])
+    if as_json then
+      qemu.write(json.encode(json.object { "event", "repeat", "vcpu", vcpu,
+        "pc", json.hex(block[1], 16) }) .. "\n")
+    else
+      qemu.printf("detected repeat execution @ 0x%x\n", block[1])
+    end
   end
   prev_block[vcpu], prev_count[vcpu] = block, count
 end
@@ -122,6 +141,12 @@ local function on_match(vcpu, rec, count)
   local delta = icount - (m.last[vcpu] or 0)
   local total = (m.total[vcpu] or 0) + delta
   m.hits[vcpu], m.last[vcpu], m.total[vcpu] = hits, icount, total
+  if as_json then
+    qemu.write(json.encode(json.object { "event", "match", "vcpu", vcpu,
+      "pc", json.hex(rec.vaddr, 16), "disas", rec.disas, "hits", rec.hits, "match_hits", hits,
+      "delta", delta, "avg", math.floor(total / hits) }) .. "\n")
+    return
+  end
   qemu.printf("0x%x, '%s', %d hits, %d match hits, \206\148+%d since last match, %d avg insns/match\n",
     rec.vaddr, rec.disas, rec.hits, hits, delta, math.floor(total / hits))
 end
@@ -148,7 +173,37 @@ qemu.on_translate(function(tb)
   end
 end)
 
+-- The exit report as JSON: the same numbers as the text lines.
+local function json_report()
+  local kv = { "report", "insn" }
+  if args.sizes then
+    local lengths, rows = {}, {}
+    for size in pairs(sizes) do lengths[#lengths + 1] = size end
+    table.sort(lengths)
+    for i, size in ipairs(lengths) do
+      rows[i] = json.object { "bytes", size, "insns", sizes[size] }
+    end
+    kv[3], kv[4] = "sizes", json.array(rows)
+  elseif args.inline then
+    kv[3], kv[4] = "insns", json.u64(insns:sum())
+  else
+    local per, rows, total = insns:values(), {}, 0
+    for vcpu = 0, #per do
+      if per[vcpu] ~= 0 then
+        rows[#rows + 1] = json.object { "cpu", vcpu, "insns", json.u64(per[vcpu]) }
+        total = total + per[vcpu]
+      end
+    end
+    kv[3], kv[4], kv[5], kv[6] = "cpus", json.array(rows), "total", json.u64(total)
+  end
+  return json.encode(json.object(kv)) .. "\n"
+end
+
 qemu.on_exit(function()
+  if as_json then
+    qemu.write(json_report())
+    return
+  end
   local out = {}
   if args.sizes then
     local lengths = {}

@@ -4,6 +4,13 @@
 --
 -- Arguments:
 --   print=on|off  (default off) on: print each syscall and each return as it happens, no table.
+--   names=on|off  (default off; qlua only) on: name syscalls and errors (below), from tables
+--                 generated from the Linux headers (lua/qemu/syscalls*.lua; x86_64, aarch64 and
+--                 i386 guests; other targets print numbers only). Off keeps QEMU's format.
+--   format=text|json (default text) json, with print=off: the table as one JSON object on one
+--                 line: {"report":"syscall","target":T,"rows":[{"num":N,"name":S|null,
+--                 "calls":C,"errors":E}, ...]} (same rows and order; "name" is always there).
+--                 format=json with print=on is refused (the events are no report).
 --
 -- Output:
 --   print=off, at exit, a table ranked by calls (most first; equal counts by ascending syscall
@@ -12,10 +19,18 @@
 --     NUM          CALLS  ERRORS        ("%-13d%-6d %d")
 --   A call counts when it starts; an error is a return with a negative value. A syscall that
 --   never returns (exit, exit_group) has no return; a return whose start was not seen still gets
---   a row (with 0 calls), as in QEMU.
+--   a row (with 0 calls), as in QEMU. With names=on the header ends in "  name" and each row
+--   in the syscall's name ("%-13d%-6d %-7d %s"; "?" for a number without one).
 --   print=on, during the run:
 --     syscall #NUM
 --     syscall #NUM returned -> RET
+--   print=on names=on, during the run:
+--     syscall #257 openat(AT_FDCWD, 0x4000801234, 0x80000, 0x0, 0x0, 0x0)
+--     syscall #257 openat returned -> -2 (ENOENT)
+--   all six argument registers are shown (the headers do not say how many a syscall takes);
+--   arguments the kernel reads as an int (file descriptors, dirfd: AT_FDCWD) are decoded from
+--   their low 32 bits as signed, the others are shown in hex; an error return (-4095 .. -1) gets
+--   its errno name.
 --
 -- Differences from QEMU's plugin, on purpose:
 --   * rows with equal call counts are ordered by syscall number (see above);
@@ -27,6 +42,8 @@
 -- Syscalls are rare: each one runs a Lua callback, as QEMU's plugin runs a C one.
 local qemu = require "qemu"
 local report = require "qemu.report"
+local json = require "qemu.json"
+local syscalls = require "qemu.syscalls"
 
 local args = qemu.script {
   name = "syscall",
@@ -34,10 +51,31 @@ local args = qemu.script {
   args = {
     { name = "print", type = "bool", default = false,
       help = "print every syscall and return as it happens instead of the table" },
+    { name = "names", type = "bool", default = false,
+      help = "name syscalls, decode int arguments (AT_FDCWD) and name errors" },
+    { name = "format", type = "enum", values = { "text", "json" }, default = "text",
+      help = "text: QEMU's table; json: the same as one JSON object on one line (print=off)" },
   },
 }
 
+if args.print and args.format == "json" then
+  error("syscall.lua: format=json applies to the table (print=off); print=on prints text", 0)
+end
+
 qemu.need("syscalls")
+
+local target = qemu.info.target
+
+if args.print and args.names then
+  qemu.on_syscall(function(vcpu, num, ...)
+    qemu.printf("syscall #%d %s\n", num, syscalls.format_call(target, num, { ... }))
+  end)
+  qemu.on_syscall_ret(function(vcpu, num, ret)
+    qemu.printf("syscall #%d %s returned -> %s\n", num,
+      syscalls.name(target, num) or string.format("syscall_%d", num), syscalls.format_ret(ret))
+  end)
+  return
+end
 
 if args.print then
   qemu.on_syscall(function(vcpu, num)
@@ -72,6 +110,25 @@ end)
 
 qemu.on_exit(function()
   local rows = report.rank(report.values(stats), "calls", "num")
+  if args.format == "json" then
+    local list = {}
+    for i, e in ipairs(rows) do
+      list[i] = json.object { "num", e.num, "name", syscalls.name(target, e.num) or json.null,
+        "calls", e.calls, "errors", e.errors }
+    end
+    qemu.write(json.encode(json.object { "report", "syscall", "target", target,
+      "rows", json.array(list) }) .. "\n")
+    return
+  end
+  if args.names then
+    local out = { "syscall no.  calls  errors  name\n" }
+    for _, e in ipairs(rows) do
+      out[#out + 1] = string.format("%-13d%-6d %-7d %s\n", e.num, e.calls, e.errors,
+        syscalls.name(target, e.num) or "?")
+    end
+    qemu.write(table.concat(out))
+    return
+  end
   local out = { "syscall no.  calls  errors\n" }
   for _, e in ipairs(rows) do
     out[#out + 1] = string.format("%-13d%-6d %d\n", e.num, e.calls, e.errors)

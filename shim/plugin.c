@@ -24,6 +24,7 @@
 #include "reload.h"
 #include "repl.h"
 #include "signals.h"
+#include "symbols.h"
 #include "tally.h"
 #include "tb.h"
 #include "value.h"
@@ -553,5 +554,6 @@ static int plugin_open_core(lua_State *L)
     qlua_mem_open(L);
     qlua_counter_open(L);
     qlua_tally_open(L);
+    qlua_symbols_open(L);
     return 1;
 }

@@ -199,13 +199,16 @@ N, M, R, J = 10, 7, 5, 3  # calls.c
 
 
 def folded(text):
-    """Folded lines 'a;b;c 12' -> {path: weight}; other lines (oracle:, callgraph:) skipped."""
+    """Folded lines 'a;b;c 12' -> {path: weight}; other lines (oracle:, callgraph:) skipped.
+    Frames are named MODULE!FUNCTION (symbols=on, the default; tests/test_symbols.py checks the
+    names): these tests look at the functions, so the MODULE! part is dropped."""
     stacks = {}
     for line in text.splitlines():
         m = re.match(r"^(\S+) (\d+)$", line)
         if m and not line.startswith(("oracle:", "callgraph:")):
-            assert m.group(1) not in stacks, f"stack listed twice: {line}"
-            stacks[m.group(1)] = int(m.group(2))
+            path = ";".join(f.split("!", 1)[-1] for f in m.group(1).split(";"))
+            assert path not in stacks, f"stack listed twice: {line}"
+            stacks[path] = int(m.group(2))
     return stacks
 
 

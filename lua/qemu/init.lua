@@ -287,6 +287,46 @@ end
 --- User mode: { path, start_code, end_code, entry } of the guest program; nil in system mode.
 qemu.binary = core.binary
 
+-- ---- qemu.symbolize: names for addresses (shim/symbols.c, lua/qemu/symbolize.lua) ----
+do
+  local symbolize = require "qemu.symbolize"
+
+  --- qemu.symbolize(vaddr) -> module, symbol, offset: the path of the file mapped at guest
+  -- address vaddr, the function symbol covering it (nil when none does) and vaddr's offset from
+  -- that symbol (without one: from the module's base). nil when nothing known is there. Tables
+  -- loaded with qemu.symbolize_load come first; user mode then looks in the mapped ELF files.
+  function qemu.symbolize(vaddr, ...)
+    if not symbolize.is_address(vaddr) then
+      fail(2, "qemu.symbolize: expected an address (a whole number from 0 to 2^64-1), got %s",
+        type(vaddr) == "number" and tostring(vaddr) or type(vaddr))
+    end
+    if select("#", ...) > 0 then fail(2, "qemu.symbolize(vaddr) takes one address") end
+    return core.symbolize(vaddr)
+  end
+
+  --- qemu.symbolize_load(path [, name]) -> the number of function symbols read from a System.map
+  -- ("ADDRESS TYPE NAME" lines; types T, t, W, w) or an ELF file with absolute addresses
+  -- (vmlinux); its addresses then symbolize as module `name` (default: the file's basename).
+  function qemu.symbolize_load(path, name, ...)
+    if type(path) ~= "string" or path == "" then
+      fail(2, "qemu.symbolize_load: expected a file path, got %s", type(path))
+    end
+    if name ~= nil and (type(name) ~= "string" or name == "") then
+      fail(2, "qemu.symbolize_load: the module name must be a non-empty string, got %s",
+        type(name))
+    end
+    if select("#", ...) > 0 then fail(2, "qemu.symbolize_load(path [, name]) takes two arguments") end
+    local n, err = core.symbolize_load(path, name or symbolize.basename(path))
+    if not n then fail(2, "qemu.symbolize_load: %s", err) end
+    return n
+  end
+
+  --- qemu.symbolize_format(module, symbol, offset) -> "libc.so.6!__libc_start_main+0x8a" (or
+  -- "libc.so.6+0x27d0a" without a symbol; nil without a module): qemu.symbolize's result as text.
+  qemu.symbolize_format = symbolize.format
+end
+-- ---- end of qemu.symbolize ----
+
 --- QEMU's process id: a guest that forks runs the script on in each child, with its own pid.
 qemu.pid = core.pid
 
