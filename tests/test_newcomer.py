@@ -56,3 +56,9 @@ def test_the_counts_of_a_forking_guests_processes_can_be_told_apart():
     r = qemu(["script=count", "pid=on"], [guest("forks")])
     pids = [int(p) for p in re.findall(r"^insns: \d+ \(pid (\d+)\)$", r.log, re.M)]
     assert r.status == 0 and len(pids) == 2 and pids[0] != pids[1], f"{r}"
+
+
+def test_the_plugin_says_once_that_an_execd_program_runs_without_it():
+    r = run_lua("qemu.print('before the exec')", [guest("ends"), "exec", "10"])
+    assert r.status == 0 and r.err.count("the guest calls execve") == 1, f"{r}"
+    assert "before the exec" in r.log, f"{r}"
