@@ -14,11 +14,11 @@ def test_launcher_run_shows_what_the_plugin_prints_and_passes_the_exit_status():
         # the same environment for both guests (only PATH, which the launcher needs): the count
         # of a guest depends on its environment, which the launcher hands over as it is given
         only_path = {"PATH": os.environ["PATH"]}
-        sanitized = {k: v for k, v in os.environ.items()
+        sanitized = {k: v for k, v in os.environ.items()  # the sanitizer build's QEMU needs them
                      if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
         direct = os.path.join(tmp, "direct.log")
         subprocess.run(user_command([["script=count"]], [guest("loop"), "3"], direct), check=True,
-                       env=only_path, capture_output=True)
+                       env=dict(only_path, **sanitized), capture_output=True)
         want = open(direct).read()
         via_file = os.path.join(tmp, "launcher.log")
         p = subprocess.run([sys.executable, LAUNCHER, "run", "-o", via_file, "count", "--",
