@@ -24,8 +24,9 @@ def queued(program, extra=()):
 def test_queued_callbacks_see_every_event_in_order_with_the_counter_of_the_moment():
     queued([guest("loop"), "20"])
     queued([guest("loop"), "20"], ["sync=false"])
-    r, q = queued([guest("threads"), "100"])
-    assert q["vcpus"] == "9", f"9 threads\n{r}"
+    r, q = queued([guest("threads"), "400"])
+    # user mode gives a thread that starts after another ended the index it left: 2 to 9 indices
+    assert 2 <= int(q["vcpus"]) <= 9, f"several threads, each with its own vCPU\n{r}"
     queued([guest("forks")])
 
 

@@ -20,8 +20,9 @@ def test_tracers_deliver_every_event_in_order_single_thread():
 
 def test_tracers_deliver_every_event_in_order_with_8_threads():
     for batch in ("7", "4096"):
-        t = traced([guest("threads"), "100"], ["batch=" + batch])
-        assert t["vcpus"] == "9", "9 threads traced"
+        t = traced([guest("threads"), "400"], ["batch=" + batch])
+        # a thread started after another ended reuses its vCPU index: 2 to 9 indices
+        assert 2 <= int(t["vcpus"]) <= 9, "several threads traced"
 
 
 def test_tracers_deliver_everything_before_fork_and_exit():

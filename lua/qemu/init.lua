@@ -54,9 +54,10 @@ local function sorted_keys(t)
 end
 
 -- opts: nil or a table whose keys are all in `accepted` (name -> check(value) -> ok, expected).
+local NO_OPTS = setmetatable({}, { __newindex = function() error("read-only", 2) end })
 local function check_opts(opts, where, accepted, level)
   level = (level or 2) + 1
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then
     fail(level, "%s: options must be a table such as { %s = ... }, got %s", where,
       sorted_keys(accepted)[1], type(opts))
@@ -362,6 +363,11 @@ qemu.set_time = core.set_time
 -- core's positional primitives; core.tb_methods / core.insn_methods are where the handles look
 -- their methods up.
 local tb_methods, insn_methods = core.tb_methods, core.insn_methods
+-- These run for every block or instruction a script instruments, at translation: the common
+-- forms (no options) take one line of checks and call C directly; anything else goes through
+-- the checks that write the messages.
+local core_tb_on_exec, core_insn_on_exec = core.tb_on_exec, core.insn_on_exec
+local core_insn_on_mem, core_insn_count_mem = core.insn_on_mem, core.insn_count_mem
 
 local EXEC_OPTS = { sync = boolean, regs = one_of("none", "r", "rw"), counter = counter }
 local function exec_args(where, fn, opts)
@@ -374,12 +380,18 @@ end
 -- opts: sync = true (at the moment itself, not queued), regs = "r"|"rw" (register access; makes
 -- it synchronous), counter = c (pass c's value of the moment as the third argument).
 function tb_methods.on_exec(tb, fn, data, opts, extra)
+  if opts == nil and extra == nil and type(fn) == "function" and getmetatable(tb) == "qlua.tb" then
+    return core_tb_on_exec(tb, fn, data, "none", false, nil)
+  end
   check_self("tb", tb, "tb:on_exec")
   no_more(extra, "tb:on_exec(fn, data, opts)")
   core.tb_on_exec(tb, fn, data, exec_args("tb:on_exec", fn, opts))
 end
 
 function insn_methods.on_exec(insn, fn, data, opts, extra)
+  if opts == nil and extra == nil and type(fn) == "function" and getmetatable(insn) == "qlua.insn" then
+    return core_insn_on_exec(insn, fn, data, "none", false, nil)
+  end
   check_self("insn", insn, "insn:on_exec")
   no_more(extra, "insn:on_exec(fn, data, opts)")
   core.insn_on_exec(insn, fn, data, exec_args("insn:on_exec", fn, opts))
@@ -389,6 +401,9 @@ local MEM_OPTS = { rw = RW }
 --- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access; opts.rw =
 -- "r", "w" or "rw" (the default).
 function insn_methods.on_mem(insn, fn, data, opts, extra)
+  if opts == nil and extra == nil and type(fn) == "function" and getmetatable(insn) == "qlua.insn" then
+    return core_insn_on_mem(insn, fn, data, "rw")
+  end
   check_self("insn", insn, "insn:on_mem")
   no_more(extra, "insn:on_mem(fn, data, opts)")
   check_function(fn, "insn:on_mem")
@@ -398,6 +413,10 @@ end
 
 --- insn:count_mem(counter [, n = 1] [, opts]): add n per memory access of kind opts.rw.
 function insn_methods.count_mem(insn, c, n, opts, extra)
+  if opts == nil and extra == nil and n == nil and getmetatable(c) == "qlua.counter"
+    and getmetatable(insn) == "qlua.insn" then
+    return core_insn_count_mem(insn, c, 1, "rw")
+  end
   check_self("insn", insn, "insn:count_mem")
   no_more(extra, "insn:count_mem(c, n, opts)")
   check_counter(c, "insn:count_mem", 2)
@@ -455,9 +474,14 @@ local TRACE_MEM_OPTS = { tag = whole, rw = RW }
 -- whole number the event carries. insn:trace_mem(tracer [, opts]): one event per memory access,
 -- opts.tag and opts.rw = "r"|"w"|"rw".
 local function trace_method(kind, where, accepted, register)
+  local meta, form = "qlua." .. kind, where .. "(t, opts)"
   return function(handle, t, opts, extra)
+    local id = tracers[t]
+    if opts == nil and extra == nil and id ~= nil and getmetatable(handle) == meta then
+      return register(handle, id, 0, "rw")
+    end
     check_self(kind, handle, where)
-    no_more(extra, where .. "(t, opts)")
+    no_more(extra, form)
     local id = check_tracer(t, where)
     opts = check_opts(opts, where, accepted)
     register(handle, id, opts.tag or 0, opts.rw or "rw") -- (tb and insn traces ignore rw)
