@@ -27,7 +27,7 @@ PAIRS = [
     ("insn callback (Lua per insn)", "bench/libcref.so", "mode=insn_cb", "bench/scripts/insn_cb.lua", 4.0),
     ("on_translate only", "bench/libcref.so", "mode=trans", "bench/scripts/trans.lua", 1.3),
     # a line per block: C hands each to QEMU's log (a write each); qlua buffers, flushing within
-    # 40 ms (docs/promises.md). Only on the python3 workload: a line per block is a lot of text.
+    # 20 ms (docs/promises.md). Only on the python3 workload: a line per block is a lot of text.
     ("a line printed per block", "bench/libcref.so", "mode=print", "bench/scripts/print.lua", 1.0,
      {"python3 import json, email"}),
 ]

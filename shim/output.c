@@ -3,15 +3,14 @@
  * the Lua state (any thread may write or flush, with or without the Lua lock).
  * A C plugin that calls qemu_plugin_outs for every line loses nothing when QEMU dies abruptly (a
  * guest's fatal signal or execve, SIGKILL) but pays a write per line; qlua buffers, and bounds
- * what such an end can take: output older than QLUA_OUT_DELAY_MS has been handed over, by the
- * next write or by the flusher thread while the script is quiet. */
+ * what such an end can take: a thread hands over what is buffered every QLUA_OUT_DELAY_MS, so
+ * nothing older than that (and the scheduler's delay) waits. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "output.h"
@@ -23,16 +22,9 @@
 static GMutex out_lock;
 static GString *out;
 static GString *redirect;
-static uint64_t first_ns; /* when the oldest byte in `out` was written; 0: empty */
 static int report_fd = 2;
-static pid_t flusher_pid; /* the process whose flusher thread runs (a fork has none) */
+static bool flusher_missing; /* a forked child: the flusher thread stayed in the parent */
 
-static uint64_t coarse_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* a few ns: no system call */
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Where QEMU's log goes, read from its own command line and environment at load: QEMU's log is
  * stderr unless -D (QEMU_LOG_FILENAME) names a file, and takes plugin output only with -d plugin
@@ -117,16 +109,15 @@ static void flush_locked(void)
         }
         g_string_truncate(out, 0);
     }
-    first_ns = 0;
 }
 
 static gpointer flusher(gpointer unused)
 {
     (void)unused;
     for (;;) {
-        g_usleep(QLUA_OUT_DELAY_MS * 1000 / 2);
+        g_usleep(QLUA_OUT_DELAY_MS * 1000);
         g_mutex_lock(&out_lock);
-        if (first_ns) { /* whatever waits, however young: at most one write per wake-up */
+        if (out && out->len > 0) { /* whatever waits, however young: one write per wake-up */
             flush_locked();
         }
         g_mutex_unlock(&out_lock);
@@ -144,7 +135,7 @@ static void start_flusher(void)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     g_thread_unref(g_thread_new("qlua-output", flusher, NULL));
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    flusher_pid = getpid();
+    flusher_missing = false;
 }
 
 void qlua_output_start(void)
@@ -164,15 +155,12 @@ void qlua_out_write(const char *s, size_t len)
     if (redirect) {
         g_string_append_len(redirect, s, len);
     } else if (out) {
-        uint64_t now = coarse_ns();
-        if (first_ns == 0) {
-            first_ns = now;
-        }
+        /* no clock here: the flusher thread bounds the delay, a write only bounds the size */
         g_string_append_len(out, s, len);
-        if (out->len >= OUT_CHUNK || now - first_ns >= QLUA_OUT_DELAY_MS * 1000000ull) {
+        if (out->len >= OUT_CHUNK) {
             flush_locked();
         }
-        if (G_UNLIKELY(flusher_pid != getpid())) { /* a forked child: its own flusher */
+        if (G_UNLIKELY(flusher_missing)) { /* a forked child: its own flusher */
             start_flusher();
         }
     }
@@ -224,5 +212,6 @@ void qlua_output_fork_parent(void)
 
 void qlua_output_fork_child(void)
 {
+    flusher_missing = out != NULL;
     g_mutex_unlock(&out_lock); /* the forking thread took it; it is the only thread left */
 }

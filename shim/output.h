@@ -1,13 +1,13 @@
 /* output.h: the script's output and qlua's own messages. Script output is buffered and handed to
- * QEMU's plugin log at most QLUA_OUT_DELAY_MS after it was written (a thread sees to it while the
- * script is quiet), and at once before anything that may end the process. qlua's messages go to
- * a copy of stderr made at load, which the guest cannot close. */
+ * QEMU's plugin log every QLUA_OUT_DELAY_MS by a thread of qlua's (or when 64 KiB wait), and at
+ * once before anything that may end the process. qlua's messages go to a copy of stderr made at
+ * load, which the guest cannot close. */
 #ifndef QLUA_OUTPUT_H
 #define QLUA_OUTPUT_H
 
 #include "base.h"
 
-#define QLUA_OUT_DELAY_MS 40
+#define QLUA_OUT_DELAY_MS 20
 
 /* At install, before the script runs. */
 void qlua_output_start(void);
