@@ -366,7 +366,6 @@ local tb_methods, insn_methods = core.tb_methods, core.insn_methods
 -- These run for every block or instruction a script instruments, at translation: the common
 -- forms (no options) take one line of checks and call C directly; anything else goes through
 -- the checks that write the messages.
-local core_tb_on_exec, core_insn_on_exec = core.tb_on_exec, core.insn_on_exec
 local core_insn_on_mem, core_insn_count_mem = core.insn_on_mem, core.insn_count_mem
 
 local EXEC_OPTS = { sync = boolean, regs = one_of("none", "r", "rw"), counter = counter }
@@ -379,23 +378,20 @@ end
 --- tb:on_exec(fn [, data] [, opts]) / insn:on_exec: fn(vcpu, data [, count]) at each execution;
 -- opts: sync = true (at the moment itself, not queued), regs = "r"|"rw" (register access; makes
 -- it synchronous), counter = c (pass c's value of the moment as the third argument).
-function tb_methods.on_exec(tb, fn, data, opts, extra)
-  if opts == nil and extra == nil and type(fn) == "function" and getmetatable(tb) == "qlua.tb" then
-    return core_tb_on_exec(tb, fn, data, "none", false, nil)
+local function exec_method(kind, register)
+  local meta, where = "qlua." .. kind, kind .. ":on_exec"
+  local form = where .. "(fn, data, opts)"
+  return function(handle, fn, data, opts, extra)
+    if opts == nil and extra == nil and type(fn) == "function" and getmetatable(handle) == meta then
+      return register(handle, fn, data, "none", false, nil)
+    end
+    check_self(kind, handle, where)
+    no_more(extra, form)
+    register(handle, fn, data, exec_args(where, fn, opts))
   end
-  check_self("tb", tb, "tb:on_exec")
-  no_more(extra, "tb:on_exec(fn, data, opts)")
-  core.tb_on_exec(tb, fn, data, exec_args("tb:on_exec", fn, opts))
 end
-
-function insn_methods.on_exec(insn, fn, data, opts, extra)
-  if opts == nil and extra == nil and type(fn) == "function" and getmetatable(insn) == "qlua.insn" then
-    return core_insn_on_exec(insn, fn, data, "none", false, nil)
-  end
-  check_self("insn", insn, "insn:on_exec")
-  no_more(extra, "insn:on_exec(fn, data, opts)")
-  core.insn_on_exec(insn, fn, data, exec_args("insn:on_exec", fn, opts))
-end
+tb_methods.on_exec = exec_method("tb", core.tb_on_exec)
+insn_methods.on_exec = exec_method("insn", core.insn_on_exec)
 
 local MEM_OPTS = { rw = RW }
 --- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access; opts.rw =
@@ -438,19 +434,18 @@ end
 
 --- tb:when(counter, op, value, fn [, data]) / insn:when: fn(vcpu, data), synchronously, on each
 -- execution at which the executing vCPU's counter compares true with value.
-function tb_methods.when(tb, c, op, value, fn, data, extra)
-  check_self("tb", tb, "tb:when")
-  no_more(extra, "tb:when(c, op, value, fn, data)")
-  when_args("tb:when", c, op, value, fn)
-  core.tb_when(tb, c, op, value, fn, data)
+local function when_method(kind, register)
+  local where = kind .. ":when"
+  local form = where .. "(c, op, value, fn, data)"
+  return function(handle, c, op, value, fn, data, extra)
+    check_self(kind, handle, where)
+    no_more(extra, form)
+    when_args(where, c, op, value, fn)
+    register(handle, c, op, value, fn, data)
+  end
 end
-
-function insn_methods.when(insn, c, op, value, fn, data, extra)
-  check_self("insn", insn, "insn:when")
-  no_more(extra, "insn:when(c, op, value, fn, data)")
-  when_args("insn:when", c, op, value, fn)
-  core.insn_when(insn, c, op, value, fn, data)
-end
+tb_methods.when = when_method("tb", core.tb_when)
+insn_methods.when = when_method("insn", core.insn_when)
 
 -- Tracers: execution events gathered natively per thread and handed to Lua in batches.
 qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
