@@ -82,15 +82,11 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     static uint64_t translation;
     qlua_translate_gen = ++translation;
     qlua_vcpu_context++;
-    if (handlers[EV_TRANSLATE]->len > 0) {
-        qlua_lock();
-        for (guint i = 0; i < handlers[EV_TRANSLATE]->len; i++) {
-            qlua_fn *fn = g_ptr_array_index(handlers[EV_TRANSLATE], i);
-            if (qlua_exec_enter(fn)) {
-                qlua_gate_call_with(fn, push_tb, tb); /* the handle is made inside the pcall */
-            }
+    for (guint i = 0; i < handlers[EV_TRANSLATE]->len; i++) { /* under the lock taken above */
+        qlua_fn *fn = g_ptr_array_index(handlers[EV_TRANSLATE], i);
+        if (qlua_exec_enter(fn)) {
+            qlua_gate_call_with(fn, push_tb, tb); /* the handle is made inside the pcall */
         }
-        qlua_unlock();
     }
     qlua_vcpu_context--;
     qlua_counter_emit_pending();

@@ -265,11 +265,10 @@ static void drain_queue(thread_queue *q)
 
 /* A thread's tracer buffers, then its queue (each in execution order; a tracer's events are not
  * interleaved with the queue). Under the Lua lock from the first look. */
-static void drain_thread(thread_queue *q)
+/* Under the Lua lock: q's records, unless one of q's callbacks is running (q is draining). */
+static void deliver_queue(thread_queue *q)
 {
-    qlua_lock();
-    qlua_buffer_drain_mine();
-    if (q && !q->draining) { /* draining: one of q's callbacks is running */
+    if (q && !q->draining) {
         q->draining = true;
         /* delivered after the fact: not a vCPU callback context (no register or memory reads) */
         int context = qlua_vcpu_context;
@@ -278,6 +277,13 @@ static void drain_thread(thread_queue *q)
         qlua_vcpu_context = context;
         q->draining = false;
     }
+}
+
+static void drain_thread(thread_queue *q)
+{
+    qlua_lock();
+    qlua_buffer_drain_mine();
+    deliver_queue(q);
     qlua_unlock();
 }
 
@@ -302,14 +308,7 @@ void qlua_exec_drain_all(void)
     thread_queue *list = all_queues;
     g_mutex_unlock(&all_lock);
     for (thread_queue *q = list; q; q = q->next) {
-        if (!q->draining) {
-            q->draining = true;
-            int context = qlua_vcpu_context;
-            qlua_vcpu_context = 0;
-            drain_queue(q);
-            qlua_vcpu_context = context;
-            q->draining = false;
-        }
+        deliver_queue(q);
     }
     qlua_unlock();
 }
