@@ -95,17 +95,11 @@ static gpointer own_thread(gpointer p)
     return start.fn(start.data);
 }
 
-/* QEMU user mode handles signals only on vCPU threads (one delivered to another thread crashes
- * it), so qlua's threads block them all and the kernel picks a thread that does not. */
 void qlua_thread_start(const char *name, GThreadFunc fn, gpointer data)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
     thread_start *start = g_new(thread_start, 1);
     *start = (thread_start){fn, data};
-    g_thread_unref(g_thread_new(name, own_thread, start));
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    qlua_blocked_thread(name, own_thread, start);
 }
 
 uint64_t qlua_now_ns(void)

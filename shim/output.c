@@ -132,15 +132,21 @@ static gpointer flusher(gpointer unused)
     return NULL;
 }
 
-/* qlua's threads run with every signal blocked (see gate.c's qlua_thread_start): this one is
- * made here, on the ground floor, the same way. */
-static void start_flusher(void)
+/* QEMU user mode handles signals only on vCPU threads (one delivered to another thread crashes
+ * it), so every thread of qlua's is made here, with all signals blocked, and the kernel picks a
+ * thread that can take them. */
+void qlua_blocked_thread(const char *name, GThreadFunc fn, gpointer data)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    g_thread_unref(g_thread_new("qlua-output", flusher, NULL));
+    g_thread_unref(g_thread_new(name, fn, data));
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void start_flusher(void)
+{
+    qlua_blocked_thread("qlua-output", flusher, NULL);
     flusher_missing = false;
 }
 

@@ -19,6 +19,8 @@ void qlua_out_flush(void);
 GString *qlua_out_redirect(GString *to);
 /* qlua's own messages: "qlua: ..." on the private copy of stderr, after pending output. */
 void qlua_report(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+/* Starts a thread with every signal blocked: how all of qlua's threads are made. */
+void qlua_blocked_thread(const char *name, GThreadFunc fn, gpointer data);
 /* fork: no half-written buffer and no held output lock in the child. */
 void qlua_output_fork_prepare(void);
 void qlua_output_fork_parent(void);

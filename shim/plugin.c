@@ -309,7 +309,7 @@ static int plugin_open_core(lua_State *L);
 
 static int fail_install(char *error)
 {
-    fprintf(stderr, "qlua: %s\n", error);
+    qlua_report("%s", error); /* the one way qlua speaks: a copy of stderr, after any output */
     g_free(error);
     qlua.finished = true; /* QEMU refuses the plugin: no exit handler may run */
     return 1;
