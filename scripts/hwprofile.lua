@@ -85,14 +85,7 @@ end
 -- the physical address: qemu.u64 prints and orders them as C's uint64_t.
 local u64 = require "qemu.u64"
 local hex, ult = u64.hex, u64.lt
-
-local function bytes_lt(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = a:byte(i), b:byte(i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
+local bytes_lt = require("qemu.report").bytes_lt -- device names in byte order, as QEMU's strcmp
 
 -- A vCPU mask as hex: bit N set when vCPU N made an access; any number of vCPUs.
 local function mask_hex(set)

@@ -172,6 +172,15 @@ def run_lua(text, program=None, extra=(), **kw):
         os.unlink(path)
 
 
+def system_lua(version, text, **kw):
+    """Runs the Lua source `text` as the script on a bare-metal guest in system mode."""
+    path = lua_file(text)
+    try:
+        return system_qemu(version, ["script=" + path], **kw)
+    finally:
+        os.unlink(path)
+
+
 def launcher(args, **kw):
     """Runs the qlua launcher (build/qlua) with `args`; its output is in out and err."""
     p = subprocess.run([sys.executable, LAUNCHER] + args, capture_output=True, text=True,

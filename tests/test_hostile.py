@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from qemu_run import PLUGIN, Run, guest, lua_file, script, system_command, user_command
+from qemu_run import Run, guest, lua_file, script, system_command, user_command
 
 SEED = 20240607
 API = script("hostile_api.lua")

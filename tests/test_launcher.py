@@ -5,7 +5,7 @@ import subprocess
 import sys
 import tempfile
 
-from qemu_run import (LAUNCHER, LOOPS, Run, aarch64_guest, env_without_preload, guest, launcher,
+from qemu_run import (LAUNCHER, LOOPS, Run, aarch64_guest, guest, launcher,
                       machine_args, script, user_command)
 
 

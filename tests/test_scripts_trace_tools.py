@@ -338,7 +338,7 @@ def test_stoptrigger_addr_stops_before_main_runs():
         r = qemu(["script=stoptrigger", arg], [prog, "20"])
         assert r.status == status and r.log == f"{main:#x} reached, exiting\n", f"{arg}\n{r}"
         assert "round" not in r.out, f"main must not have run\n{r}"
-    r = qemu(["script=stoptrigger", f"icount=100000000:5", f"addr={main:#x}:6"], [prog, "20"])
+    r = qemu(["script=stoptrigger", "icount=100000000:5", f"addr={main:#x}:6"], [prog, "20"])
     assert r.status == 6, f"the first trigger wins\n{r}"
 
 

@@ -1,10 +1,9 @@
 """System mode: the bare-metal guest (tests/guests/bare/boot.S) on QEMU 7.2 and 10.0.2."""
-import os
 import re
 
 import pytest
 
-from qemu_run import LOOPS, expect_equal_counts, fields, lua_file, script, system_qemu
+from qemu_run import LOOPS, expect_equal_counts, fields, script, system_lua, system_qemu
 
 
 def system_counts(version, smp, extra=()):
@@ -55,11 +54,7 @@ end)
 def test_system_mode_reports_vcpu_idle_and_resume_in_pairs():
     # -smp 2: the second vCPU (an x86 application processor) waits halted, so it goes idle.
     for version in ("7.2", "10.0"):
-        path = lua_file(IDLE_PROBE)
-        try:
-            r = system_qemu(version, ["script=" + path], smp=2)
-        finally:
-            os.unlink(path)
+        r = system_lua(version, IDLE_PROBE, smp=2)
         counts = {int(v): (int(i), int(s)) for v, i, s in
                   re.findall(r"^vcpu (\d+) idle (\d+) resume (\d+)$", r.log, re.M)}
         assert r.status == 33 and "bad 0" in r.log, (
@@ -73,19 +68,11 @@ def test_registers_memory_and_access_values_on_qemu_10():
     assert r.status == 33, f"run\n{r}"
     assert (f"regs: n={LOOPS} sum={LOOPS * (LOOPS + 1) // 2} loads={LOOPS} matches={LOOPS} rip=true"
             in r.log), f"ecx counts down from LOOPS; loads read back the stored values\n{r}"
-    path = lua_file("qemu.print(pcall(qemu.reg, 'rip'))\nqemu.print(pcall(qemu.read_memory, 0, 4))")
-    try:
-        r = system_qemu("10.0", ["script=" + path])
-    finally:
-        os.unlink(path)
+    r = system_lua("10.0", "qemu.print(pcall(qemu.reg, 'rip'))\nqemu.print(pcall(qemu.read_memory, 0, 4))")
     assert r.log.count("works only inside a vCPU callback") == 2, f"reads outside callbacks\n{r}"
-    path = lua_file("local said = 0\n"
-                    "local function probe() if said == 0 then said = 1; qemu.print(pcall(qemu.read_memory, 0, 4)) end end\n"
-                    "qemu.on_translate(function(tb) tb:on_exec(probe) end)")
-    try:
-        r = system_qemu("10.0", ["script=" + path])
-    finally:
-        os.unlink(path)
+    r = system_lua("10.0", "local said = 0\n"
+                   "local function probe() if said == 0 then said = 1; qemu.print(pcall(qemu.read_memory, 0, 4)) end end\n"
+                   "qemu.on_translate(function(tb) tb:on_exec(probe) end)")
     assert "this on_exec callback is queued" in r.log and "{ sync = true }" in r.log, (
         f"a queued callback is told how to read memory of the moment\n{r}")
 
@@ -100,23 +87,15 @@ qemu.on_exit(function() qemu.printf("time %d blocks %d\\n", t, blocks:sum()) end
 
 
 def test_time_control_lets_the_script_drive_the_guest_clock_on_qemu_10():
-    path = lua_file(TIME_PROBE)
-    try:
-        r = system_qemu("10.0", ["script=" + path])
-        m = re.search(r"^time (\d+) blocks (\d+)$", r.log, re.M)
-        assert r.status == 33 and m and int(m.group(1)) == 1000 * int(m.group(2)) > 0, (
-            f"the guest ran with its clock moved by the script\n{r}")
-    finally:
-        os.unlink(path)
+    r = system_lua("10.0", TIME_PROBE)
+    m = re.search(r"^time (\d+) blocks (\d+)$", r.log, re.M)
+    assert r.status == 33 and m and int(m.group(1)) == 1000 * int(m.group(2)) > 0, (
+        f"the guest ran with its clock moved by the script\n{r}")
 
 
 @pytest.mark.exits_qemu
 def test_time_control_on_qemu_7_2_names_the_missing_feature():
-    path = lua_file(TIME_PROBE)
-    try:
-        r = system_qemu("7.2", ["script=" + path])
-    finally:
-        os.unlink(path)
+    r = system_lua("7.2", TIME_PROBE)
     assert (r.status == 1 and "needs the 'time_control' feature" in r.err and
             "QEMU 9.1 in system mode" in r.err), f"clear error on 7.2\n{r}"
 
@@ -148,11 +127,7 @@ qemu.print(qemu.info.mode, qemu.info.smp_vcpus, qemu.has("hwaddr"), qemu.has("sy
 
 def test_system_mode_accesses_carry_physical_address_and_device():
     for version in ("7.2", "10.0"):
-        path = lua_file(ACCESS_PROBE)
-        try:
-            r = system_qemu(version, ["script=" + path], smp=2)
-        finally:
-            os.unlink(path)
+        r = system_lua(version, ACCESS_PROBE, smp=2)
         lines = r.log.splitlines()
         assert r.status == 33 and len(lines) == 3, f"{version}: run\n{r}"
         assert (lines[0].startswith("system\t2\ttrue\tfalse\tfalse\t") and
