@@ -1,4 +1,5 @@
-/* events.c: QEMU's global events (translation, vCPU life cycle, syscalls, flush, exit) dispatched
+/* events.c: QEMU's global events (translation, vCPU life cycle, syscalls, discontinuities, flush,
+ * exit) dispatched
  * to the script's handlers, in the order they were added; which of them QEMU is asked to report.
  * Owns: the handler lists and the registration of global callbacks. Must not touch: execution
  * callbacks (exec.c) or what a reload does (reload.c swaps handler sets through this header). */
@@ -24,15 +25,17 @@ enum event {
     EV_SYSCALL,
     EV_SYSCALL_RET,
     EV_FLUSH,
+    EV_DISCON,
     EV_COUNT
 };
 
 static const char *const event_names[] = {"translate", "exit",    "vcpu_init",   "vcpu_exit",
                                           "vcpu_idle", "vcpu_resume", "syscall", "syscall_ret",
-                                          "flush",     NULL};
+                                          "flush",     "discon",      NULL};
 static const char *const event_labels[] = {"on_translate", "on_exit",        "on_vcpu_init",
                                            "on_vcpu_exit", "on_vcpu_idle",   "on_vcpu_resume",
-                                           "on_syscall",   "on_syscall_ret", "on_flush"};
+                                           "on_syscall",   "on_syscall_ret", "on_flush",
+                                           "on_discon"};
 
 static GPtrArray *handlers[EV_COUNT];
 static bool registered[EV_COUNT];
@@ -182,6 +185,45 @@ static void syscall_ret_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, 
     qlua_vcpu_context--;
 }
 
+static const char *discon_kind(enum qemu_plugin_discon_type type)
+{
+    switch (type) {
+    case QEMU_PLUGIN_DISCON_INTERRUPT: return "interrupt";
+    case QEMU_PLUGIN_DISCON_EXCEPTION: return "exception";
+    case QEMU_PLUGIN_DISCON_HOSTCALL: return "hostcall";
+    default: return "unknown";
+    }
+}
+
+/* Registered once for every kind; each handler's filter picks its own. Synchronous: the vCPU is
+ * current, so handlers may read and write its registers and memory. */
+static void discon_cb(qemu_plugin_id_t id, unsigned int vcpu, enum qemu_plugin_discon_type type,
+                      uint64_t from_pc, uint64_t to_pc)
+{
+    (void)id;
+    if (handlers[EV_DISCON]->len == 0) {
+        return;
+    }
+    qlua_lock();
+    qlua_vcpu_context++;
+    for (guint i = 0; i < handlers[EV_DISCON]->len; i++) {
+        qlua_fn *fn = g_ptr_array_index(handlers[EV_DISCON], i);
+        if (fn->filter && !(fn->filter & (unsigned)type)) {
+            continue;
+        }
+        lua_State *L = qlua_exec_enter(fn);
+        if (L) {
+            lua_pushinteger(L, vcpu);
+            lua_pushstring(L, discon_kind(type));
+            qlua_push_u64(L, from_pc);
+            qlua_push_u64(L, to_pc);
+            qlua_gate_call(fn, 4);
+        }
+    }
+    qlua_vcpu_context--;
+    qlua_unlock();
+}
+
 static void free_fn(lua_State *L, qlua_fn *fn)
 {
     luaL_unref(L, LUA_REGISTRYINDEX, fn->ref);
@@ -268,6 +310,9 @@ static void register_event(enum event ev)
     case EV_SYSCALL: qlua_host.register_vcpu_syscall_cb(id, syscall_cb); break;
     case EV_SYSCALL_RET: qlua_host.register_vcpu_syscall_ret_cb(id, syscall_ret_cb); break;
     case EV_FLUSH: qlua_host.register_flush_cb(id, flush_cb); break;
+    case EV_DISCON:
+        qlua_host.register_vcpu_discon_cb(id, QEMU_PLUGIN_DISCON_ALL, discon_cb);
+        break;
     case EV_COUNT: break;
     }
 }
@@ -377,11 +422,15 @@ static enum event check_event(lua_State *L, int idx)
     return (enum event)luaL_checkoption(L, idx, NULL, event_names);
 }
 
-/* core.on(event, fn): add a handler (lua/qemu has checked the mode for syscall events). */
+/* core.on(event, fn [, filter]): add a handler (lua/qemu has checked the mode and the host for
+ * syscall and discontinuity events, and made the filter: on_discon's mask of kinds). */
 static int events_on(lua_State *L)
 {
     enum event ev = check_event(L, 1);
-    g_ptr_array_add(handlers[ev], qlua_fn_new(L, 2, event_labels[ev]));
+    unsigned filter = (unsigned)luaL_optinteger(L, 3, 0);
+    qlua_fn *fn = qlua_fn_new(L, 2, event_labels[ev]);
+    fn->filter = filter;
+    g_ptr_array_add(handlers[ev], fn);
     need_event(ev);
     return 0;
 }

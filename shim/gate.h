@@ -24,6 +24,7 @@ typedef struct qlua_fn {
     const char *event; /* "on_exit", "tb:on_exec", ... for error messages */
     qlua_stats *stats; /* profile=on: where its calls are charged */
     const char *origin; /* a C function (say, from coroutine.wrap): where it was registered */
+    unsigned filter;    /* an event's own selection (on_discon: a mask of kinds); 0: all */
 } qlua_fn;
 
 struct qlua_state {

@@ -76,6 +76,16 @@ static bool has_time_control(void)
     return qlua_host.system && qlua_host.request_time_control && qlua_host.update_ns;
 }
 
+static bool has_write_memory(void) { return qlua_host.write_memory_vaddr != NULL; }
+static bool has_phys_memory(void)
+{
+    return qlua_host.system && qlua_host.read_memory_hwaddr && qlua_host.write_memory_hwaddr;
+}
+static bool has_translate(void) { return qlua_host.system && qlua_host.translate_vaddr; }
+static bool has_write_registers(void) { return has_registers() && qlua_host.write_register; }
+/* QEMU 10.2 reports no discontinuity in user mode (a guest's signals are not traps there) */
+static bool has_discon(void) { return qlua_host.system && qlua_host.register_vcpu_discon_cb; }
+
 static const struct feature features[] = {
     {"inline", "QEMU 4.2 to 8.2 (raw inline adds; qlua counters work everywhere)", has_inline},
     {"scoreboard", "QEMU 9.0", has_scoreboard},
@@ -89,6 +99,11 @@ static const struct feature features[] = {
     {"read_memory", "QEMU 9.2", has_read_memory},
     {"mem_value", "QEMU 9.2", has_mem_value},
     {"time_control", "QEMU 9.1 in system mode", has_time_control},
+    {"write_memory", "QEMU 10.1", has_write_memory},
+    {"phys_memory", "QEMU 10.1 in system mode", has_phys_memory},
+    {"translate", "QEMU 10.1 in system mode", has_translate},
+    {"write_registers", "QEMU 10.1", has_write_registers},
+    {"discon", "QEMU 10.2 in system mode", has_discon},
 };
 
 bool qlua_host_has(const char *feature, const char **since)
@@ -155,6 +170,20 @@ bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf)
     int (*read_int)(struct qemu_plugin_register *, GByteArray *);
     *(void **)&read_int = fn;
     return read_int(reg, buf) > 0;
+}
+
+/* write_register: int (bytes written, 0 on failure) in API v5; bool from v6 (QEMU 11). */
+bool qlua_host_write_register(struct qemu_plugin_register *reg, GByteArray *buf)
+{
+    void *fn = (void *)qlua_host.write_register;
+    if (qlua_host.api_cur >= 6) {
+        bool (*write_bool)(struct qemu_plugin_register *, GByteArray *);
+        *(void **)&write_bool = fn;
+        return write_bool(reg, buf);
+    }
+    int (*write_int)(struct qemu_plugin_register *, GByteArray *);
+    *(void **)&write_int = fn;
+    return write_int(reg, buf) > 0;
 }
 
 /* execve and execveat by target: at either, QEMU's process is replaced by the new program unless

@@ -78,7 +78,15 @@
     X(read_memory_vaddr, bool, (uint64_t, GByteArray *, size_t))                                    \
     X(mem_get_value, qemu_plugin_mem_value, (qemu_plugin_meminfo_t))                                \
     X(request_time_control, const void *, (void))                                                   \
-    X(update_ns, void, (const void *, int64_t))
+    X(update_ns, void, (const void *, int64_t))                                                     \
+    X(write_register, void *, (void))                                                               \
+    X(write_memory_vaddr, bool, (uint64_t, GByteArray *))                                           \
+    X(read_memory_hwaddr, enum qemu_plugin_hwaddr_operation_result,                                 \
+      (uint64_t, GByteArray *, size_t))                                                             \
+    X(write_memory_hwaddr, enum qemu_plugin_hwaddr_operation_result, (uint64_t, GByteArray *))      \
+    X(translate_vaddr, bool, (uint64_t, uint64_t *))                                                \
+    X(register_vcpu_discon_cb, void,                                                                \
+      (qemu_plugin_id_t, enum qemu_plugin_discon_type, qemu_plugin_vcpu_discon_cb_t))
 
 /* Entries typed `(void)` above are probed for presence only: their ABI is chosen where they are
  * used, from host.api (see host.c). */
@@ -102,6 +110,7 @@ void qlua_host_need(lua_State *L, const char *what, const char *feature);
 void qlua_host_features(lua_State *L); /* pushes a table feature -> bool */
 size_t qlua_host_insn_bytes(const struct qemu_plugin_insn *insn, void *dest, size_t len);
 bool qlua_host_read_register(struct qemu_plugin_register *reg, GByteArray *buf);
+bool qlua_host_write_register(struct qemu_plugin_register *reg, GByteArray *buf);
 /* Is syscall num of the guest's target one that replaces the process (execve, execveat)? */
 bool qlua_host_exec_syscall(int64_t num);
 

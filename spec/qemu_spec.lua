@@ -198,8 +198,9 @@ describe("qemu", function()
 
     it("raises an error listing the known features, sorted, for an unknown name", function()
       local err = error_of(qemu.has, "warp_drive")
-      assert.matches("qemu.has: unknown feature 'warp_drive'; known: binary, cond_cb, hwaddr, idle, "
-        .. "inline, mem_value, read_memory, registers, scoreboard, symbol, syscalls, time_control",
+      assert.matches("qemu.has: unknown feature 'warp_drive'; known: binary, cond_cb, discon, "
+        .. "hwaddr, idle, inline, mem_value, phys_memory, read_memory, registers, scoreboard, "
+        .. "symbol, syscalls, time_control, translate, write_memory, write_registers",
         err, 1, true)
     end)
 

@@ -127,6 +127,38 @@ for name, event in pairs(EVENTS) do
   end
 end
 
+--- qemu.on_discon(fn [, { kinds = { "interrupt", "exception", "hostcall" } }]): fn(vcpu, kind,
+-- from_pc, to_pc) at each discontinuity of those kinds (default: all), at the moment itself
+-- (QEMU 10.2, system mode: QEMU reports none in user mode).
+local DISCON_KINDS = { interrupt = 1, exception = 2, hostcall = 4 }
+local function kinds_list(v)
+  local expected = 'a list of "interrupt", "exception", "hostcall"'
+  if type(v) ~= "table" or #v == 0 then return false, expected end
+  for i, k in pairs(v) do
+    if type(i) ~= "number" or not DISCON_KINDS[k] then return false, expected end
+  end
+  return true
+end
+function qemu.on_discon(fn, opts, extra)
+  check_function(fn, "qemu.on_discon")
+  opts = check_opts(opts, "qemu.on_discon", { kinds = kinds_list })
+  no_more(extra, "qemu.on_discon(fn, opts)")
+  if not system then
+    fail(2, "qemu.on_discon: QEMU reports discontinuities (interrupts, exceptions, host calls) "
+      .. "only in system emulation (qemu-system-ARCH, QEMU 10.2 or later), not in user mode; "
+      .. "check qemu.has(\"discon\") first")
+  end
+  if not core.has("discon") then
+    local _, err = pcall(core.need, "qemu.on_discon()", "discon")
+    error(err, 2)
+  end
+  local mask, seen = 0, {}
+  for _, k in ipairs(opts.kinds or {}) do
+    if not seen[k] then seen[k], mask = true, mask + DISCON_KINDS[k] end
+  end
+  core.on("discon", fn, mask)
+end
+
 --- qemu.off(fn): removes a handler added with any qemu.on_X (returns true if it was there), so a
 -- probe added from the REPL can be dropped again.
 function qemu.off(fn)
@@ -351,7 +383,74 @@ end
 -- Register reads need a callback registered with register access: { regs = "r" }.
 qemu.registers = core.registers
 qemu.reg = core.reg
-qemu.read_memory = core.read_memory
+
+-- Calls the core's fn from a wrapper and returns its two results; an error it raises is blamed
+-- on the wrapper's caller (level 2 from the wrapper), as a direct call of the core would be.
+local function core_call(fn, ...)
+  local ok, a, b = pcall(fn, ...)
+  if not ok then error(a, 3) end
+  return a, b
+end
+
+-- The memory calls take { phys = true } for a guest physical address (system mode, QEMU >= 10.1).
+local MEMORY_OPTS = { phys = boolean }
+
+local function check_address(addr, where)
+  if type(addr) ~= "number" or addr % 1 ~= 0 then
+    fail(3, "%s: expected an address (an integer), got %s", where,
+      type(addr) == "number" and tostring(addr) or type(addr))
+  end
+  return addr
+end
+
+--- qemu.read_memory(addr, len [, { phys = true }]) -> string, or nil and the reason
+function qemu.read_memory(addr, len, opts, extra)
+  addr = check_address(addr, "qemu.read_memory")
+  opts = check_opts(opts, "qemu.read_memory", MEMORY_OPTS)
+  no_more(extra, "qemu.read_memory(addr, len, opts)")
+  local bytes, why = core_call(core.read_memory, addr, len, opts.phys == true)
+  return bytes, why
+end
+
+--- qemu.write_memory(addr, bytes [, { phys = true }]) -> true, or nil and the reason (QEMU >=
+-- 10.1). Only at the moment of a vCPU event: a synchronous callback, not a queued one.
+function qemu.write_memory(addr, bytes, opts, extra)
+  addr = check_address(addr, "qemu.write_memory")
+  if type(bytes) ~= "string" then
+    fail(2, "qemu.write_memory: expected the bytes to write as a string (e.g. \"\\x90\\x90\" or "
+      .. "string.pack(\"<I4\", v)), got %s", type(bytes))
+  end
+  opts = check_opts(opts, "qemu.write_memory", MEMORY_OPTS)
+  no_more(extra, "qemu.write_memory(addr, bytes, opts)")
+  local ok, why = core_call(core.write_memory, addr, bytes, opts.phys == true)
+  return ok, why
+end
+
+--- qemu.translate(vaddr) -> the guest physical address, or nil (system mode, QEMU >= 10.1)
+function qemu.translate(vaddr, extra)
+  vaddr = check_address(vaddr, "qemu.translate")
+  no_more(extra, "qemu.translate(vaddr)")
+  local paddr = core_call(core.translate, vaddr)
+  return paddr
+end
+
+--- qemu.write_reg(name, value): value an integer (in the register's width) or a string of the
+-- register's bytes (QEMU >= 10.1), in a callback registered with { regs = "rw" }.
+function qemu.write_reg(name, value, extra)
+  if type(name) ~= "string" then
+    fail(2, "qemu.write_reg: expected a register name (qemu.registers() lists them), got %s",
+      type(name))
+  end
+  if type(value) ~= "number" and type(value) ~= "string" then
+    fail(2, "qemu.write_reg: expected an integer or a string of the register's bytes, got %s",
+      type(value))
+  end
+  if type(value) == "number" and value % 1 ~= 0 then
+    fail(2, "qemu.write_reg: expected an integer, got %s", tostring(value))
+  end
+  no_more(extra, "qemu.write_reg(name, value)")
+  core_call(core.write_reg, name, value)
+end
 
 --- System mode, QEMU >= 9.1: qemu.time_control() takes over the guest's virtual clock (it then
 -- advances only through qemu.set_time(ns), nanoseconds from 0 at start), e.g. to run the guest at

@@ -28,7 +28,8 @@ M.ffi = has_ffi and ffi or nil
 M.FEATURES = {
   inline = true, scoreboard = false, symbol = true, hwaddr = false, syscalls = true,
   binary = true, idle = false, cond_cb = false, registers = false, read_memory = false,
-  mem_value = false, time_control = false,
+  mem_value = false, time_control = false, write_memory = false, phys_memory = false,
+  translate = false, write_registers = false, discon = false,
 }
 M.SINCE = {
   inline = "QEMU 4.2 to 8.2 (raw inline adds; qlua counters work everywhere)",
@@ -43,6 +44,11 @@ M.SINCE = {
   read_memory = "QEMU 9.2",
   mem_value = "QEMU 9.2",
   time_control = "QEMU 9.1 in system mode",
+  write_memory = "QEMU 10.1",
+  phys_memory = "QEMU 10.1 in system mode",
+  translate = "QEMU 10.1 in system mode",
+  write_registers = "QEMU 10.1",
+  discon = "QEMU 10.2 in system mode",
 }
 
 --- The largest tracer batch (shim/buffer.c's MAX_BATCH, 1 << 20).
@@ -142,6 +148,9 @@ function M.new(opts)
   core.registers = spy.new(function() return { "rax", "rip" } end)
   core.reg = spy.new(function() return 0 end)
   core.read_memory = spy.new(function(_, len) return string.rep("\0", len) end)
+  core.write_memory = spy.new(function() return true end)
+  core.translate = spy.new(function(vaddr) return vaddr end)
+  core.write_reg = spy.new(function() end)
   core.write = spy.new(function(text) core.output[#core.output + 1] = text end)
   core.flush = spy.new(function() end)
 

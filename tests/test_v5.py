@@ -1,0 +1,161 @@
+"""QEMU 10.1/10.2 (plugin API v5): scripts that change the guest (memory and register writes),
+physical addresses, discontinuity events, and their refusal on hosts without them.
+tests/guests/v5.c prints a variable and a computation a script can change."""
+import os
+
+import pytest
+
+from qemu_run import (QEMU_10_2, guest, qemu, run_lua, script, symbol, system_lua)
+
+QEMU_USER_10_2 = os.path.join(QEMU_10_2, "bin", "qemu-x86_64")
+
+
+def user_10_2():
+    if not os.path.exists(QEMU_USER_10_2):
+        pytest.skip(f"QEMU 10.2 not found at {QEMU_10_2} (set QLUA_QEMU_10_2)")
+    return QEMU_USER_10_2
+
+
+def writes(mode, binary=None, **extra):
+    program = guest("v5")
+    args = [f"mode={mode}", f"secret={symbol(program, 'secret')}",
+            f"report={symbol(program, 'report')}", f"fn={symbol(program, 'double_it')}"]
+    args += [f"{k}={v}" for k, v in extra.items()]
+    return qemu(["script=" + script("v5_writes.lua")] + args, [program],
+                binary=binary or user_10_2())
+
+
+def test_guest_runs_unchanged_without_writes():
+    r = qemu(["script=" + script("v5_writes.lua"), "mode=queued", "secret=0", "report=0", "fn=0"],
+             [guest("v5")], binary=user_10_2())
+    assert r.status == 0 and "secret=42\ndouble=10\n" in r.out, r
+
+
+def test_write_memory_rewrites_a_guest_variable_the_guest_then_prints():
+    r = writes("memory", value=987654)
+    assert r.status == 0, r
+    assert "secret=987654\n" in r.out, f"the guest prints the value the script wrote\n{r}"
+    assert "write: true" in r.log and "read back: true" in r.log, r
+
+
+def test_write_reg_changes_a_guest_computation():
+    r = writes("register", value=21)
+    assert r.status == 0, r
+    assert "double=42\n" in r.out, f"double_it(5) computed with the argument written: 21\n{r}"
+    assert "rdi: 5 -> 21" in r.log, r
+
+
+def test_write_reg_takes_negative_integers_in_twos_complement():
+    r = writes("register", value=-4)
+    assert r.status == 0 and "double=-8\n" in r.out, r
+
+
+def test_write_memory_in_a_queued_callback_says_to_register_it_synchronous():
+    r = writes("queued")
+    assert ("queued write: qemu.write_memory() works only at the moment of a vCPU event, and this "
+            "on_exec callback is queued") in r.log, r
+    assert "{ sync = true }" in r.log and "secret=42\n" in r.out, r
+
+
+def test_write_memory_in_on_translate_is_refused():
+    r = writes("translate")
+    assert "write in on_translate: qemu.write_memory() cannot run in on_translate" in r.log, r
+
+
+def test_write_memory_to_an_unmapped_address_returns_nil_and_why():
+    r = writes("unmapped")
+    assert "unmapped: nil guest memory not writable at that address" in r.log, r
+
+
+def test_write_reg_needs_a_callback_registered_with_regs_rw():
+    for mode, label in (("noaccess", "write_reg without regs"),
+                        ("readonly", "write_reg with regs=r")):
+        r = writes(mode)
+        assert r.status == 0 and "double=10\n" in r.out, r
+        line = next((l for l in r.log.splitlines() if l.startswith(label + ":")), "")
+        assert "qemu.write_reg: QEMU" in line and 'regs = \\"rw\\"' not in line, r
+        assert 'regs = "rw"' in line, f"the error says how to get write access\n{r}"
+
+
+def test_write_reg_refuses_a_wrong_width_an_unknown_name_and_a_value_too_wide():
+    r = writes("width")
+    assert "write_reg 3 bytes: qemu.write_reg: 'rdi' is 8 bytes wide, the string has 3" in r.log, r
+    r = writes("name")
+    assert ("write_reg nope: qemu.write_reg: no register 'nope' on this x86_64 vCPU "
+            "(qemu.registers() lists them)") in r.log, r
+    r = writes("wide")
+    assert "write_reg eflags: qemu.write_reg: 0x10000000000 does not fit in 'eflags' (4 bytes)" \
+        in r.log, r
+
+
+REFUSALS = """
+local function try(what, fn, ...)
+  local ok, err = pcall(fn, ...)
+  qemu.printf("%s: %s\\n", what, ok and "ok" or tostring(err))
+end
+qemu.printf("has: %s %s %s %s %s\\n", tostring(qemu.has("write_memory")),
+  tostring(qemu.has("write_registers")), tostring(qemu.has("phys_memory")),
+  tostring(qemu.has("translate")), tostring(qemu.has("discon")))
+local done = false
+qemu.on_translate(function(tb)
+  if done then return end
+  done = true
+  local pc, bytes = tb.vaddr, tb[1].bytes -- writes back what is there
+  tb:on_exec(function()
+    try("write_memory", qemu.write_memory, pc, bytes)
+    try("phys read", qemu.read_memory, 0, 4, { phys = true })
+    try("phys write", qemu.write_memory, 0, "x", { phys = true })
+    try("translate", qemu.translate, 0)
+  end, nil, { sync = true })
+  tb:on_exec(function() try("write_reg", qemu.write_reg, "rax", 1) end, nil, { regs = "r" })
+end)
+try("on_discon", qemu.on_discon, function() end)
+"""
+
+
+def refusal_lines(log):
+    return dict(line.split(": ", 1) for line in log.splitlines() if ": " in line)
+
+
+def test_qemu_7_2_refuses_every_v5_call_naming_the_feature_and_the_qemu_that_has_it():
+    r = run_lua(REFUSALS)
+    said = refusal_lines(r.log)
+    assert said["has"] == "false false false false false", r
+    for what, call, feature, since in [
+            ("write_memory", "qemu.write_memory()", "write_memory", "QEMU 10.1"),
+            ("phys read", "qemu.read_memory(paddr, len, { phys = true })", "phys_memory",
+             "QEMU 10.1 in system mode"),
+            ("phys write", "qemu.write_memory(paddr, bytes, { phys = true })", "phys_memory",
+             "QEMU 10.1 in system mode"),
+            ("translate", "qemu.translate()", "translate", "QEMU 10.1 in system mode"),
+            ("write_reg", "qemu.write_reg()", "write_registers", "QEMU 10.1")]:
+        assert said[what] == (f"{call} needs the '{feature}' feature, which this QEMU (plugin API "
+                              f"1) lacks: it comes with {since}"), f"{what}\n{r}"
+    assert "QEMU reports discontinuities" in said["on_discon"] and "not in user mode" in \
+        said["on_discon"], r
+
+
+def test_qemu_10_2_user_mode_has_writes_but_no_physical_addresses_or_discontinuities():
+    r = run_lua(REFUSALS, binary=user_10_2())
+    said = refusal_lines(r.log)
+    assert said["has"] == "true true false false false", r
+    assert said["write_memory"] == "ok", r
+    assert "'phys_memory' feature, which this QEMU (plugin API 5) lacks: it comes with QEMU 10.1 " \
+        "in system mode" in said["phys read"], r
+    assert "'translate' feature" in said["translate"], r
+    assert said["write_reg"].startswith("qemu.write_reg: QEMU refused to write 'rax' here"), r
+    assert "not in user mode" in said["on_discon"], r
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0"])
+def test_system_hosts_before_10_1_refuse_the_v5_calls(version):
+    r = system_lua(version, REFUSALS)
+    said = refusal_lines(r.log)
+    assert said["has"] == "false false false false false", r
+    api = "1" if version == "7.2" else "4"
+    assert said["translate"] == (f"qemu.translate() needs the 'translate' feature, which this "
+                                 f"QEMU (plugin API {api}) lacks: it comes with QEMU 10.1 in "
+                                 f"system mode"), r
+    assert said["on_discon"].endswith(f"qemu.on_discon() needs the 'discon' feature, which this "
+                                      f"QEMU (plugin API {api}) lacks: it comes with QEMU 10.2 "
+                                      f"in system mode"), r
