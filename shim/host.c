@@ -3,6 +3,8 @@
  * Owns: every fact about the running QEMU. Must not touch: the Lua state or any other shim file.
  * A new QEMU version is a change here; no other file looks at version numbers. */
 #include <dlfcn.h>
+#include <link.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "host.h"
@@ -19,10 +21,96 @@ static const char *const required[] = {
     "outs", "uninstall", "reset",
 };
 
+/* The QEMU release running us, read from the executable's own text: every qemu-ARCH and
+ * qemu-system-ARCH carries its --version line as a literal ("qemu-x86_64 version 7.2.22 (Debian
+ * ...)", "QEMU emulator version 10.2.0"). No symbol tells 11.0 from 11.1 (plugin API 6 and 7:
+ * same functions, other callback shapes), and the constructor must know before the loader reads
+ * qemu_plugin_version; this is how. Scans the main program's read-only loaded segments. */
+static int qemu_release; /* major * 10000 + minor * 100 + micro; 0: not found */
+static char qemu_release_text[32];
+
+static bool parse_release(const char *p, const char *end)
+{
+    unsigned major, minor, micro = 0;
+    char text[32];
+    size_t n = (size_t)(end - p) < sizeof text - 1 ? (size_t)(end - p) : sizeof text - 1;
+    memcpy(text, p, n);
+    text[n] = 0;
+    if (sscanf(text, "%u.%u.%u", &major, &minor, &micro) < 2 || major > 99 || minor > 99 ||
+        micro > 99) {
+        return false;
+    }
+    qemu_release = (int)(major * 10000 + minor * 100 + micro);
+    g_snprintf(qemu_release_text, sizeof qemu_release_text, "%u.%u.%u", major, minor, micro);
+    return true;
+}
+
+static bool find_release(const char *start, const char *end)
+{
+    static const char *const markers[] = {"QEMU emulator version ", " version "};
+    for (size_t m = 0; m < G_N_ELEMENTS(markers); m++) {
+        size_t len = strlen(markers[m]);
+        for (const char *p = start; p && p < end;) {
+            p = memmem(p, (size_t)(end - p), markers[m], len);
+            if (!p) {
+                break;
+            }
+            /* " version " must follow "qemu-ARCH": walk back over the target name */
+            const char *name = p;
+            while (m == 1 && name > start && (g_ascii_isalnum(name[-1]) || name[-1] == '_')) {
+                name--;
+            }
+            bool named = m == 0 || (name - start >= 5 && memcmp(name - 5, "qemu-", 5) == 0);
+            if (named && parse_release(p + len, end)) {
+                return true;
+            }
+            p += len;
+        }
+    }
+    return false;
+}
+
+static int scan_main_program(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    (void)data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && !(ph->p_flags & PF_W)) {
+            const char *start = (const char *)(info->dlpi_addr + ph->p_vaddr);
+            if (find_release(start, start + ph->p_memsz)) {
+                break;
+            }
+        }
+    }
+    return 1; /* the first object is the main program: stop there */
+}
+
+int qlua_host_release(const char **text)
+{
+    static bool scanned;
+    if (!scanned) {
+        scanned = true;
+        dl_iterate_phdr(scan_main_program, NULL);
+    }
+    *text = qemu_release ? qemu_release_text : NULL;
+    return qemu_release;
+}
+
 /* The loader reads qemu_plugin_version after running constructors, so the value can follow the
- * host: API v2 (QEMU 9.0) removed the raw inline ops and added scoreboards, and raised MIN to 2. */
+ * host: API v2 (QEMU 9.0) removed the raw inline ops and added scoreboards, and raised MIN to 2.
+ * QEMU 11.1 (API v7, MIN 7) passes userdata instead of the plugin id to every callback: qlua's
+ * callbacks have the older shapes, so there it declares 7 only once the v7 trampolines exist; until
+ * then it says why and declares 6, which that loader refuses with its own message. */
 int qlua_host_probe_version(void)
 {
+    const char *release;
+    if (qlua_host_release(&release) >= 110100) {
+        fprintf(stderr, "qlua: QEMU %s passes different arguments to plugin callbacks (plugin API "
+                        "7); this libqlua.so speaks plugin API 1 to 6 (QEMU 7.2 to 11.0)\n",
+                release);
+        return 6;
+    }
     return dlsym(RTLD_DEFAULT, "qemu_plugin_scoreboard_new") ? 2 : 1;
 }
 

@@ -104,6 +104,9 @@ extern struct qlua_host qlua_host;
 extern int qlua_declared_version; /* the value of qemu_plugin_version */
 
 int qlua_host_probe_version(void);
+/* The running QEMU's release (major * 10000 + minor * 100 + micro) read from its --version text,
+ * and that text ("10.2.0") in *text; 0 and NULL when not found. */
+int qlua_host_release(const char **text);
 const char *qlua_host_load(const qemu_info_t *info); /* NULL, or the name of a missing function */
 bool qlua_host_has(const char *feature, const char **since);
 void qlua_host_need(lua_State *L, const char *what, const char *feature);

@@ -439,6 +439,10 @@ static int plugin_info(lua_State *L)
     lua_setfield(L, -2, "api_cur");
     lua_pushinteger(L, qlua_declared_version);
     lua_setfield(L, -2, "api_declared");
+    const char *release;
+    qlua_host_release(&release);
+    lua_pushstring(L, release); /* nil when the executable carries no version text */
+    lua_setfield(L, -2, "qemu_version");
     lua_pushboolean(L, qlua_host.system);
     lua_setfield(L, -2, "system");
     if (qlua_host.system) {

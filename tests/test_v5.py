@@ -2,10 +2,13 @@
 physical addresses, discontinuity events, and their refusal on hosts without them.
 tests/guests/v5.c prints a variable and a computation a script can change."""
 import os
+import re
+import subprocess
 
 import pytest
 
-from qemu_run import (QEMU_10_2, guest, qemu, run_lua, script, symbol, system_lua)
+from qemu_run import (PLUGIN, QEMU, QEMU_10_2, QEMU_SYSTEM, env_without_preload, guest, qemu,
+                      run_lua, script, symbol, system_lua)
 
 QEMU_USER_10_2 = os.path.join(QEMU_10_2, "bin", "qemu-x86_64")
 
@@ -159,3 +162,66 @@ def test_system_hosts_before_10_1_refuse_the_v5_calls(version):
     assert said["on_discon"].endswith(f"qemu.on_discon() needs the 'discon' feature, which this "
                                       f"QEMU (plugin API {api}) lacks: it comes with QEMU 10.2 "
                                       f"in system mode"), r
+
+
+# ---- the host's release, read from its executable (how a v7 host is told from a v6 one) ----
+
+VERSION_PROBE = 'qemu.printf("release: %s api %d declared %d\\n", tostring(qemu.info.qemu), ' \
+    'qemu.info.api.cur, qemu.info.api.declared)\n'
+
+
+def release_of(binary):
+    """X.Y.Z from `binary --version` (QEMU's own answer)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                         env=env_without_preload()).stdout
+    return re.search(r"version (\d+\.\d+\.\d+)", out).group(1)
+
+
+def test_qemu_info_names_the_release_of_every_user_mode_host():
+    hosts = [(QEMU, guest("loop"))]
+    if os.path.exists(QEMU_USER_10_2):
+        hosts.append((QEMU_USER_10_2, guest("loop")))
+    for binary, program in hosts:
+        r = run_lua(VERSION_PROBE, program=[program, "1"], binary=binary)
+        assert f"release: {release_of(binary)} api " in r.log, f"{binary}\n{r}"
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.0", "10.2"])
+def test_qemu_info_names_the_release_of_every_system_mode_host(version):
+    r = system_lua(version, VERSION_PROBE)
+    assert f"release: {release_of(QEMU_SYSTEM[version])} api " in r.log, r
+
+
+LOADER = r"""
+/* Stands in for a QEMU of another release: its text carries that release's --version line, and it
+ * loads libqlua.so as QEMU's loader does, then prints the qemu_plugin_version the constructor set. */
+#include <dlfcn.h>
+#include <stdio.h>
+const char version_text[] = "qemu-x86_64 version " RELEASE " (a test stand-in)";
+int main(int argc, char **argv)
+{
+    void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!h) { printf("dlopen: %s\n", dlerror()); return 1; }
+    int *v = dlsym(h, "qemu_plugin_version");
+    printf("declared %d (%s)\n", v ? *v : -1, version_text);
+    return argc > 2;
+}
+"""
+
+
+@pytest.mark.parametrize("release,declared,refused", [
+    ("7.2.22", 1, False), ("11.0.0", 1, False), ("11.1.0", 6, True), ("12.0.1", 6, True)])
+def test_a_host_whose_callbacks_changed_shape_is_refused_before_the_loader_reads_the_version(
+        tmp_path, release, declared, refused):
+    # The stand-in exports no qemu_plugin_scoreboard_new, so below 11.1 the probe says 1.
+    src = tmp_path / "loader.c"
+    src.write_text(LOADER)
+    exe = tmp_path / "loader"
+    subprocess.run(["cc", f'-DRELEASE="{release}"', "-o", str(exe), str(src), "-ldl"],
+                   check=True, env=env_without_preload())
+    # (the sanitizer build's LD_PRELOAD stays: the stand-in plays QEMU, into which ASan is preloaded)
+    p = subprocess.run([str(exe), PLUGIN], capture_output=True, text=True)
+    assert f"declared {declared} " in p.stdout, p
+    message = (f"qlua: QEMU {release} passes different arguments to plugin callbacks (plugin API "
+               f"7); this libqlua.so speaks plugin API 1 to 6 (QEMU 7.2 to 11.0)")
+    assert (message in p.stderr) == refused, p

@@ -284,6 +284,7 @@ qemu.info = {
   smp_vcpus = raw.smp_vcpus,        -- system mode: -smp value
   max_vcpus = raw.max_vcpus,
   api = { min = raw.api_min, cur = raw.api_cur, declared = raw.api_declared },
+  qemu = raw.qemu_version,          -- the QEMU release, e.g. "10.2.0" (from its --version text)
   script = raw.script,
   root = raw.root,
   version = raw.qlua_version,
