@@ -644,14 +644,16 @@ if native.ffi then
   local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
   local count_t = ffi.typeof("const " .. core.queued_count_type .. " *")
   local registry = debug.getregistry()
+  -- The casts stay outside the loop: LuaJIT cannot compile a cast from a light userdata (NYI:
+  -- "unsupported C type conversion"), and one inside would leave the whole loop interpreted.
   core.queue_drainer(function(p, counts, first, n, pos)
-    local q, at = cast(rec_t, p), cast(pos_t, pos)
+    local q, at, cs = cast(rec_t, p), cast(pos_t, pos), cast(count_t, counts)
     for i = first, n - 1 do
       local e = q[i]
       at[0] = i
       local d = e.data -- 0: no data (a negative key would keep LuaJIT from compiling the loop)
       if e.has_count ~= 0 then
-        local c = cast(count_t, counts)[i]
+        local c = cs[i]
         if d == 0 then registry[e.fn](e.vcpu, nil, c)
         else registry[e.fn](e.vcpu, registry[d], c) end
       elseif d == 0 then registry[e.fn](e.vcpu, nil) -- (vcpu, nil) as from a synchronous call
