@@ -14,6 +14,7 @@
 #include "host.h"
 #include "tb.h"
 #include "value.h"
+#include "vcpu.h"
 
 enum event {
     EV_TRANSLATE,
@@ -81,6 +82,7 @@ static void tb_trans_cb(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
     qlua_lock();
     qlua_counter_apply_rules(tb);
+    qlua_vcpu_translated(tb);
     qlua_arena_translated();
     static uint64_t translation;
     qlua_translate_gen = ++translation;
@@ -101,6 +103,7 @@ static void vcpu_init_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
     qlua_lock();
+    qlua_vcpu_started();
     bool retranslate = qlua_counter_vcpu_init(vcpu);
     qlua_unlock();
     if (retranslate) {

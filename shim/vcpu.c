@@ -7,7 +7,10 @@
  * Also the guest's clock (qemu.time_control; QEMU >= 9.1, system mode).
  * Owns: the register list, the time handle. Must not touch: when callbacks run (it reads the
  * gate's context counters to know whether a vCPU is current). */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vcpu.h"
 #include "gate.h"
@@ -180,6 +183,81 @@ static int vcpu_write_reg(lua_State *L)
     return 0;
 }
 
+/* ---- user mode with several threads: guest memory through /proc/self/mem ----
+ * QEMU's vaddr reads and writes take its mmap_lock, which a thread translating code holds while
+ * it waits for qlua's lock (on_translate): with a second guest thread, a read from a callback
+ * (qlua's lock held) would deadlock against a translation. There qlua reads and writes the guest's
+ * memory where QEMU maps it in its own process, at vaddr + guest_base (learned from the host
+ * address of a translated instruction), through /proc/self/mem. */
+static bool guest_base_known;
+static int64_t guest_base;
+static unsigned int vcpus_seen;
+static int self_mem = -1;
+
+void qlua_vcpu_translated(struct qemu_plugin_tb *tb)
+{
+    if (guest_base_known || qlua_host.system || !qlua_host.insn_haddr) {
+        return;
+    }
+    struct qemu_plugin_insn *insn = qlua_host.tb_get_insn(tb, 0);
+    void *haddr = insn ? qlua_host.insn_haddr(insn) : NULL;
+    if (haddr) {
+        guest_base = (int64_t)((uintptr_t)haddr - qlua_host.insn_vaddr(insn));
+        guest_base_known = true;
+    }
+}
+
+void qlua_vcpu_started(void)
+{
+    vcpus_seen++;
+}
+
+static bool direct_memory(void)
+{
+    if (qlua_host.system || vcpus_seen < 2 || !guest_base_known) {
+        return false;
+    }
+    if (self_mem < 0) {
+        self_mem = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    }
+    return self_mem >= 0;
+}
+
+/* pread/pwrite of the whole range, or false (an unmapped page: EIO) */
+static bool direct_transfer(uint64_t vaddr, void *buf, size_t len, bool write)
+{
+    off_t at = (off_t)(vaddr + (uint64_t)guest_base);
+    for (size_t done = 0; done < len;) {
+        ssize_t n = write ? pwrite(self_mem, (char *)buf + done, len - done, at + (off_t)done)
+                          : pread(self_mem, (char *)buf + done, len - done, at + (off_t)done);
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            return false;
+        }
+        done += (size_t)n;
+    }
+    return true;
+}
+
+static bool read_vaddr(uint64_t vaddr, GByteArray *buf, size_t len)
+{
+    if (direct_memory()) {
+        g_byte_array_set_size(buf, (guint)len);
+        return direct_transfer(vaddr, buf->data, len, false);
+    }
+    return qlua_host.read_memory_vaddr(vaddr, buf, len);
+}
+
+static bool write_vaddr(uint64_t vaddr, GByteArray *buf)
+{
+    if (direct_memory()) {
+        return direct_transfer(vaddr, buf->data, buf->len, true);
+    }
+    return qlua_host.write_memory_vaddr(vaddr, buf);
+}
+
 static const char *hwaddr_reason(enum qemu_plugin_hwaddr_operation_result r)
 {
     switch (r) {
@@ -213,7 +291,7 @@ static int vcpu_read_memory(lua_State *L)
         if (r != QEMU_PLUGIN_HWADDR_OPERATION_OK) {
             reason = hwaddr_reason(r);
         }
-    } else if (!qlua_host.read_memory_vaddr(addr, buf, (size_t)len)) {
+    } else if (!read_vaddr(addr, buf, (size_t)len)) {
         reason = "guest memory not readable at that address";
     }
     if (reason) {
@@ -247,7 +325,7 @@ static int vcpu_write_memory(lua_State *L)
         if (r != QEMU_PLUGIN_HWADDR_OPERATION_OK) {
             reason = hwaddr_reason(r);
         }
-    } else if (!qlua_host.write_memory_vaddr(addr, buf)) {
+    } else if (!write_vaddr(addr, buf)) {
         reason = "guest memory not writable at that address";
     }
     g_byte_array_free(buf, TRUE);

@@ -7,5 +7,9 @@
 
 /* core.registers, core.reg, core.read_memory, core.time_control, core.set_time */
 void qlua_vcpu_open(lua_State *L);
+/* From the translation and vCPU-init callbacks: what user-mode memory access needs to know (where
+ * QEMU maps the guest, whether a second guest thread exists). */
+void qlua_vcpu_translated(struct qemu_plugin_tb *tb);
+void qlua_vcpu_started(void);
 
 #endif

@@ -170,7 +170,14 @@ describe("qemu", function()
     it("returns false when no event had it, after asking every event", function()
       core.off = spy.new(function() return false end)
       assert.is_false(qemu.off(function() end))
-      assert.spy(core.off).was.called(#EVENTS)
+      assert.spy(core.off).was.called(#EVENTS + 1) -- and on_discon's
+    end)
+
+    it("removes an on_discon handler too", function()
+      local fn = function() end
+      core.off = spy.new(function(event) return event == "discon" end)
+      assert.is_true(qemu.off(fn))
+      assert.spy(core.off).was.called_with("discon", fn)
     end)
 
     it("rejects a non-function", function()

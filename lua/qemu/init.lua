@@ -166,7 +166,7 @@ function qemu.off(fn)
   for _, event in pairs(EVENTS) do
     if core.off(event, fn) then return true end
   end
-  return false
+  return core.off("discon", fn)
 end
 
 --- qemu.memory() -> { records, records_peak, records_limit, reclaims, limit_flushes, lua }: bytes
