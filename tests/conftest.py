@@ -1,10 +1,19 @@
-"""pytest hooks for the integration tests: the exits_qemu marker, and exit status 77 (meson's
-"skipped") when the one test a run was asked for skipped."""
+"""pytest hooks for the integration tests: the exits_qemu and user_host_independent markers, the
+user-mode host (QLUA_USER_HOST, see qemu_run.py), and exit status 77 (meson's "skipped") when
+the one test a run was asked for skipped."""
 import os
 
 import pytest
 
+import qemu_run
+
 SKIPPED = 77  # meson's exit status for a skipped test
+
+
+def pytest_configure(config):
+    if os.environ.get("QLUA_USER_HOST", "7.2") not in qemu_run.USER_HOSTS:
+        raise pytest.UsageError(qemu_run.USER_HOST_PROBLEM)  # a typo must not skip the suite
+
 
 # Cases in which QEMU refuses the plugin and leaves through exit(): with the ASan runtime preloaded
 # into an uninstrumented QEMU, glibc's exit handlers deadlock (p11-kit's destructor), so the
@@ -12,6 +21,13 @@ SKIPPED = 77  # meson's exit status for a skipped test
 def pytest_runtest_setup(item):
     if item.get_closest_marker("exits_qemu") and os.environ.get("QLUA_SANITIZED"):
         pytest.skip("QEMU's exit() deadlocks with the preloaded ASan runtime")
+    if qemu_run.USER_HOST_PROBLEM:
+        pytest.skip(qemu_run.USER_HOST_PROBLEM)
+    # on another user-mode host than the default, the tests that do not depend on it would only
+    # repeat the default run (meson's qemu102 setup does not even start them)
+    if item.get_closest_marker("user_host_independent") and qemu_run.USER_HOST != "7.2":
+        pytest.skip(f"the same on every user-mode host: run with the default one, not with "
+                    f"QLUA_USER_HOST={qemu_run.USER_HOST}")
 
 
 _outcomes = {}

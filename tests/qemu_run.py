@@ -3,8 +3,10 @@ QEMU command lines (user mode and system mode), and helpers to read what a run p
 
 Paths come from the environment meson sets (QLUA_SRC, QLUA_PLUGIN, QLUA_ORACLE, QLUA_GUESTS,
 QLUA_LAUNCHER); unset, they point at ./build of this repository, so `python3 -m pytest tests/`
-works from the repository root after `ninja -C build`."""
+works from the repository root after `ninja -C build`. User mode runs on QEMU 7.2, or on QEMU 10.2
+with QLUA_USER_HOST=10.2 (below); UserHost tells the tests what that host offers."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,14 +21,45 @@ ORACLE = os.environ.get("QLUA_ORACLE") or os.path.join(BUILD, "tests", "liboracl
 GUESTS = os.environ.get("QLUA_GUESTS") or os.path.join(BUILD, "tests")
 LAUNCHER = os.environ.get("QLUA_LAUNCHER") or os.path.join(BUILD, "qlua")
 
-QEMU = os.environ.get("QEMU_X86_64", "qemu-x86_64")
-QEMU_AARCH64 = os.environ.get("QEMU_AARCH64", "qemu-aarch64")
 # QEMU 10.2 built from upstream with its example plugins (../shared/qemu-10.2 beside the
 # checkout; QLUA_QEMU_10_2 points at another such folder: bin/, plugins/).
 QEMU_10_2 = os.environ.get("QLUA_QEMU_10_2") or os.path.join(os.path.dirname(SRC), "shared",
                                                              "qemu-10.2")
+QEMU_10_2_USER = os.path.join(QEMU_10_2, "bin", "qemu-x86_64")
+QEMU_10_2_AARCH64 = os.path.join(QEMU_10_2, "bin", "qemu-aarch64")
+
+# System mode: QEMU 7.2 (Debian's, found in PATH before the user-mode host below may change PATH),
+# 10.0.2 (tools/fetch-qemu10.sh) and 10.2, each test naming the one it runs.
+QEMU_SYSTEM_72 = os.environ.get("QEMU_SYSTEM_72") or shutil.which("qemu-system-x86_64") or \
+    "qemu-system-x86_64"
+
+# The user-mode hosts: Debian's 7.2 (qemu-x86_64 and qemu-aarch64 found in PATH, or QEMU_X86_64
+# and QEMU_AARCH64) and QEMU 10.2's bin/. The suite runs user mode on one of them at a time: 7.2
+# by default, 10.2 with QLUA_USER_HOST=10.2 (`meson test --setup qemu102`), whose bin/ then also
+# comes first in PATH, so that what finds qemu-ARCH by name (the launcher) runs the same QEMU as
+# the tests (and a qemu-system-x86_64 found by name is 10.2's too). USER_HOST_PROBLEM says why the
+# tests cannot run (conftest.py skips each test, saying so).
+USER_BINARIES = {
+    "7.2": {"x86_64": os.environ.get("QEMU_X86_64") or shutil.which("qemu-x86_64") or "qemu-x86_64",
+            "aarch64": (os.environ.get("QEMU_AARCH64") or shutil.which("qemu-aarch64")
+                        or "qemu-aarch64")},
+    "10.2": {"x86_64": QEMU_10_2_USER, "aarch64": QEMU_10_2_AARCH64},
+}
+USER_HOSTS = tuple(USER_BINARIES)
+USER_HOST = os.environ.get("QLUA_USER_HOST") or "7.2"
+USER_HOST_PROBLEM = None
+if USER_HOST not in USER_BINARIES:
+    USER_HOST_PROBLEM = f"QLUA_USER_HOST={USER_HOST}: expected one of {', '.join(USER_HOSTS)}"
+    USER_HOST = "7.2"
+QEMU, QEMU_AARCH64 = USER_BINARIES[USER_HOST]["x86_64"], USER_BINARIES[USER_HOST]["aarch64"]
+if USER_HOST == "10.2":
+    if not os.path.exists(QEMU):
+        USER_HOST_PROBLEM = (f"QLUA_USER_HOST=10.2: QEMU 10.2 not found at {QEMU} "
+                             "(set QLUA_QEMU_10_2)")
+    else:
+        os.environ["PATH"] = os.path.dirname(QEMU) + os.pathsep + os.environ.get("PATH", "")
 QEMU_SYSTEM = {
-    "7.2": os.environ.get("QEMU_SYSTEM_72", "qemu-system-x86_64"),
+    "7.2": QEMU_SYSTEM_72,
     "10.0": os.environ.get("QEMU_SYSTEM_10",
                            os.path.join(SRC, ".qemu10", "usr", "bin", "qemu-system-x86_64")),
     "10.2": os.path.join(QEMU_10_2, "bin", "qemu-system-x86_64"),
@@ -62,16 +95,78 @@ def script(name):
 
 
 def aarch64_guest(name):
-    """The build's aarch64 copy of guest NAME; skips when the build had no cross compiler."""
+    """The build's aarch64 copy of guest NAME; skips when the build had no cross compiler or
+    there is no qemu-aarch64 to run it."""
     path = guest(name + "-aarch64")
     if not os.path.exists(path):
         pytest.skip("no aarch64 guests: the build found no aarch64-linux-gnu-gcc")
+    if not shutil.which(QEMU_AARCH64):
+        pytest.skip(f"no {QEMU_AARCH64} to run aarch64 guests")
     return path
 
 
 def env_without_preload():
     """os.environ without LD_PRELOAD (the sanitizer build preloads ASan, meant for QEMU only)."""
     return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+# ---- what a user-mode host offers ----
+
+class UserHost:
+    """What a user-mode QEMU offers, from its `--version` and the release table of
+    docs/qemu-versions.md, never from qlua: tests compare what qlua reports (qemu.info, qemu.has,
+    qemu.counter_mode) and what it does with this, so each checks its thing on every host."""
+
+    def __init__(self, binary):
+        p = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
+                           env=env_without_preload())
+        m = re.search(r"version (\d+)\.(\d+)", p.stdout)
+        assert m, f"{binary} --version names no release:\n{p.stdout}{p.stderr}"
+        v = self.version = (int(m.group(1)), int(m.group(2)))
+        self.binary, self.release = binary, f"{v[0]}.{v[1]}"
+        self.api = (6 if v >= (11, 0) else 5 if v >= (10, 1) else 4 if v >= (9, 2) else
+                    3 if v >= (9, 1) else 2 if v >= (9, 0) else 1)
+        self.scoreboard = self.registers = v >= (9, 0)
+        self.inline = not self.scoreboard  # raw shared inline adds: QEMU 8.2 and older
+        self.declared = 2 if self.scoreboard else 1  # the API version qlua declares
+        self.mem_value = v >= (9, 2)  # access.value (and qemu.read_memory)
+        # x86 string instructions: up to 9.2 a rep instruction executes once per iteration (it
+        # jumps to itself); from 10.0 the iterations loop inside its translation and it executes
+        # once (target/i386's do_gen_rep, December 2024)
+        self.rep_once = v >= (10, 0)
+        # the guest's stack: at one host address run after run on 7.2, at a new one each run on
+        # 10.2 (which release between changed it is not pinned down here)
+        self.stack_moves = v >= (10, 0)
+
+    def counter_mode(self, threads):
+        """qemu.counter_mode() at exit with counters=auto: scoreboards where the host has them,
+        else raw inline adds until a second vCPU appears (threads), per-vCPU callbacks after."""
+        if self.scoreboard:
+            return "scoreboard"
+        return "percpu" if threads else "inline"
+
+    def __repr__(self):
+        return f"QEMU {self.release} ({self.binary}, plugin API {self.api})"
+
+
+_hosts = {}
+
+
+def user_host(binary=None):
+    """The UserHost of `binary` (default: QEMU, the x86_64 user-mode host), asked once."""
+    binary = binary or QEMU
+    if binary not in _hosts:
+        _hosts[binary] = UserHost(binary)
+    return _hosts[binary]
+
+
+def stack_addresses_alike(text, host=None):
+    """`text` with the guest's stack addresses (0x7f..., also zero-padded to 16 digits) made alike
+    where the stack moves from run to run: on hosts that map it anew each run, and under the
+    sanitizer build, whose preloaded ASan maps it at a random address. Elsewhere `text` itself."""
+    if os.environ.get("QLUA_SANITIZED") or (host or user_host()).stack_moves:
+        return re.sub(r"0x(?:0000)?7f[0-9a-f]{10}(?![0-9a-f])", "0x7f(stack)", text)
+    return text
 
 
 # ---- the command lines ----

@@ -5,21 +5,26 @@ import re
 
 import pytest
 
-from qemu_run import SRC, guest, lua_file, run_lua, system_qemu
+from qemu_run import SRC, guest, lua_file, run_lua, system_qemu, user_host
 
 
 def test_info_and_features_describe_the_host():
+    # what qlua reports against what the host's release offers (qemu_run.UserHost)
+    host = user_host()
     r = run_lua("local i = qemu.info\n"
                 "qemu.print(i.target, i.mode, i.api.cur, i.api.declared, tostring(i.system))\n"
-                "qemu.print(qemu.has('syscalls'), qemu.has('idle'), qemu.has('inline'))\n"
+                "qemu.print(qemu.has('syscalls'), qemu.has('idle'), qemu.has('inline'),"
+                " qemu.has('scoreboard'), qemu.has('registers'), qemu.has('mem_value'))\n"
                 "qemu.print(pcall(qemu.has, 'warp'))\n"
                 "qemu.print(pcall(qemu.need, 'idle'))\n"
                 "qemu.print(pcall(qemu.binary))\n"
                 "qemu.on_syscall(function() local b = qemu.binary(); if b and not done then done = true;"
                 " qemu.print(b.path, b.entry > 0, b.end_code > b.start_code) end end)")
     lines = r.log.splitlines()
-    assert lines[0] == "x86_64\tuser\t1\t1\tfalse", f"info\n{r}"
-    assert lines[1] == "true\tfalse\ttrue", f"has\n{r}"
+    assert lines[0] == f"x86_64\tuser\t{host.api}\t{host.declared}\tfalse", f"info on {host}\n{r}"
+    has = [host.inline, host.scoreboard, host.registers, host.mem_value]
+    assert lines[1] == "\t".join(["true", "false"] + [str(h).lower() for h in has]), (
+        f"has on {host}\n{r}")
     assert lines[2].startswith("false\t") and "unknown feature 'warp'; known: " in lines[2], (
         f"unknown\n{r}")
     assert "needs the 'idle' feature" in lines[3] and "system mode" in lines[3], f"need\n{r}"
@@ -49,7 +54,7 @@ def fake_core_features():
 
 def test_fake_core_features_match_the_real_ones():
     # The specs' fake core copies shim/host.c's feature list by hand: compare it with what qlua
-    # reports in QEMU 7.2 user mode and in 7.2 and 10.0 system mode (10.0 last: it may skip).
+    # reports in user mode and in 7.2, 10.2 and 10.0 system mode (the last two may skip).
     fake = fake_core_features()
 
     def check(where, r):
@@ -59,10 +64,10 @@ def test_fake_core_features_match_the_real_ones():
             assert names == real, (
                 f"{where}: fake_core.lua's M.{table} lists {names}, qlua reports {real}\n{r}")
 
-    check("7.2 user mode", run_lua(FEATURE_NAMES))
+    check(f"{user_host().release} user mode", run_lua(FEATURE_NAMES))
     path = lua_file(FEATURE_NAMES)
     try:
-        for version in ("7.2", "10.0"):
+        for version in ("7.2", "10.2", "10.0"):
             check(f"{version} system mode", system_qemu(version, ["script=" + path]))
     finally:
         os.unlink(path)

@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.user_host_independent  # reads the source, runs no QEMU
+
 SHIM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shim")
 LAYERS = {  # lower number: lower layer; a file may include only its own layer's or lower ones
     "base": 0, "host": 0, "value": 0, "handle": 0, "output": 0, "gate": 1, "arena": 2,

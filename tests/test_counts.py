@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from qemu_run import (LOOPS, QEMU_AARCH64, aarch64_guest, expect_equal_counts, fields, guest,
-                      qemu, run_lua, script, system_qemu)
+from qemu_run import (QEMU_AARCH64, aarch64_guest, expect_equal_counts, fields, guest, qemu,
+                      run_lua, script, system_qemu, user_host)
 
 
 def test_count_matches_oracle():
@@ -36,28 +36,37 @@ def all_events(program, extra=(), binary=None):
     return r
 
 
+def expect_mode(r, host, threads):
+    """The counter strategy the host's release implies (docs/counters.md): scoreboards where QEMU
+    has them, else raw inline adds with one vCPU and per-vCPU callbacks once threads appeared."""
+    want = host.counter_mode(threads)
+    assert fields(r.log, "native")["mode"] == want, (
+        f"{'8 threads' if threads else 'one thread'} on {host}: counters in {want} mode\n{r}")
+
+
 def test_every_event_kind_matches_oracle_single_thread():
     r = all_events([guest("loop"), "100"])
-    assert fields(r.log, "native")["mode"] == "inline", f"single thread should use inline\n{r}"
+    expect_mode(r, user_host(), threads=False)
     assert fields(r.log, "lua")["vcpus"] == "1", f"one vCPU expected\n{r}"
 
 
 def test_every_event_kind_matches_oracle_with_8_threads():
     r = all_events([guest("threads")])
     assert "threads 8 total" in r.out, f"guest output missing\n{r}"
-    assert fields(r.log, "native")["mode"] == "percpu", f"8 threads must switch to percpu\n{r}"
+    expect_mode(r, user_host(), threads=True)
     assert int(fields(r.log, "lua")["vcpus"]) == 9, f"9 vCPUs (main + 8) expected\n{r}"
     assert int(fields(r.log, "lua")["indices"]) == 9, f"indices 0..8 expected\n{r}"
 
 
 def test_native_counts_exact_with_8_threads_and_no_lua():
-    # Without Lua callbacks serializing the threads, shared inline adds would lose counts.
-    all_events([guest("threads")], ["lua=off"])
+    # Without Lua callbacks serializing the threads, shared inline adds would lose counts; the
+    # threads run in parallel on the per-vCPU callbacks (7.2) or scoreboard entries (10.2).
+    expect_mode(all_events([guest("threads")], ["lua=off"]), user_host(), threads=True)
 
 
 def test_aarch64_guest_counts_match_oracle():
     r = all_events([aarch64_guest("loop"), "20"], binary=QEMU_AARCH64)
-    assert fields(r.log, "native")["mode"] == "inline", f"single thread should use inline\n{r}"
+    expect_mode(r, user_host(QEMU_AARCH64), threads=False)
     r = qemu(["script=count"], [aarch64_guest("loop"), "20"], oracle=True, binary=QEMU_AARCH64)
     m = re.search(r"^insns: (\d+)$", r.log, re.M)
     assert m and m.group(1) == fields(r.log, "oracle")["insns"], f"count.lua on aarch64\n{r}"
@@ -65,12 +74,17 @@ def test_aarch64_guest_counts_match_oracle():
 
 def test_aarch64_guest_with_8_threads_matches_oracle():
     r = all_events([aarch64_guest("threads")], binary=QEMU_AARCH64)
-    assert fields(r.log, "native")["mode"] == "percpu", f"8 threads must switch to percpu\n{r}"
+    expect_mode(r, user_host(QEMU_AARCH64), threads=True)
+    assert int(fields(r.log, "lua")["vcpus"]) == 9, f"9 vCPUs (main + 8) expected\n{r}"
+    r = all_events([aarch64_guest("threads")], ["lua=off"], binary=QEMU_AARCH64)
+    expect_mode(r, user_host(QEMU_AARCH64), threads=True)
 
 
 def test_counters_callback_mode_matches_oracle():
-    r = all_events([guest("loop"), "30"], ["counters=callback"])
-    assert fields(r.log, "native")["mode"] == "percpu", f"counters=callback not honoured\n{r}"
+    for program in ([guest("loop"), "30"], [guest("threads"), "100"]):
+        r = all_events(program, ["counters=callback"])
+        assert fields(r.log, "native")["mode"] == "percpu", (
+            f"counters=callback not honoured on {user_host()}\n{r}")
 
 
 def test_count_every_adds_native_counts_to_every_block_with_no_lua_at_translation():
@@ -85,7 +99,7 @@ def test_count_every_adds_native_counts_to_every_block_with_no_lua_at_translatio
         check(qemu(["script=" + script("every.lua"), "profile=on"], program, oracle=True), program[0])
     r = qemu(["script=" + script("every.lua"), "profile=on"], [guest("loop"), "20"], oracle=True)
     assert "on_translate" not in r.log, f"no Lua ran at translation\n{r}"
-    for version in ("7.2", "10.0"):
+    for version in ("7.2", "10.2", "10.0"):
         check(system_qemu(version, ["script=" + script("every.lua")], smp=2, oracle=True), version)
 
 
@@ -144,8 +158,78 @@ def test_conditional_callbacks_fire_exactly_when_the_condition_holds():
     check_when(qemu(["script=" + script("when.lua")], [guest("loop"), "20"]))
     check_when(qemu(["script=" + script("when.lua"), "counters=callback"], [guest("loop"), "20"]))
     w = check_when(qemu(["script=" + script("when.lua"), "k=20"], [guest("threads")]))
-    assert w["mode"] == "percpu", "threads: per-vCPU"
-    for version, blocks in (("7.2", 4 + LOOPS - 2), ("10.0", 4 + LOOPS - 1)):
+    assert w["mode"] == user_host().counter_mode(threads=True), f"threads on {user_host()}"
+    for version in ("7.2", "10.2", "10.0"):
         r = system_qemu(version, ["script=" + script("when.lua")], smp=1)
         w = check_when(r)
         assert int(w["hits"]) == int(w["blocks"]) - 500, f"{version}: hits = blocks - k\n{r}"
+
+
+# ---- per-vCPU slots with 8 threads: scoreboard entries (QEMU >= 9.0) or per-vCPU callbacks ----
+
+SLOTS = """
+local qemu = require "qemu"
+local blocks, insns, preset, mixed = qemu.counter(), qemu.counter(), qemu.counter(), qemu.counter()
+preset:add(1000)   -- vCPU 0, before QEMU has created it
+preset:set(7, 5)   -- vCPU 5: the guest's fifth thread, long before it exists
+local lua_blocks = {}
+local function on_block(vcpu)
+  lua_blocks[vcpu] = (lua_blocks[vcpu] or 0) + 1
+  mixed:add(2, vcpu)  -- Lua's add into the running vCPU's slot, between its native adds
+end
+qemu.on_translate(function(tb)
+  tb:on_exec(on_block, nil, { sync = true })
+  tb:count(blocks)
+  tb:count(preset)
+  tb:count(mixed)
+  for insn in tb:insns() do insn:count(insns) end
+end)
+qemu.on_exit(function()
+  local per, bad, busy = blocks:values(), {}, 0
+  local function expect(what, v, got, want)
+    if got ~= want then bad[#bad + 1] = string.format("%s%d:%d/%d", what, v, got, want) end
+  end
+  for v = 0, #per do
+    expect("lua", v, lua_blocks[v] or 0, per[v])
+    expect("mixed", v, mixed:get(v), 3 * per[v])
+    expect("preset", v, preset:get(v), per[v] + (v == 0 and 1000 or v == 5 and 7 or 0))
+    if v > 0 and per[v] > 0 then busy = busy + 1 end
+  end
+  qemu.printf("slots: mode=%s vcpus=%d slots=%d tbs=%d insns=%d busy=%d bad=%s\\n",
+    qemu.counter_mode(), qemu.vcpus(), #per + 1, blocks:sum(), insns:sum(), busy,
+    #bad > 0 and table.concat(bad, ",") or "none")
+end)
+"""
+
+
+def test_counter_slots_of_8_threads_hold_each_vcpus_own_count():
+    # Each slot equals that vCPU's block executions as Lua counted them, values added from Lua
+    # (at load for vCPUs not created yet, from a vCPU's own callback) are kept beside the native
+    # adds, and the slots add up to the oracle's totals: on 7.2 in per-vCPU callbacks after the
+    # switch, on 10.2 in QEMU's scoreboard entries.
+    host = user_host()
+    for extra in ([], ["counters=callback"]):
+        r = run_lua(SLOTS, [guest("threads"), "100"], extra, oracle=True)
+        assert r.status == 0 and "threads 8 total" in r.out, f"{extra}: guest\n{r}"
+        s = fields(r.log, "slots")
+        want = "percpu" if extra else host.counter_mode(threads=True)
+        assert s["mode"] == want, f"{extra} on {host}: {want} mode\n{r}"
+        assert s["bad"] == "none", f"{extra}: slots that differ (what, vCPU: got/want)\n{r}"
+        assert s["vcpus"] == s["slots"] == "9" and s["busy"] == "8", (
+            f"{extra}: main and 8 worker vCPUs, each counting\n{r}")
+        expect_equal_counts(r, s, ["tbs", "insns"])
+
+
+def test_native_counts_stay_exact_while_threads_come_and_go():
+    # churn.c: 300 threads one after another, so user mode reuses vCPU indices (and QEMU's
+    # scoreboard entries, on 10.2) again and again: no count is lost or counted twice.
+    r = run_lua("local insns, tbs = qemu.counter(), qemu.counter()\n"
+                "qemu.count_every('insn', insns)\nqemu.count_every('block', tbs)\n"
+                "qemu.on_exit(function() qemu.printf('churn: mode=%s vcpus=%d tbs=%d insns=%d\\n',"
+                " qemu.counter_mode(), qemu.vcpus(), tbs:sum(), insns:sum()) end)",
+                [guest("churn"), "300"], oracle=True)
+    assert r.status == 0 and "churn 300 " in r.out, f"guest\n{r}"
+    c = fields(r.log, "churn")
+    assert c["mode"] == user_host().counter_mode(threads=True), f"mode on {user_host()}\n{r}"
+    assert 2 <= int(c["vcpus"]) < 300, f"indices reused: {c['vcpus']} for 301 threads\n{r}"
+    expect_equal_counts(r, c, ["tbs", "insns"])

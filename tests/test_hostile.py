@@ -145,6 +145,7 @@ def test_api_fuzzer_several_seeds_with_profile_and_small_records():
         assert_summary(r, f"API fuzzer {extra}", min_calls=5000)
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_api_fuzzer_system_mode():
     with tempfile.TemporaryDirectory() as tmp:
         logfile = os.path.join(tmp, "plugin.log")

@@ -11,6 +11,8 @@ from qemu_run import SRC, guest, run_lua
 
 INIT = os.path.join(SRC, "lua", "qemu", "init.lua")
 
+pytestmark = pytest.mark.user_host_independent  # the loop is qlua's, whatever the host
+
 # Queued callbacks with and without data and a counter snapshot: every branch of the drain loop.
 PROBE = """
 if not jit then qemu.print("no jit") return end

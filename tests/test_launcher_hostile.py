@@ -186,6 +186,7 @@ def test_attach_to_what_is_not_a_listening_socket_gets_one_line():
         one_line_message(qlua(["attach", os.path.join(tmp, "missing")]), "No such file")
 
 
+@pytest.mark.user_host_independent  # the launcher alone, no QEMU
 def test_list_into_a_pipe_closed_early_leaves_quietly():
     lister = subprocess.Popen([sys.executable, LAUNCHER, "list"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, env=env_without_preload())

@@ -180,6 +180,7 @@ def test_a_loop_in_an_on_exit_handler_is_cut_short_by_sigint():
     assert status == -signal.SIGINT and "in exit" in read(log), f"{status}\n{err}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_a_lua_loop_in_system_mode_on_qemu_10_ends_on_sigint():
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "plugin.log")
@@ -350,6 +351,7 @@ def test_a_wrong_option_value_is_named_with_what_is_expected():
         "expected a counter from qemu.counter()" in r.err), f"{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_count_reads_the_same_moment_as_qemus_own_libinsn():
     # QEMU 10's debug-exit shuts down asynchronously: the final hlt is counted in some runs and
     # not in others, for QEMU's plugin as for qlua. Loaded together (in either order, so either

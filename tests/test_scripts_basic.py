@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from qemu_run import (LOOPS, fields, guest, lua_file, qemu, qemu_scripts, symbol,
-                      system_qemu)
+from qemu_run import (LOOPS, fields, guest, lua_file, qemu, qemu_scripts, run_lua, symbol,
+                      system_qemu, user_host)
 
 
 def checked_run(args, program, oracle=True):
@@ -53,6 +53,7 @@ def test_bb_is_exact_with_8_threads():
     assert bbs == oracle_counts(r)["tbs"], f"bb's differs from the oracle under 8 threads\n{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_bb_system_mode_reports_each_vcpu_or_the_total_with_inline():
     r = system_qemu("7.2", ["script=bb", "idle=on"], smp=2, oracle=True)
     assert r.status == 33, f"guest exit status\n{r}"
@@ -110,7 +111,9 @@ def repeat_counts(run):
 
 def test_insn_detects_each_repeat_execution():
     # repeats.c: each round runs `loop_site` LOOP_TIMES times in a row and `rep_site` once per
-    # byte in a row; an execution right after one of the same instruction is a repeat.
+    # byte in a row (once per round from QEMU 10.0, where a rep instruction's iterations loop
+    # inside its translation); an execution right after one of the same instruction is a repeat.
+    host = user_host()
     rounds = 7
     program = guest("repeats")
     rep_site, loop_site = symbol(program, "rep_site"), symbol(program, "loop_site")
@@ -123,13 +126,16 @@ def test_insn_detects_each_repeat_execution():
     for addr, *_ in match_rows(r):
         execs[addr] = execs.get(addr, 0) + 1
     assert execs.get(loop_site) == rounds * LOOP_TIMES, f"loop_site executions\n{r}"
-    assert execs.get(rep_site, 0) >= rounds * REP_BYTES, (
-        f"rep_site executes once per byte\n{r}")
+    if host.rep_once:
+        assert execs.get(rep_site) == rounds, f"rep_site executes once a round on {host}\n{r}"
+    else:
+        assert execs.get(rep_site, 0) >= rounds * REP_BYTES, (
+            f"rep_site executes once per byte on {host}\n{r}")
     # only instructions that loop on themselves repeat (here: rep string ops and loop_site)
     assert set(repeats) <= set(execs), (
         f"repeats at {sorted(map(hex, set(repeats) - set(execs)))}\n{r}")
     # every execution of rep_site but the first of each round repeats the one before
-    assert repeats.get(rep_site) == execs[rep_site] - rounds, f"rep_site repeats\n{r}"
+    assert repeats.get(rep_site, 0) == execs[rep_site] - rounds, f"rep_site repeats\n{r}"
     assert int(one_line(r, r"total insns: (\d+)")) == oracle_counts(r)["insns"], f"total\n{r}"
     # match= repeated, as QEMU takes it, reports the same as one '|'-separated value
     r2 = checked_run(["script=insn", "match=rep", "match=loop"], [program, str(rounds)])
@@ -139,11 +145,16 @@ def test_insn_detects_each_repeat_execution():
 
 def test_insn_prints_full_repeat_addresses_of_a_pie_program():
     # QEMU's own plugin truncates these to 32 bits; QEMU loads a PIE guest at 0x4000000000.
+    # A rep instruction repeats where it executes once per iteration (7.2); from QEMU 10.0 it
+    # executes once per run of iterations, so there the match lines carry the addresses.
     r = checked_run(["script=insn", "match=rep"], ["/bin/ls", "-l", "/"])
     repeats = repeat_counts(r)
     reps = {addr for addr, disas, *_ in match_rows(r) if disas.startswith("rep")}
-    assert len(repeats) > 0, f"ls repeats no rep instruction?\n{r}"
-    assert all(a >= 2 ** 32 for a in repeats), f"addresses above 4 GiB\n{r}"
+    if user_host().rep_once:
+        assert reps and all(a >= 2 ** 32 for a in reps), f"rep addresses above 4 GiB\n{r}"
+    else:
+        assert len(repeats) > 0, f"ls repeats no rep instruction?\n{r}"
+        assert all(a >= 2 ** 32 for a in repeats), f"addresses above 4 GiB\n{r}"
     assert set(repeats) <= reps, (
         f"repeat addresses {sorted(map(hex, set(repeats) - reps))} "
         f"are no rep instructions\n{r}")
@@ -197,40 +208,63 @@ def test_insn_sizes_counts_translated_instructions_by_length():
 
 
 # ---- mem.lua ----
+# mem.lua speaks the format of the QEMU it runs on (scripts/mem.lua): 7.2's where the plugin API
+# is 1 (an "inline" and a "callback" line, both at once), 10.x's from API 2 on (one "mem accesses"
+# line; inline= and callback= are exclusive).
+
+def mem_format_10():
+    return user_host().api >= 2
+
 
 def test_mem_counts_match_the_oracle_for_each_track():
     for extra, want in [([], lambda o: o["reads"] + o["writes"]),
                         (["track=rw"], lambda o: o["reads"] + o["writes"]),
                         (["track=r"], lambda o: o["reads"]),
                         (["track=w"], lambda o: o["writes"])]:
-        r = checked_run(["script=mem", "inline=on", "callback=on", "haddr=on"] + extra,
-                        [guest("loop"), "10"])
-        expected = want(oracle_counts(r))
-        inline = int(one_line(r, r"inline mem accesses: (\d+)"))
-        callback = int(one_line(r, r"callback mem accesses: (\d+)"))
-        assert inline == callback == expected and expected > 0, (
-            f"{extra}: inline {inline}, callback {callback}, oracle {expected}\n{r}")
-        assert one_line(r, r"io accesses: (\d+)") == "0", f"user mode has no I/O accesses\n{r}"
+        if not mem_format_10():
+            r = checked_run(["script=mem", "inline=on", "callback=on", "haddr=on"] + extra,
+                            [guest("loop"), "10"])
+            expected = want(oracle_counts(r))
+            inline = int(one_line(r, r"inline mem accesses: (\d+)"))
+            callback = int(one_line(r, r"callback mem accesses: (\d+)"))
+            assert inline == callback == expected and expected > 0, (
+                f"{extra}: inline {inline}, callback {callback}, oracle {expected}\n{r}")
+            assert one_line(r, r"io accesses: (\d+)") == "0", f"user mode has no I/O accesses\n{r}"
+            continue
+        for way in ("inline=on", "callback=on"):
+            r = checked_run(["script=mem", way, "haddr=on"] + extra, [guest("loop"), "10"])
+            expected = want(oracle_counts(r))
+            assert expected > 0 and r.log.startswith(
+                f"mem accesses: {expected}\nio accesses: 0\noracle:"), (
+                f"{way} {extra} on {user_host()}: {expected} accesses, none to I/O\n{r}")
 
 
 def test_mem_prints_only_what_was_asked():
     r = checked_run(["script=mem"], [guest("loop"), "2"])
     assert r.log.startswith("oracle:"), f"no counting asked: no output\n{r}"
     r = checked_run(["script=mem", "callback=on", "track=w"], [guest("loop"), "2"])
-    assert r.log.splitlines()[0] == f"callback mem accesses: {oracle_counts(r)['writes']}", (
-        f"callback\n{r}")
+    label = "mem accesses" if mem_format_10() else "callback mem accesses"
+    assert r.log.splitlines()[0] == f"{label}: {oracle_counts(r)['writes']}", (
+        f"callback on {user_host()}\n{r}")
     assert "inline" not in r.log and "io accesses" not in r.log, f"only the callback line\n{r}"
     r = checked_run(["script=mem", "haddr=on"], [guest("loop"), "2"])
     assert r.log.splitlines()[0] == "io accesses: 0", f"haddr alone\n{r}"
 
 
 def test_mem_is_exact_with_8_threads():
-    r = checked_run(["script=mem", "inline=on", "callback=on", "track=r"], [guest("threads")])
-    o = oracle_counts(r)
-    assert int(one_line(r, r"inline mem accesses: (\d+)")) == o["reads"], f"inline\n{r}"
-    assert int(one_line(r, r"callback mem accesses: (\d+)")) == o["reads"], f"callback\n{r}"
+    if not mem_format_10():
+        r = checked_run(["script=mem", "inline=on", "callback=on", "track=r"], [guest("threads")])
+        o = oracle_counts(r)
+        assert int(one_line(r, r"inline mem accesses: (\d+)")) == o["reads"], f"inline\n{r}"
+        assert int(one_line(r, r"callback mem accesses: (\d+)")) == o["reads"], f"callback\n{r}"
+        return
+    for way in ("inline=on", "callback=on"):
+        r = checked_run(["script=mem", way, "track=r"], [guest("threads")])
+        assert int(one_line(r, r"mem accesses: (\d+)")) == oracle_counts(r)["reads"], (
+            f"{way} on {user_host()}\n{r}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_system_mode_tells_io_from_ram():
     # boot.S: LOOPS iterations of one 4-byte store and one load, all to RAM
     for track, want in [("rw", 2 * LOOPS), ("r", LOOPS), ("w", LOOPS)]:
@@ -314,6 +348,7 @@ def access_line(pc, kind, value):
     return f"0x{pc:x},,0x1000,0x1000,32,{kind},0x{value:08x}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_10_counts_in_one_line():
     for extra, want in [(["inline=on"], f"mem accesses: {2 * LOOPS}\n"),
                         (["callback=on"], f"mem accesses: {2 * LOOPS}\n"),
@@ -327,6 +362,7 @@ def test_mem_10_counts_in_one_line():
         assert r.log == want, f"{extra}: expected {want!r}\n{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_10_haddr_moves_device_accesses_to_the_io_line():
     # io.S: 6 reads and 3 writes reach the local APIC and the IOAPIC
     for track, io in [("rw", 9), ("r", 6), ("w", 3)]:
@@ -337,6 +373,7 @@ def test_mem_10_haddr_moves_device_accesses_to_the_io_line():
             f"track={track}: {total} accesses of which {io} I/O\n{r}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_10_print_accesses_lists_every_access_with_its_value():
     for track, kinds in [("rw", ["store", "load"]), ("w", ["store"]), ("r", ["load"])]:
         r = mem10_run(["print-accesses=on", "track=" + track])
@@ -350,6 +387,7 @@ def test_mem_10_print_accesses_lists_every_access_with_its_value():
         assert not bad, f"track={track}: first difference (line, got, want): {bad[:1]}\n{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_10_print_accesses_shows_device_addresses():
     r = mem10_run(["print-accesses=on", "track=w"], "io.bin")
     rows = [line.split(",") for line in r.log.splitlines()[1:]]
@@ -361,6 +399,7 @@ def test_mem_10_print_accesses_shows_device_addresses():
     assert rows[-1][1:] == ["", "0x1000", "0x1000", "32", "store", "0x00000007"], f"RAM store\n{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_10_region_summary_checks_loads_against_stores():
     head = "Region Base, Reads, Writes, Seen all\n"
     r = mem10_run(["region-summary=on"])
@@ -378,6 +417,7 @@ def test_mem_10_region_summary_checks_loads_against_stores():
 
 
 @pytest.mark.exits_qemu
+@pytest.mark.user_host_independent  # system mode only
 def test_mem_10_refuses_inline_with_callback():
     r = system_qemu("10.0", ["script=mem", "inline=on", "callback=on"], smp=1)
     assert (r.status == 1 and "mem.lua: can't enable inline and callback counting at the same time"
@@ -386,7 +426,60 @@ def test_mem_10_refuses_inline_with_callback():
 
 @pytest.mark.exits_qemu
 def test_mem_7_2_refuses_the_10x_arguments_naming_the_feature():
+    if user_host().mem_value:
+        pytest.skip(f"{user_host()} has access values: test_mem_prints_accesses_in_user_mode "
+                    "and test_mem_region_summary_in_user_mode run the arguments there")
     for arg in ["print-accesses=on", "region-summary=on"]:
         r = qemu(["script=mem", arg], [guest("loop"), "1"])
         assert (r.status == 1 and f"mem.lua: {arg}: " in r.err and "'mem_value' feature" in r.err
                 and "QEMU 9.2" in r.err), f"{arg} on QEMU 7.2\n{r}"
+
+
+ACCESS_LINE = re.compile(r"0x[0-9a-f]+,[\w.@]*,0x[0-9a-f]+,0x0,(8|16|32|64|128),(load|store),"
+                         r"0x([0-9a-f]+)")
+
+
+def test_mem_prints_accesses_in_user_mode():
+    # on a host with access values: after the header, one line per access the oracle saw, each
+    # with the physical address 0x0 (user mode) and the value in as many digits as its width
+    host = user_host()
+    if not host.mem_value:
+        pytest.skip(f"{host} has no access values: "
+                    "test_mem_7_2_refuses_the_10x_arguments_naming_the_feature covers it")
+    r = qemu(["script=mem", "print-accesses=on"], [guest("loop"), "1"], oracle=True)
+    if (r.status == 1 and "u64.hex: not a whole number" in r.err
+            and "LuaJIT" in run_lua("qemu.print(qemu.info.lua)").log):
+        # product bug (reported): under LuaJIT an 8-byte value near 2^64 (a store of -1) reaches
+        # Lua as the double 2^64, which u64.hex refuses, and the run stops at that access
+        pytest.xfail("mem.lua print-accesses stops at an 8-byte value near 2^64 under LuaJIT")
+    assert r.status == 0, f"print-accesses in user mode on {host}\n{r}"
+    lines = r.log.splitlines()
+    assert lines[0] == ("insn_vaddr,insn_symbol,mem_vaddr,mem_hwaddr,access_size,access_type,"
+                        "mem_value"), f"the header\n{r}"
+    rows = [ACCESS_LINE.fullmatch(line) for line in lines[1:-1]]
+    bad = [line for line, m in zip(lines[1:-1], rows)
+           if not m or len(m.group(3)) * 4 != int(m.group(1))]
+    assert not bad, f"malformed lines, e.g. {bad[:3]}\n{r}"
+    o = oracle_counts(r)
+    kinds = [m.group(2) for m in rows]
+    assert (kinds.count("load"), kinds.count("store")) == (o["reads"], o["writes"]), (
+        f"one line per load and per store the oracle saw\n{r}")
+
+
+def test_mem_region_summary_in_user_mode():
+    # the region rows add up to every load and store the oracle saw
+    host = user_host()
+    if not host.mem_value:
+        pytest.skip(f"{host} has no access values: "
+                    "test_mem_7_2_refuses_the_10x_arguments_naming_the_feature covers it")
+    r = checked_run(["script=mem", "region-summary=on"], [guest("loop"), "2"])
+    lines = r.log.splitlines()
+    head = lines.index("Region Base, Reads, Writes, Seen all")
+    rows = [re.fullmatch(r"0x([0-9a-f]{16}), (\d+), (\d+), (true|false)", line)
+            for line in lines[head + 1:-1]]
+    assert rows and all(rows) and lines[-1].startswith("oracle:"), f"region rows\n{r}"
+    bases = [int(m.group(1), 16) for m in rows]
+    assert bases == sorted(bases) and all(b % 16384 == 0 for b in bases), f"16 KiB regions\n{r}"
+    o = oracle_counts(r)
+    assert (sum(int(m.group(2)) for m in rows), sum(int(m.group(3)) for m in rows)) == (
+        o["reads"], o["writes"]), f"reads and writes of all regions against the oracle\n{r}"

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from qemu_run import LOOPS, fields, guest, qemu, system_qemu
+from qemu_run import LOOPS, fields, guest, qemu, symbol, system_qemu, user_host
 
 
 CACHE_HEADER = ("core #, data accesses, data misses, dmiss rate, insn accesses, insn misses, "
@@ -280,6 +280,7 @@ def execlog10_body(lines):
     return body[:-1] if body and body[-1][1].startswith("hlt") else body
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_execlog10_reg_rcx_shows_rcx_changing_at_each_decl():
     _, plain = execlog10_run([])
     r, lines = execlog10_run(["reg=rcx"])
@@ -294,6 +295,7 @@ def test_execlog10_reg_rcx_shows_rcx_changing_at_each_decl():
         f"QEMU 10.0.2's exact line format\n{r}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_execlog10_reg_globs_follow_qemu_order_and_name_each_register_once():
     r, lines = execlog10_run(["reg=r?x", "reg=rcx", "reg=RDX"])
     loop = [l for l in lines if 0xf000a <= l[0] <= 0xf0016]
@@ -319,6 +321,7 @@ def test_execlog10_reg_globs_follow_qemu_order_and_name_each_register_once():
         f"a pattern matching no register: plain log\n{r}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_execlog10_reg_with_a_filter_reports_changes_on_the_logged_lines_only():
     r, lines = execlog10_run(["reg=rcx", "ifilter=decl"])
     want = [(0xf0014, "decl %ecx", [("rcx", "%016x" % n)]) for n in range(LOOPS - 1, -1, -1)]
@@ -332,6 +335,7 @@ def test_execlog10_reg_with_a_filter_reports_changes_on_the_logged_lines_only():
     assert lines == want, f"a load's line carries the changes made since the previous check\n{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_execlog10_rdisas_checks_after_instructions_naming_a_register_and_at_block_starts():
     # decl %ecx does not name rcx: its change is seen at the next block's start, after jne.
     r, lines = execlog10_run(["reg=rcx", "rdisas=on"])
@@ -350,8 +354,25 @@ def test_execlog10_rdisas_checks_after_instructions_naming_a_register_and_at_blo
 
 @pytest.mark.exits_qemu
 def test_execlog_reg_needs_registers_and_is_refused_on_7_2():
-    r = qemu(["script=execlog", "reg=rcx"], [guest("loop"), "1"])
-    assert (r.status == 1 and "needs the 'registers' feature, which this QEMU (plugin API 1) "
-            "lacks: it comes with QEMU 9.0" in r.err), f"reg= on QEMU 7.2\n{r}"
+    # (where the host has registers, test_execlog_reg_follows_a_register_in_user_mode runs reg=)
+    if not user_host().registers:
+        r = qemu(["script=execlog", "reg=rcx"], [guest("loop"), "1"])
+        assert (r.status == 1 and "needs the 'registers' feature, which this QEMU (plugin API 1) "
+                "lacks: it comes with QEMU 9.0" in r.err), f"reg= on QEMU 7.2\n{r}"
     r = qemu(["script=execlog", "rdisas=maybe"], [guest("loop"), "1"])
     assert r.status == 1 and "rdisas=maybe: expected a boolean" in r.err, f"rdisas word\n{r}"
+
+
+def test_execlog_reg_follows_a_register_in_user_mode():
+    # repeats.c: each round's `loop loop_site` runs LOOP_TIMES times, each lowering rcx by one
+    host = user_host()
+    if not host.registers:
+        pytest.skip(f"{host} has no registers: "
+                    "test_execlog_reg_needs_registers_and_is_refused_on_7_2 covers it")
+    program = guest("repeats")
+    loop_site, times = symbol(program, "loop_site"), 50
+    r = qemu(["script=execlog", "reg=rcx", "ifilter=loop"], [program, "2"])
+    assert r.status == 0 and "repeats 2 " in r.out, f"guest\n{r}"
+    line = '0, 0x%x, 0x%s, "loop 0x%x", rcx -> 0x%016x'
+    want = [line % (loop_site, "fee2", loop_site, n) for n in list(range(times - 1, -1, -1)) * 2]
+    assert r.log.splitlines() == want, f"one line per loop with rcx after it, on {host}\n{r}"

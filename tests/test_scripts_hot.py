@@ -115,6 +115,7 @@ def test_hotblocks_hottest_block_is_the_inner_loop_in_both_modes():
         f"hottest block should run 3x as often with 3x the rounds: {tops}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_hotblocks_counts_every_block_execution_exactly_in_system_mode():
     # The bare-metal guest has 4 blocks, so the whole table is listed: the ecounts add up to the
     # blocks the oracle saw run, and the loop block (4 instructions) runs LOOPS - 1 times (the
@@ -228,6 +229,7 @@ def test_hotpages_masks_and_totals_with_8_threads():
     assert rmask <= 0x1ff and wmask <= 0x1ff, f"at most 9 vCPUs: {rmask:#x} {wmask:#x}\n{r}"
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_hotpages_in_system_mode_counts_by_physical_page():
     # boot.S: LOOPS stores and LOOPS loads at physical 0x1000, nothing else; the port write is not
     # a memory access.

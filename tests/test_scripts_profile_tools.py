@@ -26,6 +26,7 @@ def hwprofile(version, extra=(), smp=1):
     return r
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_hwprofile_counts_io_per_device_on_7_2_and_10_0():
     for version in ("7.2", "10.0"):
         r = hwprofile(version, smp=2)  # only the boot vCPU runs: masks stay 1
@@ -39,6 +40,7 @@ def test_hwprofile_counts_io_per_device_on_7_2_and_10_0():
             f"{version}: track=write\n{r}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_hwprofile_lists_accesses_by_address_and_by_source():
     for version in ("7.2", "10.0"):
         r = hwprofile(version, ["pattern=on"])
@@ -63,6 +65,7 @@ def test_hwprofile_lists_accesses_by_address_and_by_source():
             f"{version}: one access per instruction, in program order\n{r}")
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_hwprofile_match_reports_each_hit_of_the_named_devices_only():
     r = hwprofile("7.2", ["match=ioapic"])
     assert (r.log == "hwprofile: match @ offsetfec00000, previous hits\n"

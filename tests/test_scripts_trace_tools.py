@@ -459,6 +459,7 @@ def test_bbv_needs_outfile():
 # ---- system mode: the bare-metal guest (tests/guests/bare/boot.S, LOOPS iterations of 4
 # instructions at 0xf000a..0xf0016, entered from the reset vector at 0xfffffff0) ----
 
+@pytest.mark.user_host_independent  # system mode only
 def test_trace_tools_in_system_mode_on_7_2_and_10_0():
     for version in ("7.2", "10.0"):
         r = system_qemu(version, ["script=cflow"])
@@ -481,6 +482,7 @@ def test_trace_tools_in_system_mode_on_7_2_and_10_0():
 
 
 @pytest.mark.exits_qemu
+@pytest.mark.user_host_independent  # system mode only
 def test_stoptrigger_in_system_mode():
     for version in ("7.2", "10.0"):
         # instruction 101: the reset jump, 3 set-up instructions, 24 loops of 4, then the 25th

@@ -266,6 +266,7 @@ def test_a_symfile_that_cannot_be_read_stops_the_script_cleanly():
         assert r.status == 1 and "cannot read /nonexistent/System.map" in r.err, (name, r)
 
 
+@pytest.mark.user_host_independent  # system mode only
 def test_system_mode_names_come_from_a_symfile():
     with tempfile.TemporaryDirectory() as tmp:
         smap = os.path.join(tmp, "boot.map")

@@ -1,9 +1,13 @@
-"""System mode: the bare-metal guest (tests/guests/bare/boot.S) on QEMU 7.2 and 10.0.2."""
+"""System mode: the bare-metal guest (tests/guests/bare/boot.S) on QEMU 7.2, 10.0.2 and 10.2."""
 import re
 
 import pytest
 
 from qemu_run import LOOPS, expect_equal_counts, fields, script, system_lua, system_qemu
+
+pytestmark = pytest.mark.user_host_independent  # system mode only
+
+NEW_HOSTS = ["10.0", "10.2"]  # plugin API 4 and 5: scoreboards, registers, memory, time control
 
 
 def system_counts(version, smp, extra=()):
@@ -13,8 +17,8 @@ def system_counts(version, smp, extra=()):
     expect_equal_counts(r, native, ["tbs", "insns", "reads", "writes"])
     expect_equal_counts(r, lua, ["tbs", "insns", "reads", "writes"])
     # QEMU 10's debug-exit shuts down asynchronously: the final hlt runs unless the shutdown wins
-    # the race (seen under load), so 10.0 allows one more instruction.
-    allowed = [str(4 * LOOPS + 6)] + ([str(4 * LOOPS + 7)] if version == "10.0" else [])
+    # the race (seen under load), so 10.x allows one more instruction.
+    allowed = [str(4 * LOOPS + 6)] + ([str(4 * LOOPS + 7)] if version != "7.2" else [])
     assert native["insns"] in allowed, f"expected {' or '.join(allowed)} instructions\n{r}"
     assert native["reads"] == native["writes"] == str(LOOPS), (
         f"expected {LOOPS} loads and stores\n{r}")
@@ -27,11 +31,12 @@ def test_system_mode_7_2_counts_are_exact_with_1_and_4_vcpus():
     assert system_counts("7.2", 4)["mode"] == "percpu", "-smp 4: per-vCPU callbacks"
 
 
-def test_system_mode_10_0_counts_are_exact_with_1_and_4_vcpus():
+@pytest.mark.parametrize("version", NEW_HOSTS)
+def test_system_mode_10_counts_are_exact_with_1_and_4_vcpus(version):
     # QEMU >= 9.0: inline adds into per-vCPU scoreboard entries; counters=callback still works.
     for smp in (1, 4):
-        assert system_counts("10.0", smp)["mode"] == "scoreboard", "API v4: scoreboards"
-    assert system_counts("10.0", 2, ["counters=callback"])["mode"] == "percpu", "callback mode"
+        assert system_counts(version, smp)["mode"] == "scoreboard", f"{version}: scoreboards"
+    assert system_counts(version, 2, ["counters=callback"])["mode"] == "percpu", "callback mode"
 
 
 IDLE_PROBE = """
@@ -53,7 +58,7 @@ end)
 
 def test_system_mode_reports_vcpu_idle_and_resume_in_pairs():
     # -smp 2: the second vCPU (an x86 application processor) waits halted, so it goes idle.
-    for version in ("7.2", "10.0"):
+    for version in ["7.2"] + NEW_HOSTS:
         r = system_lua(version, IDLE_PROBE, smp=2)
         counts = {int(v): (int(i), int(s)) for v, i, s in
                   re.findall(r"^vcpu (\d+) idle (\d+) resume (\d+)$", r.log, re.M)}
@@ -63,14 +68,16 @@ def test_system_mode_reports_vcpu_idle_and_resume_in_pairs():
         assert all(i - s in (0, 1) for i, s in counts.values()), f"{version}: pairs\n{r}"
 
 
-def test_registers_memory_and_access_values_on_qemu_10():
-    r = system_qemu("10.0", ["script=" + script("regs.lua")])
+@pytest.mark.parametrize("version", NEW_HOSTS)
+def test_registers_memory_and_access_values_on_qemu_10(version):
+    r = system_qemu(version, ["script=" + script("regs.lua")])
     assert r.status == 33, f"run\n{r}"
     assert (f"regs: n={LOOPS} sum={LOOPS * (LOOPS + 1) // 2} loads={LOOPS} matches={LOOPS} rip=true"
             in r.log), f"ecx counts down from LOOPS; loads read back the stored values\n{r}"
-    r = system_lua("10.0", "qemu.print(pcall(qemu.reg, 'rip'))\nqemu.print(pcall(qemu.read_memory, 0, 4))")
+    r = system_lua(version, "qemu.print(pcall(qemu.reg, 'rip'))\n"
+                   "qemu.print(pcall(qemu.read_memory, 0, 4))")
     assert r.log.count("works only inside a vCPU callback") == 2, f"reads outside callbacks\n{r}"
-    r = system_lua("10.0", "local said = 0\n"
+    r = system_lua(version, "local said = 0\n"
                    "local function probe() if said == 0 then said = 1; qemu.print(pcall(qemu.read_memory, 0, 4)) end end\n"
                    "qemu.on_translate(function(tb) tb:on_exec(probe) end)")
     assert "this on_exec callback is queued" in r.log and "{ sync = true }" in r.log, (
@@ -86,8 +93,9 @@ qemu.on_exit(function() qemu.printf("time %d blocks %d\\n", t, blocks:sum()) end
 """
 
 
-def test_time_control_lets_the_script_drive_the_guest_clock_on_qemu_10():
-    r = system_lua("10.0", TIME_PROBE)
+@pytest.mark.parametrize("version", NEW_HOSTS)
+def test_time_control_lets_the_script_drive_the_guest_clock_on_qemu_10(version):
+    r = system_lua(version, TIME_PROBE)
     m = re.search(r"^time (\d+) blocks (\d+)$", r.log, re.M)
     assert r.status == 33 and m and int(m.group(1)) == 1000 * int(m.group(2)) > 0, (
         f"the guest ran with its clock moved by the script\n{r}")
@@ -126,7 +134,7 @@ qemu.print(qemu.info.mode, qemu.info.smp_vcpus, qemu.has("hwaddr"), qemu.has("sy
 
 
 def test_system_mode_accesses_carry_physical_address_and_device():
-    for version in ("7.2", "10.0"):
+    for version in ["7.2"] + NEW_HOSTS:
         r = system_lua(version, ACCESS_PROBE, smp=2)
         lines = r.log.splitlines()
         assert r.status == 33 and len(lines) == 3, f"{version}: run\n{r}"
