@@ -199,16 +199,23 @@ def machine_args(image="boot.bin"):
             "-bios", guest(image)]
 
 
-def system_command(version, plugin_args, logfile, smp=1, oracle=False, image="boot.bin",
-                   before=(), after=()):
-    """The qemu-system-x86_64 command line of QEMU `version` ("7.2", "10.0" or "10.2") booting
-    IMAGE with qlua (plugin_args: list of key=value), the oracle first if asked, and other plugins
-    (-plugin values) before or after qlua. Skips without QEMU 10.0.2 or 10.2."""
+def system_binary(version):
+    """qemu-system-x86_64 of QEMU `version` ("7.2", "10.0" or "10.2"); skips the test, saying
+    why, without QEMU 10.0.2 or 10.2."""
     binary = QEMU_SYSTEM[version]
     if version == "10.0" and not os.path.exists(binary):
         pytest.skip(f"QEMU 10.0.2 not unpacked at {binary} (tools/fetch-qemu10.sh does it)")
     if version == "10.2" and not os.path.exists(binary):
         pytest.skip(f"QEMU 10.2 not found at {binary} (set QLUA_QEMU_10_2)")
+    return binary
+
+
+def system_command(version, plugin_args, logfile, smp=1, oracle=False, image="boot.bin",
+                   before=(), after=()):
+    """The qemu-system-x86_64 command line of QEMU `version` ("7.2", "10.0" or "10.2") booting
+    IMAGE with qlua (plugin_args: list of key=value), the oracle first if asked, and other plugins
+    (-plugin values) before or after qlua. Skips without QEMU 10.0.2 or 10.2."""
+    binary = system_binary(version)
     cmd = [binary, "-smp", str(smp)] + machine_args(image)
     if version == "10.0":
         cmd += ["-L", os.path.join(os.path.dirname(binary), "..", "share", "qemu")]

@@ -9,18 +9,21 @@ set -eu
 run() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # meson setup -Dtests=false && ninja && meson install, then `qlua run` on x86_64 and other
-# user-mode guests
+# user-mode guests; lua-system: the host clock of scripts/ips.lua under Lua 5.4
 packages="build-essential pkg-config meson ninja-build python3 libglib2.0-dev libelf-dev
-    luajit libluajit-5.1-dev lua5.4 liblua5.4-dev qemu-user"
+    luajit libluajit-5.1-dev lua5.4 liblua5.4-dev qemu-user lua-system"
 case "${1-}" in
     "") ;;
     --test)
         # pytest (tests/test_*.py) and busted (spec/); lfs and LuaSocket, which scripts and tests
         # require; qemu-system-x86 for the system-mode tests; the aarch64 cross compiler for the
         # aarch64 guests; binutils for nm, ld and the bare-metal images; man-db and groff-base for
-        # test_install's `man -l`; bzip2 for bench/run.py's workloads
+        # test_install's `man -l`; bzip2 for bench/run.py's workloads; linux-image-amd64 and
+        # busybox-static for test_linux's guest, a Debian kernel booting a busybox initramfs
+        # (tests/guests/linux/make-guest.py); uftrace to read what the uftrace port writes
         packages="$packages python3-pytest lua-busted lua-filesystem lua-socket qemu-system-x86
-            binutils gcc-aarch64-linux-gnu libc6-dev-arm64-cross gdb man-db groff-base bzip2" ;;
+            binutils gcc-aarch64-linux-gnu libc6-dev-arm64-cross gdb man-db groff-base bzip2
+            linux-image-amd64 busybox-static uftrace" ;;
     *)
         echo "usage: tools/setup-debian.sh [--test]" >&2
         exit 2 ;;

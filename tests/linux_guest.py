@@ -1,0 +1,153 @@
+"""A whole operating system as a system-mode workload: the host's Debian kernel booting a busybox
+initramfs (tests/guests/linux/: make-guest.py builds it, init is its /init) whose init runs one
+command, prints a marker line and powers off, under qemu-system-x86_64 with qlua.
+
+The guest is built once per build tree, in GUESTS/linux-guest (QLUA_LINUX_GUEST names another
+folder), and again only when the kernel, busybox or the recipe change. A boot that hangs is
+killed after a timeout and fails its test; a kernel panic reboots, which -no-reboot turns into
+QEMU's exit, so it ends the run at once (without the marker line)."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qemu_run import (GUESTS, ORACLE, PLUGIN, QEMU_SYSTEM, SRC, Run, env_without_preload,
+                      system_binary)
+
+BUILDER = os.path.join(SRC, "tests", "guests", "linux", "make-guest.py")
+GUEST_DIR = os.environ.get("QLUA_LINUX_GUEST") or os.path.join(GUESTS, "linux-guest")
+
+# The kernel command line. Beyond the console on the serial port, quiet (no boot log: the output is
+# what init prints) and panic=-1 (a panic reboots at once, and -no-reboot ends QEMU), each word
+# makes the boot shorter or steadier, measured under TCG with Debian's 6.1 kernel (instructions
+# from the kernel's entry to poweroff): cryptomgr.notests skips the crypto self-tests (their RSA
+# vectors were 870 of 1520 million), rodata=off the W+X scan of the page tables (130 million);
+# nokaslr puts the kernel at the same addresses every boot.
+KERNEL_ARGS = ("console=ttyS0", "quiet", "panic=-1", "nokaslr", "cryptomgr.notests", "rodata=off")
+
+MARKER = "qlua-guest: done status="  # init's last line before poweroff, then the command's status
+
+# init's default command, `seq 1 20000 >/tmp/numbers && sha256sum /tmp/numbers`, prints this
+DEFAULT_OUTPUT = (hashlib.sha256("".join(f"{i}\n" for i in range(1, 20001)).encode()).hexdigest()
+                  + "  /tmp/numbers")
+
+CRLF, LF = "\r\n", "\n"  # the serial port ends lines in CR LF
+
+# seconds, below meson's 600 so that the test says what hung; the slowest boot, hotpages.lua's (Lua
+# at each memory access), takes 140 s on an idle machine here and twice that on a busy one
+TIMEOUT = 540
+
+# Guest time that follows the instructions (8 ns each), not the host's clock, for boots that a
+# script slows down: otherwise the slower the run, the more timer ticks the kernel handles (a
+# boot under hotpages.lua made 246 million memory accesses instead of 195). One vCPU at a time.
+ICOUNT = ("-icount", "shift=3,sleep=off")
+
+# QEMU boots the unpacked kernel (see make-guest.py) through its PVH entry, which needs the option
+# ROM pvh.bin. QEMU 10.2's folder of firmware lacks it; the one of Debian's QEMU
+# (qemu-system-data) serves, from a folder of its own given with -L ahead of QEMU's. (Without the
+# ROM, QEMU prints an error and waits forever with a guest that never starts.)
+DEBIAN_PVH = "/usr/share/qemu/pvh.bin"
+
+_built = None
+
+
+def guest_files():
+    """(kernel, initrd) of the Linux guest, built if needed; skips the test when the host has no
+    kernel or no static busybox, fails it when the build fails otherwise."""
+    global _built
+    if _built is None:
+        p = subprocess.run([sys.executable, BUILDER, GUEST_DIR], capture_output=True, text=True,
+                           timeout=300, env=env_without_preload())
+        if p.returncode == 3:  # a package is missing: the builder says which
+            pytest.skip(p.stderr.strip())
+        assert p.returncode == 0, f"building the Linux guest failed:\n{p.stderr}"
+        _built = tuple(p.stdout.split())
+    return _built
+
+
+def firmware_args(binary, kernel):
+    """The -L options QEMU at `binary` needs to boot `kernel`."""
+    share = os.path.join(os.path.dirname(binary), "..", "share", "qemu")
+    if binary == QEMU_SYSTEM["10.0"]:
+        return ["-L", share]  # unpacked from Debian's package: its firmware is not where it looks
+    if (binary == QEMU_SYSTEM["10.2"] and not os.path.islink(kernel) and
+            not os.path.exists(os.path.join(share, "pvh.bin"))):
+        if not os.path.exists(DEBIAN_PVH):
+            pytest.skip(f"QEMU 10.2 has no pvh.bin to boot the kernel with, and {DEBIAN_PVH} is "
+                        "missing: install qemu-system-x86 (tools/setup-debian.sh --test)")
+        roms = os.path.join(GUEST_DIR, "roms")
+        os.makedirs(roms, exist_ok=True)
+        link = os.path.join(roms, "pvh.bin")
+        if not os.path.lexists(link):
+            try:
+                os.symlink(DEBIAN_PVH, link)
+            except FileExistsError:  # a test running beside this one made it
+                pass
+        return ["-L", roms]
+    return []
+
+
+def linux_command(version, plugin_args, logfile, smp=1, oracle=False, before=(), after=(),
+                  command=None, kernel_args=(), qemu_args=()):
+    """The qemu-system-x86_64 command line of QEMU `version` ("7.2", "10.0" or "10.2") booting the
+    Linux guest on `smp` vCPUs with qlua (plugin_args: list of key=value), the oracle first if
+    asked, and other plugins (-plugin values) before or after qlua. init runs `command` (a shell
+    line without double quotes; None: its default) and prints to the serial port, which is
+    QEMU's stdout. kernel_args are added to KERNEL_ARGS, qemu_args to QEMU's options."""
+    binary = system_binary(version)
+    kernel, initrd = guest_files()
+    append = list(KERNEL_ARGS) + list(kernel_args)
+    if command is not None:
+        assert '"' not in command, "the kernel command line cannot quote a double quote"
+        append.append(f'qlua.run="{command}"')
+    cmd = [binary, "-accel", "tcg", "-smp", str(smp), "-m", "256M", "-nodefaults",
+           "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+           "-kernel", kernel, "-initrd", initrd, "-append", " ".join(append)]
+    cmd += firmware_args(binary, kernel) + list(qemu_args)
+    if oracle:
+        cmd += ["-plugin", ORACLE]
+    for other in before:
+        cmd += ["-plugin", other]
+    cmd += ["-plugin", ",".join([PLUGIN] + list(plugin_args))]
+    for other in after:
+        cmd += ["-plugin", other]
+    return cmd + ["-d", "plugin", "-D", logfile]
+
+
+def run_linux(cmd, logfile, timeout=TIMEOUT):
+    """Runs a linux_command() line: a Run whose out is the serial console (lines end in \\n).
+    A QEMU still running after `timeout` seconds is killed, and the test fails with what it
+    printed."""
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"QEMU still ran after {timeout} s (the guest hung?) and was killed\n"
+                    f"{Run(p.returncode, out.replace(CRLF, LF), err, read(logfile))}")
+    return Run(p.returncode, out.replace(CRLF, LF), err, read(logfile))
+
+
+def read(path):
+    return open(path).read() if os.path.exists(path) else ""
+
+
+def linux_qemu(version, plugin_args, tmp, smp=1, oracle=False, before=(), after=(),
+               command=None, kernel_args=(), qemu_args=(), timeout=TIMEOUT):
+    """Boots the Linux guest with qlua (see linux_command), the plugin log in the folder tmp."""
+    logfile = os.path.join(tmp, "plugin.log")
+    cmd = linux_command(version, plugin_args, logfile, smp, oracle, before, after, command,
+                        kernel_args, qemu_args)
+    return run_linux(cmd, logfile, timeout)
+
+
+def powered_off(run, status=0):
+    """Asserts that the guest ran its command to the end (the marker line with `status`) and
+    powered off, which ends QEMU with exit status 0; returns the run."""
+    assert run.status == 0 and f"{MARKER}{status}\n" in run.out, (
+        f"the guest prints '{MARKER}{status}' and powers off\n{run}")
+    return run
