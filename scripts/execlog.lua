@@ -109,13 +109,25 @@ local system = qemu.info.system
 local format = string.format
 local write = qemu.write
 
--- The line under construction for each vCPU (index -> string), written when it starts another.
+-- The line under construction for each vCPU (index -> its parts), written when it starts
+-- another. Parts, not one string grown by each access: from QEMU 10.0 one execution of an x86 rep
+-- instruction makes all its iterations' accesses, and growing a string per access was quadratic.
 local pending = {}
+local concat = table.concat
 
 local function on_exec(vcpu, text)
   local prev = pending[vcpu]
-  if prev then write(prev .. "\n") end
-  pending[vcpu] = vcpu .. ", " .. text
+  if prev then write(concat(prev) .. "\n") end
+  pending[vcpu] = { vcpu .. ", " .. text }
+end
+
+local function add_part(vcpu, part)
+  local p = pending[vcpu]
+  if not p then
+    p = {}
+    pending[vcpu] = p
+  end
+  p[#p + 1] = part
 end
 
 local on_mem
@@ -129,12 +141,11 @@ if system then
     else
       where = format(", 0x%08x", vaddr)
     end
-    pending[vcpu] = (pending[vcpu] or "") .. kind .. where
+    add_part(vcpu, kind .. where)
   end
 else
   on_mem = function(vcpu, access, vaddr)
-    pending[vcpu] = (pending[vcpu] or "") .. (access.store and ", store" or ", load")
-      .. format(", 0x%08x", vaddr)
+    add_part(vcpu, (access.store and ", store" or ", load") .. format(", 0x%08x", vaddr))
   end
 end
 
@@ -217,18 +228,18 @@ end
 local function on_exec_regs(vcpu, text)
   local prev = pending[vcpu]
   if prev then
-    write(prev .. changes(vcpu) .. "\n")
+    write(concat(prev) .. changes(vcpu) .. "\n")
   elseif not last[vcpu] then
     baseline(vcpu)
   end
-  pending[vcpu] = vcpu .. ", " .. text
+  pending[vcpu] = { vcpu .. ", " .. text }
 end
 
 -- An instruction that is not logged but checks the registers for the pending line, which it ends.
 local function on_exec_only_regs(vcpu)
   local prev = pending[vcpu]
   if prev then
-    write(prev .. changes(vcpu) .. "\n")
+    write(concat(prev) .. changes(vcpu) .. "\n")
     pending[vcpu] = nil
   elseif not last[vcpu] then
     baseline(vcpu)
@@ -290,6 +301,6 @@ qemu.on_exit(function()
   for vcpu in pairs(pending) do vcpus[#vcpus + 1] = vcpu end
   table.sort(vcpus)
   for _, vcpu in ipairs(vcpus) do
-    write(pending[vcpu] .. "\n")
+    write(concat(pending[vcpu]) .. "\n")
   end
 end)

@@ -1,9 +1,12 @@
 """Tests of scripts/cache.lua and scripts/execlog.lua."""
+import os
 import re
+import subprocess
 
 import pytest
 
-from qemu_run import LOOPS, fields, guest, qemu, symbol, system_qemu, user_host
+from qemu_run import (LOOPS, QEMU_10_2, env_without_preload, fields, guest, qemu, symbol,
+                      system_qemu, user_host)
 
 
 CACHE_HEADER = ("core #, data accesses, data misses, dmiss rate, insn accesses, insn misses, "
@@ -376,3 +379,34 @@ def test_execlog_reg_follows_a_register_in_user_mode():
     line = '0, 0x%x, 0x%s, "loop 0x%x", rcx -> 0x%016x'
     want = [line % (loop_site, "fee2", loop_site, n) for n in list(range(times - 1, -1, -1)) * 2]
     assert r.log.splitlines() == want, f"one line per loop with rcx after it, on {host}\n{r}"
+
+
+REP_GUEST = r"""
+static char buf[200000];
+int main(void)
+{
+    void *d = buf;
+    unsigned long n = sizeof buf;
+    __asm__ volatile(".globl big_rep\nbig_rep: rep stosb" : "+D"(d), "+c"(n) : "a"(1) : "memory");
+    return buf[sizeof buf - 1] - 1;
+}
+"""
+
+
+@pytest.mark.user_host_independent
+def test_execlog_logs_a_rep_instruction_of_200000_stores_in_linear_time(tmp_path):
+    # From QEMU 10.0 one execution of `rep stosb` makes many iterations' accesses: its line grows
+    # by tens of thousands of parts (a string grown per access was quadratic).
+    binary = os.path.join(QEMU_10_2, "bin", "qemu-x86_64")
+    if not os.path.exists(binary):
+        pytest.skip(f"QEMU 10.2 not found at {QEMU_10_2} (set QLUA_QEMU_10_2)")
+    src, exe = tmp_path / "rep.c", tmp_path / "rep"
+    src.write_text(REP_GUEST)
+    subprocess.run(["cc", "-O1", "-static", "-o", str(exe), str(src)], check=True,
+                   env=env_without_preload())
+    r = qemu(["script=execlog", "ifilter=rep"], [str(exe)], binary=binary, timeout=60)
+    assert r.status == 0, r
+    lines = [l for l in r.log.splitlines() if "rep stosb" in l]
+    # (QEMU runs the iterations in a few executions, a page or so each)
+    assert lines and sum(l.count(", store, ") for l in lines) == 200000, (
+        f"one store per byte: {[l[:200] for l in lines]}")
