@@ -257,6 +257,13 @@ static bool is(const char *values[N_OPTIONS], int k, const char *choice)
 }
 
 /* What lower layers ask of the layers above, after the outermost unlock. */
+/* QEMU has set itself up: signal handlers can be wrapped, REPL chunks can run. */
+static void first_translation(void)
+{
+    qlua_signals_install();
+    qlua_repl_guest_started();
+}
+
 static void run_deferred(int bits)
 {
     if (bits & QLUA_DEFER_REGISTER) {
@@ -364,7 +371,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     qlua_hooks.deferred = run_deferred;
     qlua_hooks.finished = finished;
     qlua_hooks.quit = qlua_events_exit;
-    qlua_hooks.first_translation = qlua_signals_install;
+    qlua_hooks.first_translation = first_translation;
     if (qlua.profile) {
         qlua_profile_start();
         qlua_hooks.site = qlua_profile_site;

@@ -32,9 +32,35 @@ static bool incomplete(const char *msg)
     return g_str_has_suffix(msg, "<eof>") || g_str_has_suffix(msg, "'<eof>'");
 }
 
+/* QEMU has set itself up once it translates the guest's first block. Before that, a chunk could
+ * race QEMU's own start: an os.exit() typed at once ran the exit handlers while QEMU's main
+ * thread was still initialising its crypto library, which then failed and ended QEMU with status
+ * 1. Chunks wait for the guest to start. */
+static GMutex started_lock;
+static GCond started_cond;
+static bool guest_started;
+
+void qlua_repl_guest_started(void)
+{
+    g_mutex_lock(&started_lock);
+    guest_started = true;
+    g_cond_broadcast(&started_cond);
+    g_mutex_unlock(&started_lock);
+}
+
+static void wait_for_the_guest(void)
+{
+    g_mutex_lock(&started_lock);
+    while (!guest_started) {
+        g_cond_wait(&started_cond, &started_lock);
+    }
+    g_mutex_unlock(&started_lock);
+}
+
 /* Evaluates `chunk`; appends what to answer to `reply`. Returns false when more lines are needed. */
 static bool evaluate(const char *chunk, GString *reply)
 {
+    wait_for_the_guest();
     lua_State *L = qlua_lock();
     if (L == NULL || qlua.finished) {
         g_string_append(reply, "the script has ended\n");
