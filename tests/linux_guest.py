@@ -96,6 +96,10 @@ def linux_command(version, plugin_args, logfile, smp=1, oracle=False, before=(),
     asked, and other plugins (-plugin values) before or after qlua. init runs `command` (a shell
     line without double quotes; None: its default) and prints to the serial port, which is
     QEMU's stdout. kernel_args are added to KERNEL_ARGS, qemu_args to QEMU's options."""
+    if os.environ.get("QLUA_LINUX_BOOTS") == "0":
+        # tests/run-all.sh boots Linux in the LuaJIT build only: a boot tests QEMU's system mode
+        # and the scripts, the same in every build, and the boots are CI's longest tests
+        pytest.skip("QLUA_LINUX_BOOTS=0: the Linux boots run in one build (tests/run-all.sh)")
     binary = system_binary(version)
     kernel, initrd = guest_files()
     append = list(KERNEL_ARGS) + list(kernel_args)
