@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from qemu_run import (GUESTS, ORACLE, PLUGIN, QEMU_SYSTEM, SRC, Run, env_without_preload,
-                      system_binary)
+from qemu_run import (GUESTS, QEMU_SYSTEM, SRC, Run, env_without_preload, system_binary,
+                      system_plugins)
 
 BUILDER = os.path.join(SRC, "tests", "guests", "linux", "make-guest.py")
 GUEST_DIR = os.environ.get("QLUA_LINUX_GUEST") or os.path.join(GUESTS, "linux-guest")
@@ -110,14 +110,7 @@ def linux_command(version, plugin_args, logfile, smp=1, oracle=False, before=(),
            "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
            "-kernel", kernel, "-initrd", initrd, "-append", " ".join(append)]
     cmd += firmware_args(binary, kernel) + list(qemu_args)
-    if oracle:
-        cmd += ["-plugin", ORACLE]
-    for other in before:
-        cmd += ["-plugin", other]
-    cmd += ["-plugin", ",".join([PLUGIN] + list(plugin_args))]
-    for other in after:
-        cmd += ["-plugin", other]
-    return cmd + ["-d", "plugin", "-D", logfile]
+    return cmd + system_plugins(plugin_args, logfile, oracle, before, after)
 
 
 def run_linux(cmd, logfile, timeout=TIMEOUT):

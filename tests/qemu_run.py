@@ -220,8 +220,13 @@ def system_command(version, plugin_args, logfile, smp=1, oracle=False, image="bo
     cmd = [binary, "-smp", str(smp)] + machine_args(image)
     if version == "10.0":
         cmd += ["-L", os.path.join(os.path.dirname(binary), "..", "share", "qemu")]
-    if oracle:
-        cmd += ["-plugin", ORACLE]
+    return cmd + system_plugins(plugin_args, logfile, oracle, before, after)
+
+
+def system_plugins(plugin_args, logfile, oracle=False, before=(), after=()):
+    """The -plugin options of a system-mode run (the oracle first if asked, other plugins before
+    and after qlua) and its plugin log: the end of system_command's and linux_command's lines."""
+    cmd = ["-plugin", ORACLE] if oracle else []
     for other in before:
         cmd += ["-plugin", other]
     cmd += ["-plugin", ",".join([PLUGIN] + list(plugin_args))]
