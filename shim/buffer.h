@@ -4,16 +4,7 @@
 #define QLUA_BUFFER_H
 
 #include "base.h"
-
-/* Event numbers are doubles under LuaJIT (its FFI boxes 64-bit integers, which cannot be table
- * keys; doubles are exact below 2^53, like every LuaJIT number) and u64 under Lua 5.4. */
-#ifdef QLUA_LUAJIT
-typedef double qlua_event_num;
-#define QLUA_EVENT_NUM_NAME "double"
-#else
-typedef uint64_t qlua_event_num;
-#define QLUA_EVENT_NUM_NAME "uint64_t"
-#endif
+#include "value.h" /* qlua_event_num */
 
 /* Called (on the filling thread) when one of its tracer buffers is full: the thread's other
  * buffers must go to Lua with it, in order. Without a hook, only the tracers are delivered. */

@@ -444,10 +444,10 @@ static unsigned int check_vcpu(lua_State *L, int idx)
 static void not_queued(lua_State *L, const char *what)
 {
     if (qlua_queue_context > 0) {
-        luaL_error(L, "counter:%s() in a queued on_exec callback would see the counter as of the "
-                      "batch's delivery, not of the event: pass the value with "
+        luaL_error(L, "counter:%s() in a queued callback (on_exec, on_mem) would see the counter "
+                      "as of the batch's delivery, not of the event: pass the value with "
                       "on_exec(fn, data, { counter = c }) (fn gets it as a third argument), or "
-                      "make the callback synchronous with on_exec(fn, data, { sync = true })",
+                      "make the callback synchronous with { sync = true }",
                    what);
     }
 }

@@ -1,6 +1,7 @@
 /* exec.c: everything that runs Lua at execution time. Synchronous callbacks enter Lua at the
- * event. Queued callbacks (on_exec without sync, the default) write a 16-byte record into the
- * executing thread's queue; the queue goes to Lua in batches, in order: when full, before any
+ * event. Queued callbacks (on_exec and on_mem without sync, the default) write a 16-byte record
+ * (an access: its flags and address too, and what it was asked to capture) into the executing
+ * thread's queue; the queue goes to Lua in batches, in order: when full, before any
  * other Lua callback on the thread, together with the thread's tracer buffers, at vCPU exit,
  * before a fork, before a flush and at exit. Under LuaJIT a compiled loop (lua/qemu/init.lua)
  * calls each function straight from the registry: one lock and one protected call per batch.
@@ -15,6 +16,7 @@
 #include "host.h"
 #include "insn.h"
 #include "mem.h"
+#include "tally.h"
 #include "tb.h"
 #include "value.h"
 
@@ -25,6 +27,11 @@ typedef struct {
     int data_ref;        /* registry reference of the data; 0: none */
     qlua_counter *count; /* { counter = c }: pass c's value at the event */
     enum qemu_plugin_mem_rw rw; /* on_mem: which accesses */
+    unsigned capture;    /* queued on_mem: QLUA_CAPTURED_* beyond flags and address */
+    /* queued on_mem: the last meminfo seen here and its flags byte, one word so that vCPU
+     * threads sharing the record never read a torn pair (an instruction's accesses mostly
+     * repeat theirs: one load instead of four calls into QEMU) */
+    uint64_t flags_cache;
 } exec_rec;
 
 /* ---- the function cache ---- */
@@ -110,13 +117,23 @@ static int push_args(lua_State *L, unsigned int vcpu, int data_ref, bool has_cou
 /* ---- queues: per-thread records of queued callbacks ---- */
 
 /* 16 bytes: writing and reading the records is most of the cost of a queued event. The counter
- * value of { counter = c } goes to a parallel array. Layout shared with Lua (qlua_exec_open). */
+ * value of { counter = c }, or a queued access's address, goes to a parallel array, and what a
+ * queued access captured on request (phys, value) to a third. Layout shared with Lua
+ * (qlua_exec_open). */
 typedef struct {
     int32_t fn;
     int32_t data; /* 0: no data */
     uint32_t vcpu;
-    uint32_t has_count;
+    uint32_t kind; /* QUEUED_*; an access: its qlua_mem_flags byte from bit 8 */
 } qlua_queued;
+
+enum {
+    QUEUED_COUNT = 1,        /* counts[i]: the counter's value */
+    QUEUED_MEM = 2,          /* counts[i]: the access's address */
+    QUEUED_PHYS = 4,         /* extras[i] holds phys, io, device */
+    QUEUED_VALUE = 8,        /* extras[i] holds the value */
+    QUEUED_FLAGS_SHIFT = 8,
+};
 
 #define QUEUE_BATCH 4096
 #define QUEUE_FEW 8
@@ -124,6 +141,7 @@ typedef struct {
 typedef struct thread_queue {
     qlua_queued *records;
     qlua_event_num *counts;
+    qlua_access_extra *extras; /* made when a queued access first captures something */
     size_t n;
     uint32_t pos; /* LuaJIT's loop writes the record it is calling here */
     bool draining;
@@ -133,8 +151,9 @@ typedef struct thread_queue {
 static QLUA_TLS thread_queue *mine;
 static thread_queue *all_queues; /* every thread's, for exit, fork and flush */
 static GMutex all_lock;
-static int drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, counts, first, n, pos) */
+static int drainer_ref = LUA_NOREF; /* LuaJIT: fn(records, counts, extras, first, n, pos) */
 static int noop_ref = LUA_NOREF;    /* stands in for a function onerror=warn disabled */
+static int reset_ref = LUA_NOREF;   /* LuaJIT: ends the live access of a loop that failed */
 static uint64_t batches;
 
 uint64_t qlua_exec_batches(void)
@@ -170,33 +189,96 @@ static void queue_error(int failed_ref)
     }
 }
 
+/* Pushes record i's function and arguments; returns how many arguments. A queued access's is
+ * the one reusable handle showing what was captured, live until qlua_access_close(*saved). */
+static int push_record(lua_State *L, thread_queue *q, size_t i, uint64_t *saved)
+{
+    const qlua_queued *r = &q->records[i];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
+    if (!(r->kind & QUEUED_MEM)) {
+        return push_args(L, r->vcpu, r->data, r->kind & QUEUED_COUNT,
+                         r->kind & QUEUED_COUNT ? (uint64_t)q->counts[i] : 0);
+    }
+    uint64_t vaddr = (uint64_t)q->counts[i]; /* fn(vcpu, access, vaddr, data) */
+    unsigned captured = (r->kind & QUEUED_PHYS ? QLUA_CAPTURED_PHYS : 0) |
+                        (r->kind & QUEUED_VALUE ? QLUA_CAPTURED_VALUE : 0);
+    lua_pushinteger(L, r->vcpu);
+    *saved = qlua_access_push_captured(L, r->kind >> QUEUED_FLAGS_SHIFT, vaddr,
+                                       captured ? &q->extras[i] : NULL, captured);
+    qlua_push_u64(L, vaddr);
+    if (r->data == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->data);
+    }
+    return 4;
+}
+
+/* Lua 5.4's loop (run by one protected call): records pos..n-1 of the queue, the record being
+ * called in q->pos, so that an error names it. */
+static int run_batch(lua_State *L)
+{
+    thread_queue *q = lua_touserdata(L, 1);
+    size_t n = (size_t)lua_tointeger(L, 2);
+    lua_settop(L, 0);
+    for (size_t i = q->pos; i < n; i++) {
+        if (q->records[i].fn == noop_ref) {
+            continue;
+        }
+        q->pos = (uint32_t)i;
+        uint64_t saved = 0;
+        bool access = q->records[i].kind & QUEUED_MEM;
+        qlua_gate_call_inside(L, push_record(L, q, i, &saved));
+        if (access) {
+            qlua_access_close(saved);
+        }
+    }
+    return 0;
+}
+
 /* Runs records first..n-1 of q; returns the index of the record that failed, or n. */
 static size_t run_records(lua_State *L, thread_queue *q, size_t first, size_t n, int handler)
 {
     /* A few records (a synchronous callback on this thread came soon after them): one call each
-     * is cheaper than starting LuaJIT's loop, whose set-up costs several calls. */
-    if (drainer_ref != LUA_NOREF && n - first > QUEUE_FEW) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, drainer_ref);
-        lua_pushlightuserdata(L, q->records);
-        lua_pushlightuserdata(L, q->counts);
-        lua_pushinteger(L, (lua_Integer)first);
-        lua_pushinteger(L, (lua_Integer)n);
-        lua_pushlightuserdata(L, &q->pos);
+     * is cheaper than starting a loop, whose set-up costs several calls. */
+    if (n - first > QUEUE_FEW) {
+        if (drainer_ref != LUA_NOREF) { /* LuaJIT: the compiled loop in lua/qemu/init.lua */
+            lua_rawgeti(L, LUA_REGISTRYINDEX, drainer_ref);
+            lua_pushlightuserdata(L, q->records);
+            lua_pushlightuserdata(L, q->counts);
+            lua_pushlightuserdata(L, q->extras);
+            lua_pushinteger(L, (lua_Integer)first);
+            lua_pushinteger(L, (lua_Integer)n);
+            lua_pushlightuserdata(L, &q->pos);
+        } else { /* Lua 5.4: one protected call for the batch, not one per record */
+            lua_pushcfunction(L, run_batch);
+            lua_pushlightuserdata(L, q);
+            lua_pushinteger(L, (lua_Integer)n);
+        }
         q->pos = (uint32_t)first;
-        if (qlua_gate_pcall_at(L, 5, 0, handler) == 0) {
+        if (qlua_gate_pcall_at(L, drainer_ref != LUA_NOREF ? 6 : 2, 0, handler) == 0) {
             return n;
+        }
+        if (drainer_ref != LUA_NOREF) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, reset_ref); /* above the error, which stays */
+            if (qlua_gate_pcall_at(L, 0, 0, 0) != 0) {
+                lua_pop(L, 1);
+            }
+        } else {
+            qlua_access_close(0); /* the failed record's access, if it was one, is over */
         }
         return MIN(MAX((size_t)q->pos, first), n - 1); /* the record being called */
     }
-    for (size_t i = first; i < n; i++) { /* Lua 5.4, or a few records */
-        const qlua_queued *r = &q->records[i];
-        if (r->fn == noop_ref) {
+    for (size_t i = first; i < n; i++) {
+        if (q->records[i].fn == noop_ref) {
             continue;
         }
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn);
-        int nargs = push_args(L, r->vcpu, r->data, r->has_count,
-                              r->has_count ? (uint64_t)q->counts[i] : 0);
-        if (qlua_gate_pcall_at(L, nargs, 0, handler) != 0) {
+        uint64_t saved = 0;
+        int status = qlua_gate_pcall_at(L, push_record(L, q, i, &saved), 0, handler);
+        if (q->records[i].kind & QUEUED_MEM) {
+            qlua_access_close(saved);
+        }
+        if (status != 0) {
             return i;
         }
     }
@@ -282,6 +364,7 @@ static void deliver_queue(thread_queue *q)
 static void drain_thread(thread_queue *q)
 {
     qlua_lock();
+    qlua_tally_fold_mine(); /* natively fed tallies first: no Lua runs, and Lua may read them */
     qlua_buffer_drain_mine();
     deliver_queue(q);
     qlua_unlock();
@@ -289,7 +372,8 @@ static void drain_thread(thread_queue *q)
 
 void qlua_exec_drain_mine(void)
 {
-    if ((mine && mine->n && !mine->draining) || qlua_buffer_pending_mine()) {
+    if ((mine && mine->n && !mine->draining) || qlua_buffer_pending_mine() ||
+        qlua_tally_pending_mine()) {
         drain_thread(mine);
     }
 }
@@ -303,6 +387,7 @@ static void deliver_mine(void)
 void qlua_exec_drain_all(void)
 {
     qlua_lock();
+    qlua_tally_fold_all();
     qlua_buffer_drain_all();
     g_mutex_lock(&all_lock);
     thread_queue *list = all_queues;
@@ -318,6 +403,7 @@ void qlua_exec_release_mine(void)
     qlua_lock();
     qlua_exec_drain_mine();
     qlua_buffer_release_mine();
+    qlua_tally_release_mine();
     if (mine) {
         g_mutex_lock(&all_lock);
         for (thread_queue **p = &all_queues; *p; p = &(*p)->next) {
@@ -329,6 +415,7 @@ void qlua_exec_release_mine(void)
         g_mutex_unlock(&all_lock);
         g_free(mine->records);
         g_free(mine->counts);
+        g_free(mine->extras);
         g_free(mine);
         mine = NULL;
     }
@@ -371,7 +458,7 @@ static void queued_cb(unsigned int vcpu, void *udata)
     rec->fn = r->fn_ref;
     rec->data = r->data_ref;
     rec->vcpu = vcpu;
-    rec->has_count = r->count != NULL;
+    rec->kind = r->count != NULL ? QUEUED_COUNT : 0;
     if (r->count) {
         q->counts[q->n] = (qlua_event_num)qlua_counter_value(r->count, vcpu);
     }
@@ -425,6 +512,52 @@ static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
     qlua_unlock();
 }
 
+/* the flags byte of info, through r's one-word cache */
+static unsigned cached_flags(exec_rec *r, qemu_plugin_meminfo_t info)
+{
+    uint64_t seen = __atomic_load_n(&r->flags_cache, __ATOMIC_RELAXED);
+    if (G_LIKELY(seen >> 32 == info && (seen & 0x100))) {
+        return (unsigned)seen & 0xff;
+    }
+    unsigned flags = qlua_mem_flags(info);
+    __atomic_store_n(&r->flags_cache, (uint64_t)info << 32 | 0x100 | flags, __ATOMIC_RELAXED);
+    return flags;
+}
+
+/* A queued access: recorded with what the callback asked to capture, delivered with the queue. */
+static void queued_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
+                          void *udata)
+{
+    exec_rec *r = udata;
+    if (!qlua_mem_wanted(r->rw, info)) {
+        return;
+    }
+    if (G_UNLIKELY(qlua.polls)) {
+        qlua_gate_poll();
+    }
+    thread_queue *q = G_LIKELY(mine != NULL) ? mine : my_queue();
+    size_t n = q->n;
+    qlua_queued *rec = &q->records[n];
+    rec->fn = r->fn_ref;
+    rec->data = r->data_ref;
+    rec->vcpu = vcpu;
+    unsigned kind = QUEUED_MEM | cached_flags(r, info) << QUEUED_FLAGS_SHIFT;
+    q->counts[n] = qlua_u64_num(vaddr); /* as qlua_push_u64 gives it */
+    if (G_UNLIKELY(r->capture)) {
+        if (q->extras == NULL) {
+            q->extras = g_new0(qlua_access_extra, QUEUE_BATCH);
+        }
+        qlua_mem_capture(&q->extras[n], info, vaddr, r->capture & QLUA_CAPTURED_PHYS,
+                         r->capture & QLUA_CAPTURED_VALUE);
+        kind |= (r->capture & QLUA_CAPTURED_PHYS ? QUEUED_PHYS : 0) |
+                (r->capture & QLUA_CAPTURED_VALUE ? QUEUED_VALUE : 0);
+    }
+    rec->kind = kind;
+    if (G_UNLIKELY(++q->n == QUEUE_BATCH)) {
+        drain_thread(q);
+    }
+}
+
 /* ---- registration, with positional arguments lua/qemu/init.lua has checked ---- */
 
 static enum qemu_plugin_cb_flags check_regs(lua_State *L, int idx)
@@ -465,15 +598,24 @@ static int exec_insn_on_exec(lua_State *L)
     return exec_on_exec(L, NULL, qlua_insn_check(L, 1));
 }
 
-/* core.insn_on_mem(insn, fn, data, rw): fn(vcpu, access, vaddr, data) per access of kind rw. */
+/* core.insn_on_mem(insn, fn, data, rw, sync, phys, value): fn(vcpu, access, vaddr, data) per
+ * access of kind rw; queued unless sync, capturing phys/io/device and the value on request. */
 static int exec_insn_on_mem(lua_State *L)
 {
     struct qemu_plugin_insn *insn = qlua_insn_check(L, 1);
     enum qemu_plugin_mem_rw rw = qlua_mem_check_rw(L, 4);
+    bool sync = lua_toboolean(L, 5) || qlua.exec_sync;
+    unsigned capture = (lua_toboolean(L, 6) ? QLUA_CAPTURED_PHYS : 0) |
+                       (lua_toboolean(L, 7) ? QLUA_CAPTURED_VALUE : 0);
+    if (capture & QLUA_CAPTURED_VALUE) {
+        qlua_host_need(L, "insn:on_mem's { value = true }", "mem_value");
+    }
     exec_rec *r = rec_new(L, 2, 3, "insn:on_mem");
     r->rw = rw;
-    /* always RW, filtered in mem_cb: see qlua_counter_mem for why */
-    qlua_host.register_vcpu_mem_cb(insn, mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, r);
+    r->capture = sync ? 0 : capture;
+    /* always RW, filtered in the callback: see qlua_counter_mem for why */
+    qlua_host.register_vcpu_mem_cb(insn, sync ? mem_cb : queued_mem_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                   QEMU_PLUGIN_MEM_RW, r);
     return 0;
 }
 
@@ -515,17 +657,19 @@ static int exec_insn_when(lua_State *L)
     return exec_when(L, NULL, qlua_insn_check(L, 1));
 }
 
-/* core.queue_drainer(fn, noop): LuaJIT's loop over queued records (see lua/qemu/init.lua) */
+/* core.queue_drainer(fn, noop, reset): LuaJIT's loop over queued records, the function that
+ * stands in for a disabled one, and what ends a failed loop's live access (lua/qemu/init.lua) */
 static int exec_queue_drainer(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    luaL_unref(L, LUA_REGISTRYINDEX, drainer_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, noop_ref);
-    lua_pushvalue(L, 1);
-    drainer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, 2);
-    noop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int *refs[] = {&drainer_ref, &noop_ref, &reset_ref};
+    for (int i = 0; i < 3; i++) {
+        luaL_checktype(L, i + 1, LUA_TFUNCTION);
+    }
+    for (int i = 0; i < 3; i++) {
+        luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
+        lua_pushvalue(L, i + 1);
+        *refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     return 0;
 }
 
@@ -541,16 +685,25 @@ void qlua_exec_open(lua_State *L)
     if (fns_by_ref == NULL) {
         fns_by_ref = g_hash_table_new(g_direct_hash, g_direct_equal);
     }
-    drainer_ref = noop_ref = LUA_NOREF; /* a new state (a reload keeps the state) */
+    drainer_ref = noop_ref = reset_ref = LUA_NOREF; /* a new state (a reload keeps the state) */
     lua_newtable(L);
     fns_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     qlua_buffer_on_full(deliver_mine);
     luaL_setfuncs(L, fns, 0);
     lua_pushliteral(L, "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
-                       "uint32_t has_count; } qlua_queued;");
+                       "uint32_t kind; } qlua_queued;");
     lua_setfield(L, -2, "queued_cdef");
     lua_pushliteral(L, QLUA_EVENT_NUM_NAME);
     lua_setfield(L, -2, "queued_count_type");
     lua_pushinteger(L, (lua_Integer)sizeof(qlua_queued));
     lua_setfield(L, -2, "queued_size");
+    lua_createtable(L, 0, 5);
+    static const struct { const char *name; int bit; } kinds[] = {
+        {"count", QUEUED_COUNT}, {"mem", QUEUED_MEM}, {"phys", QUEUED_PHYS},
+        {"value", QUEUED_VALUE}, {"flags_shift", QUEUED_FLAGS_SHIFT}};
+    for (size_t i = 0; i < G_N_ELEMENTS(kinds); i++) {
+        lua_pushinteger(L, kinds[i].bit);
+        lua_setfield(L, -2, kinds[i].name);
+    }
+    lua_setfield(L, -2, "queued_kinds");
 }

@@ -281,6 +281,11 @@ int qlua_gate_pcall_at(lua_State *L, int nargs, int nresults, int handler)
     return lua_pcall(L, nargs, nresults, handler);
 }
 
+void qlua_gate_call_inside(lua_State *L, int nargs)
+{
+    lua_call(L, nargs, 0);
+}
+
 /* tostring(v) in Lua 5.4 is luaL_tolstring; LuaJIT has only the global. Run protected. */
 static int tostring_protected(lua_State *L)
 {

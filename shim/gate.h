@@ -97,6 +97,9 @@ bool qlua_gate_was_disabled(lua_State *L, int idx);
  * push the traceback handler once, then call at it; the error message is left on the stack. */
 int qlua_gate_push_handler(lua_State *L); /* returns its stack index */
 int qlua_gate_pcall_at(lua_State *L, int nargs, int nresults, int handler);
+/* From a C function that a qlua_gate_pcall_at runs: calls the function below nargs arguments;
+ * an error unwinds to that pcall (one protected call for many calls: Lua 5.4's batches). */
+void qlua_gate_call_inside(lua_State *L, int nargs);
 /* tostring() of the value at idx, protected (a __tostring may raise): pushed, and returned. */
 const char *qlua_gate_tostring(lua_State *L, int idx);
 

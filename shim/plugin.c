@@ -73,8 +73,8 @@ static const option options[N_OPTIONS] = {
     [OPT_WATCH] = {"watch", "off", OPT_CHOICE, "on|off",
                    "on: reload the script when its file changes (qemu.persist survives)"},
     [OPT_EXEC] = {"exec", "queued", OPT_CHOICE, "queued|sync",
-                  "queued: on_exec callbacks are delivered in batches, in order, before the "
-                  "thread's next other callback; sync: each one as it executes"},
+                  "queued: on_exec and on_mem callbacks are delivered in batches, in order, "
+                  "before the thread's next other callback; sync: each one as it executes"},
     [OPT_RECORDS] = {"records", "64M", OPT_SIZE, NULL,
                      "memory for per-translation records before qlua flushes translated code to "
                      "reclaim it (at least 1M; K, M, G suffixes; off: never)"},

@@ -89,7 +89,7 @@ void qlua_profile_report(void)
     if (queued > 0) {
         g_string_append_printf(out,
                                "qlua profile: %" G_GUINT64_FORMAT " of those calls were queued "
-                               "on_exec callbacks, delivered in %" G_GUINT64_FORMAT
+                               "(on_exec, on_mem), delivered in %" G_GUINT64_FORMAT
                                " batches (their time is shared out by count within a batch)\n",
                                queued, qlua_exec_batches());
     }

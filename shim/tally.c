@@ -2,24 +2,39 @@
  * that a hash-table update dominates (hot pages, hot addresses, histograms) inside tracer loops
  * and queued callbacks. A LuaJIT table update with a number key costs 10-25 ns; an add here,
  * called through LuaJIT's FFI (lua/qemu/init.lua), about 5 ns. Lua 5.4 calls the same map
- * through a C function. Only Lua touches a tally, always under qlua's lock: no locking here.
- * Owns: the map. Must not touch: argument shapes and their messages (lua/qemu/init.lua checks keys
- * and amounts; the C entry points take whole numbers). */
+ * through a C function. A tally can also be fed with no Lua at all (insn:tally_mem, tb:tally,
+ * insn:tally): each execution appends (tally, key, vCPU) to its thread's feed, merged with the
+ * previous record when they are the same, and feeds are folded into the maps under qlua's lock
+ * when full and whenever exec.c delivers the thread's batches. The maps are only touched under
+ * qlua's lock: no locking of their own.
+ * Owns: the map, the feeds. Must not touch: argument shapes and their messages
+ * (lua/qemu/init.lua checks keys, amounts and options; the C entry points take whole numbers). */
 #include "tally.h"
+#include "arena.h"
+#include "gate.h"
 #include "handle.h"
+#include "host.h"
+#include "insn.h"
+#include "mem.h"
+#include "tb.h"
 #include "value.h"
 
 #define TALLY_META "qlua.tally"
 #define EMPTY UINT64_MAX /* marks a free slot; the key EMPTY itself lives in `max_count` */
 #define FIRST_BITS 6     /* a new or reset tally starts with 64 slots */
 
+/* vCPUs a natively fed add names, one bit each, up to 52: what a LuaJIT number holds exactly */
+#define VCPU_BITS 53
+
 typedef struct {
     uint64_t *keys;
     uint64_t *counts;
+    uint64_t *vcpus; /* per slot: the vCPUs whose natively fed adds reached it */
     unsigned int bits; /* 2^bits slots */
     size_t used;
     bool has_max;
     uint64_t max_count;
+    uint64_t max_vcpus;
 } qlua_tally;
 
 static int tally_meta;
@@ -35,13 +50,14 @@ static void tally_alloc(qlua_tally *t, unsigned int bits)
     t->bits = bits;
     t->keys = g_new(uint64_t, n);
     t->counts = g_new0(uint64_t, n);
+    t->vcpus = g_new0(uint64_t, n);
     for (size_t i = 0; i < n; i++) {
         t->keys[i] = EMPTY;
     }
     t->used = 0;
 }
 
-static void tally_put(qlua_tally *t, uint64_t key, uint64_t n);
+static void tally_put(qlua_tally *t, uint64_t key, uint64_t n, uint64_t vcpus);
 
 static void tally_grow(qlua_tally *t)
 {
@@ -49,29 +65,34 @@ static void tally_grow(qlua_tally *t)
     tally_alloc(t, old.bits + 1);
     for (size_t i = 0; i < ((size_t)1 << old.bits); i++) {
         if (old.keys[i] != EMPTY) {
-            tally_put(t, old.keys[i], old.counts[i]);
+            tally_put(t, old.keys[i], old.counts[i], old.vcpus[i]);
         }
     }
     g_free(old.keys);
     g_free(old.counts);
+    g_free(old.vcpus);
 }
 
-static void tally_put(qlua_tally *t, uint64_t key, uint64_t n)
+/* Adds n to key's count and the vCPU bits `vcpus` to its set. */
+static void tally_put(qlua_tally *t, uint64_t key, uint64_t n, uint64_t vcpus)
 {
     if (G_UNLIKELY(key == EMPTY)) {
         t->has_max = true;
         t->max_count += n;
+        t->max_vcpus |= vcpus;
         return;
     }
     size_t mask = ((size_t)1 << t->bits) - 1;
     for (size_t i = slot_of(t, key);; i = (i + 1) & mask) {
         if (t->keys[i] == key) {
             t->counts[i] += n;
+            t->vcpus[i] |= vcpus;
             return;
         }
         if (t->keys[i] == EMPTY) {
             t->keys[i] = key;
             t->counts[i] = n;
+            t->vcpus[i] = vcpus;
             if (++t->used * 4 > mask * 3) { /* keep probes short: at most 3/4 full */
                 tally_grow(t);
             }
@@ -105,7 +126,7 @@ static int tally_add_double(qlua_tally *t, double key, double n)
     if (G_UNLIKELY(!qlua_whole_u64(n))) {
         return 2;
     }
-    tally_put(t, (uint64_t)key, (uint64_t)n);
+    tally_put(t, (uint64_t)key, (uint64_t)n, 0);
     return 0;
 }
 
@@ -129,6 +150,7 @@ static void tally_free(qlua_tally *t)
 {
     g_free(t->keys);
     g_free(t->counts);
+    g_free(t->vcpus);
     *t = (qlua_tally){0};
 }
 
@@ -142,7 +164,7 @@ static int tally_gc(lua_State *L)
 static int tally_add_l(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
-    tally_put(t, qlua_check_u64(L, 2), qlua_check_u64(L, 3));
+    tally_put(t, qlua_check_u64(L, 2), qlua_check_u64(L, 3), 0);
     return 0;
 }
 
@@ -156,24 +178,37 @@ static int tally_get(lua_State *L)
     return 1;
 }
 
-/* t:items() -> { [key] = count, ... }: a copy, to sort or report */
-static int tally_items(lua_State *L)
+/* A copy { [key] = column[slot], ... } (max: the value of the key EMPTY, which lives apart). */
+static int push_map(lua_State *L, const qlua_tally *t, const uint64_t *column, uint64_t max)
 {
-    qlua_tally *t = check_tally(L, 1);
     lua_createtable(L, 0, (int)MIN(t->used + 1, (size_t)INT_MAX));
     for (size_t i = 0; i < ((size_t)1 << t->bits); i++) {
         if (t->keys[i] != EMPTY) {
             qlua_push_u64(L, t->keys[i]);
-            qlua_push_u64(L, t->counts[i]);
+            qlua_push_u64(L, column[i]);
             lua_rawset(L, -3);
         }
     }
     if (t->has_max) {
         qlua_push_u64(L, EMPTY);
-        qlua_push_u64(L, t->max_count);
+        qlua_push_u64(L, max);
         lua_rawset(L, -3);
     }
     return 1;
+}
+
+/* t:items() -> { [key] = count, ... }: a copy, to sort or report */
+static int tally_items(lua_State *L)
+{
+    qlua_tally *t = check_tally(L, 1);
+    return push_map(L, t, t->counts, t->max_count);
+}
+
+/* t:vcpus() -> { [key] = mask, ... }: bit i set when vCPU i's natively fed adds reached key */
+static int tally_vcpus(lua_State *L)
+{
+    qlua_tally *t = check_tally(L, 1);
+    return push_map(L, t, t->vcpus, t->max_vcpus);
 }
 
 /* t:size() -> number of distinct keys */
@@ -188,6 +223,7 @@ static int tally_size(lua_State *L)
 static int tally_reset(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
+    qlua_tally_fold_mine(); /* adds made before the reset are forgotten with the rest */
     tally_free(t);
     tally_alloc(t, FIRST_BITS);
     return 0;
@@ -200,14 +236,215 @@ static int tally_tostring(lua_State *L)
     return 1;
 }
 
+/* ---- feeds: tallies added to at execution time, with no Lua ---- */
+
+typedef struct {
+    qlua_tally *t;
+    uint64_t key;
+    uint64_t n;
+    uint32_t vcpu;
+} feed_rec;
+
+#define FEED_BATCH 4096
+
+typedef struct thread_feed {
+    feed_rec *recs;
+    size_t n;
+    struct thread_feed *next;
+} thread_feed;
+
+static QLUA_TLS thread_feed *my_feed;
+static thread_feed *all_feeds; /* every thread's, for qlua_tally_fold_all */
+static GMutex feeds_lock;
+
+static thread_feed *new_feed(void)
+{
+    my_feed = g_new0(thread_feed, 1);
+    my_feed->recs = g_new(feed_rec, FEED_BATCH);
+    g_mutex_lock(&feeds_lock);
+    my_feed->next = all_feeds;
+    all_feeds = my_feed;
+    g_mutex_unlock(&feeds_lock);
+    return my_feed;
+}
+
+/* Under the Lua lock. */
+static void fold(thread_feed *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        const feed_rec *r = &f->recs[i];
+        tally_put(r->t, r->key, r->n, r->vcpu < VCPU_BITS ? UINT64_C(1) << r->vcpu : 0);
+    }
+    f->n = 0;
+}
+
+static inline void feed(qlua_tally *t, uint64_t key, unsigned int vcpu)
+{
+    thread_feed *f = G_LIKELY(my_feed != NULL) ? my_feed : new_feed();
+    if (f->n > 0) { /* runs of one key (a page, a loop's block) cost one record */
+        feed_rec *last = &f->recs[f->n - 1];
+        if (last->key == key && last->t == t && last->vcpu == vcpu) {
+            last->n++;
+            return;
+        }
+    }
+    f->recs[f->n++] = (feed_rec){t, key, 1, vcpu};
+    if (G_UNLIKELY(f->n == FEED_BATCH)) {
+        qlua_lock();
+        fold(f);
+        qlua_unlock();
+    }
+}
+
+bool qlua_tally_pending_mine(void)
+{
+    return my_feed && my_feed->n;
+}
+
+void qlua_tally_fold_mine(void)
+{
+    if (my_feed) {
+        fold(my_feed);
+    }
+}
+
+void qlua_tally_fold_all(void)
+{
+    g_mutex_lock(&feeds_lock);
+    for (thread_feed *f = all_feeds; f; f = f->next) {
+        fold(f);
+    }
+    g_mutex_unlock(&feeds_lock);
+}
+
+void qlua_tally_release_mine(void)
+{
+    if (my_feed == NULL) {
+        return;
+    }
+    fold(my_feed);
+    g_mutex_lock(&feeds_lock);
+    for (thread_feed **p = &all_feeds; *p; p = &(*p)->next) {
+        if (*p == my_feed) {
+            *p = my_feed->next;
+            break;
+        }
+    }
+    g_mutex_unlock(&feeds_lock);
+    g_free(my_feed->recs);
+    g_free(my_feed);
+    my_feed = NULL;
+}
+
+/* What a fed site adds: a constant key (tb:tally, insn:tally), or the access's address rounded
+ * down (insn:tally_mem). */
+typedef struct {
+    qlua_tally *t;
+    uint64_t key;  /* tb:tally, insn:tally */
+    uint64_t mask; /* tally_mem: ~(align - 1) */
+    enum qemu_plugin_mem_rw rw;
+    bool phys;     /* RAM accesses by physical address (system mode) */
+    uint8_t io;    /* FEED_IO_* */
+} feed_site;
+
+enum { FEED_IO_ANY, FEED_IO_ONLY, FEED_IO_SKIP };
+
+static void feed_exec_cb(unsigned int vcpu, void *udata)
+{
+    const feed_site *s = udata;
+    feed(s->t, s->key, vcpu);
+}
+
+static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
+                        void *udata)
+{
+    const feed_site *s = udata;
+    if (!qlua_mem_wanted(s->rw, info)) {
+        return;
+    }
+    uint64_t addr = vaddr;
+    if (s->phys || s->io != FEED_IO_ANY) {
+        struct qemu_plugin_hwaddr *hw =
+            qlua_host.get_hwaddr ? qlua_host.get_hwaddr(info, vaddr) : NULL;
+        bool io = hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw);
+        if ((s->io == FEED_IO_ONLY && !io) || (s->io == FEED_IO_SKIP && io)) {
+            return;
+        }
+        if (s->phys && hw && !io && qlua_host.system && qlua_host.hwaddr_phys_addr) {
+            addr = qlua_host.hwaddr_phys_addr(hw);
+        }
+    }
+    feed(s->t, addr & s->mask, vcpu);
+}
+
+/* A site for the tally at idx, kept alive (with the records naming it) until the next flush. */
+static feed_site *site_new(lua_State *L, int idx)
+{
+    feed_site *s = qlua_arena_alloc(sizeof *s);
+    *s = (feed_site){.t = check_tally(L, idx), .mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
+    qlua_arena_ref(L, idx);
+    return s;
+}
+
+/* core.tb_tally(tb, tally, key) / core.insn_tally(insn, tally, key): key += 1 per execution */
+static int tally_exec(lua_State *L, struct qemu_plugin_tb *tb, struct qemu_plugin_insn *insn)
+{
+    uint64_t key = qlua_check_u64(L, 3);
+    feed_site *s = site_new(L, 2);
+    s->key = key;
+    if (tb) {
+        qlua_host.register_vcpu_tb_exec_cb(tb, feed_exec_cb, QEMU_PLUGIN_CB_NO_REGS, s);
+    } else {
+        qlua_host.register_vcpu_insn_exec_cb(insn, feed_exec_cb, QEMU_PLUGIN_CB_NO_REGS, s);
+    }
+    return 0;
+}
+
+static int tally_tb(lua_State *L)
+{
+    return tally_exec(L, qlua_tb_check(L, 1), NULL);
+}
+
+static int tally_insn(lua_State *L)
+{
+    return tally_exec(L, NULL, qlua_insn_check(L, 1));
+}
+
+/* core.insn_tally_mem(insn, tally, rw, align, phys, io): the access's address rounded down to
+ * align (a power of two) += 1 per access of kind rw; phys: RAM by physical address; io: "any",
+ * "only" or "skip" I/O accesses. */
+static int tally_mem(lua_State *L)
+{
+    static const char *const ios[] = {"any", "only", "skip", NULL};
+    struct qemu_plugin_insn *insn = qlua_insn_check(L, 1);
+    enum qemu_plugin_mem_rw rw = qlua_mem_check_rw(L, 3);
+    uint64_t align = qlua_check_u64(L, 4);
+    luaL_argcheck(L, align != 0 && (align & (align - 1)) == 0, 4, "expected a power of two");
+    bool phys = lua_toboolean(L, 5);
+    luaL_checktype(L, 6, LUA_TSTRING);
+    int io = luaL_checkoption(L, 6, NULL, ios);
+    feed_site *s = site_new(L, 2);
+    s->mask = ~(align - 1);
+    s->rw = rw;
+    s->phys = phys;
+    s->io = (uint8_t)io;
+    /* always RW, filtered in the callback: see qlua_counter_mem for why */
+    qlua_host.register_vcpu_mem_cb(insn, feed_mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW,
+                                   s);
+    return 0;
+}
+
 void qlua_tally_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"add", tally_add_l},     {"get", tally_get},
                                        {"items", tally_items},   {"size", tally_size},
+                                       {"vcpus", tally_vcpus},
                                        {"reset", tally_reset},   {NULL, NULL}};
     static const luaL_Reg metamethods[] = {
         {"__gc", tally_gc}, {"__tostring", tally_tostring}, {NULL, NULL}};
-    static const luaL_Reg core[] = {{"tally_new", tally_new}, {"tally_add", tally_add_l}, {NULL, NULL}};
+    static const luaL_Reg core[] = {{"tally_new", tally_new},     {"tally_add", tally_add_l},
+                                    {"tb_tally", tally_tb},       {"insn_tally", tally_insn},
+                                    {"insn_tally_mem", tally_mem}, {NULL, NULL}};
     tally_meta = qlua_meta_new(L, TALLY_META);
     luaL_setfuncs(L, metamethods, 0);
     luaL_newlib(L, methods);

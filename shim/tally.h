@@ -1,8 +1,17 @@
-/* tally.h: qemu.tally(), a native map from 64-bit keys to 64-bit counts. */
+/* tally.h: qemu.tally(), a native map from 64-bit keys to 64-bit counts, added to from Lua or,
+ * with no Lua, at execution time (insn:tally_mem, tb:tally, insn:tally) through per-thread feeds. */
 #ifndef QLUA_TALLY_H
 #define QLUA_TALLY_H
 
 #include "base.h"
+
+/* Feeds, folded into their tallies under the Lua lock (exec.c calls these where it delivers a
+ * thread's batches, before them): has this thread fed anything not yet folded? */
+bool qlua_tally_pending_mine(void);
+void qlua_tally_fold_mine(void);
+void qlua_tally_fold_all(void);
+/* At vCPU exit: folds and frees this thread's feed. */
+void qlua_tally_release_mine(void);
 
 /* core.tally_new, core.tally_add_ptr (the FFI entry) and the tally metatable. */
 void qlua_tally_open(lua_State *L);

@@ -7,10 +7,7 @@ void qlua_push_u64(lua_State *L, uint64_t v)
 #if LUA_VERSION_NUM >= 503
     lua_pushinteger(L, (lua_Integer)v);
 #else
-    /* exact below 2^53; above, the nearest double, except that from 2^64 - 1024 up the nearest
-     * is 2^64 itself, which no u64 is: those become the largest double below it */
-    lua_Number n = (lua_Number)v;
-    lua_pushnumber(L, n < 18446744073709551616.0 ? n : 18446744073709549568.0);
+    lua_pushnumber(L, qlua_u64_num(v));
 #endif
 }
 

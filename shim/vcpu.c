@@ -25,9 +25,10 @@ static void need_with(lua_State *L, const char *what, const char *feature, const
 {
     qlua_host_need(L, what, feature);
     if (qlua_vcpu_context <= 0 && qlua_queue_context > 0) {
-        luaL_error(L, "%s works only at the moment of a vCPU event, and this on_exec callback is "
-                      "queued (delivered in a batch after the fact): register it with "
-                      "on_exec(fn, data, { sync = true }), or { regs = \"%s\" } to %s registers",
+        luaL_error(L, "%s works only at the moment of a vCPU event, and this callback is "
+                      "queued (an on_exec or on_mem delivered in a batch after the fact): "
+                      "register it with { sync = true }, e.g. on_exec(fn, data, { sync = true }), "
+                      "or with on_exec's { regs = \"%s\" } to %s registers",
                    what, regs, regs[1] ? "write" : "read");
     }
     if (qlua_vcpu_context <= 0) {

@@ -534,13 +534,36 @@ describe("qemu", function()
         local i, f = insn(), function() end
         core.insn_on_mem:clear()
         i:on_mem(f, nil, { rw = rw })
-        assert_call(core.insn_on_mem, i, f, nil, rw)
+        assert_call(core.insn_on_mem, i, f, nil, rw, false, false, false)
       end
     end)
 
+    it("passes sync, phys and value on as booleans", function()
+      local i, f = insn(), function() end
+      i:on_mem(f, 7, { sync = true })
+      assert_call(core.insn_on_mem, i, f, 7, "rw", true, false, false)
+      core.insn_on_mem:clear()
+      i:on_mem(f, nil, { phys = true, value = true, rw = "w" })
+      assert_call(core.insn_on_mem, i, f, nil, "w", false, true, true)
+    end)
+
+    it("refuses a non-boolean sync, phys or value", function()
+      for _, key in ipairs { "sync", "phys", "value" } do
+        local err = error_of(function() insn():on_mem(function() end, nil, { [key] = 1 }) end)
+        assert.matches("insn:on_mem: option " .. key .. "=1: expected true or false", err, 1, true)
+      end
+    end)
+
+    it("blames the script for the core's refusal (a feature this QEMU lacks)", function()
+      core.insn_on_mem = spy.new(function() error("needs the 'mem_value' feature", 0) end)
+      local err = error_of(function() insn():on_mem(function() end, nil, { value = true }) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: needs the 'mem_value' feature", err)
+    end)
+
     it("refuses an unknown option and names the accepted ones", function()
-      local err = error_of(function() insn():on_mem(function() end, nil, { sync = true }) end)
-      assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem: unknown option 'sync' %(accepted: rw%)", err)
+      local err = error_of(function() insn():on_mem(function() end, nil, { counter = true }) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem: unknown option 'counter' %(accepted: "
+        .. "phys, rw, sync, value%)", err)
       assert.spy(core.insn_on_mem).was_not.called()
     end)
 
@@ -551,7 +574,7 @@ describe("qemu", function()
 
     it("refuses options that are not a table", function()
       local err = error_of(function() insn():on_mem(function() end, nil, "r") end)
-      assert.matches("insn:on_mem: options must be a table such as { rw = ... }, got string", err, 1, true)
+      assert.matches("insn:on_mem: options must be a table such as { phys = ... }, got string", err, 1, true)
     end)
 
     it("refuses a dot call and names the colon form", function()
@@ -565,6 +588,61 @@ describe("qemu", function()
       local err = error_of(function() insn():on_mem({}) end)
       assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem expects a function, got table", err)
       assert.spy(core.insn_on_mem).was_not.called()
+    end)
+  end)
+
+  describe("tb:tally, insn:tally and insn:tally_mem", function()
+    it("hand the core the tally's native object, never the script's table", function()
+      local t = qemu.tally()
+      local raw = core.last_tally_raw
+      local b, i = tb(), insn()
+      b:tally(t, 7)
+      assert_call(core.tb_tally, b, raw, 7)
+      i:tally(t, 2^40)
+      assert_call(core.insn_tally, i, raw, 2^40)
+      i:tally_mem(t)
+      assert_call(core.insn_tally_mem, i, raw, "rw", 1, false, "any")
+      core.insn_tally_mem:clear()
+      i:tally_mem(t, { rw = "w", align = 4096, phys = true, io = "skip" })
+      assert_call(core.insn_tally_mem, i, raw, "w", 4096, true, "skip")
+    end)
+
+    it("refuse what is not a tally, with the script's line", function()
+      for _, v in ipairs { {}, 5, setmetatable({}, { __metatable = "qlua.tally" }) } do
+        local err = error_of(function() insn():tally_mem(v) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: insn:tally_mem: expected a tally from qemu.tally%(%), got "
+          .. type(v), err)
+      end
+      assert.spy(core.insn_tally_mem).was_not.called()
+    end)
+
+    it("refuse keys that are not whole numbers from 0 to 2^64-1", function()
+      local t = qemu.tally()
+      for _, key in ipairs { -1.0, 1.5, 2^64, "1", 0/0 } do -- (a Lua 5.4 integer is a bit pattern)
+        local err = error_of(function() tb():tally(t, key) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: tb:tally: the key must be a whole number from 0 to "
+          .. "2%^64%-1, got ", err)
+      end
+      assert.spy(core.tb_tally).was_not.called()
+    end)
+
+    it("refuse an align that is not a power of two, and unknown options", function()
+      local t = qemu.tally()
+      for _, align in ipairs { 0, 3, 4095, 1.5, 2^64, "8" } do
+        local err = error_of(function() insn():tally_mem(t, { align = align }) end)
+        assert.matches("insn:tally_mem: option align=" .. tostring(align) .. ": expected a power of two "
+          .. "from 1 to 2^63", err, 1, true)
+      end
+      local err = error_of(function() insn():tally_mem(t, { shift = 12 }) end)
+      assert.matches("unknown option 'shift' (accepted: align, io, phys, rw)", err, 1, true)
+    end)
+
+    it("refuse a dot call and a third argument", function()
+      local t = qemu.tally()
+      local b = tb()
+      assert.matches("tb:tally: expected a tb as self", error_of(function() b.tally(t, 1) end), 1, true)
+      assert.matches("tb:tally(t, key) takes two arguments (got a third: x)",
+        error_of(function() b:tally(t, 1, "x") end), 1, true)
     end)
   end)
 

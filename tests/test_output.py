@@ -54,7 +54,7 @@ def test_profile_reports_where_lua_ran_and_warns_about_per_instruction_callbacks
         f"tracer events delivered\n{r}")
     total = re.search(r"^qlua profile: Lua called (\d+) times", r.log, re.M)
     assert total and int(total.group(1)) == sum(c for c, _ in rows.values()), f"total calls\n{r}"
-    q = re.search(r"^qlua profile: (\d+) of those calls were queued on_exec callbacks, delivered in (\d+) batches",
+    q = re.search(r"^qlua profile: (\d+) of those calls were queued \(on_exec, on_mem\), delivered in (\d+) batches",
                   r.log, re.M)
     assert (q and int(q.group(1)) == int(oracle["insns"]) and
             int(oracle["insns"]) / 4096 <= int(q.group(2)) <= int(oracle["insns"])), (

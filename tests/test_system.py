@@ -74,13 +74,14 @@ def test_registers_memory_and_access_values_on_qemu_10(version):
     assert r.status == 33, f"run\n{r}"
     assert (f"regs: n={LOOPS} sum={LOOPS * (LOOPS + 1) // 2} loads={LOOPS} matches={LOOPS} rip=true"
             in r.log), f"ecx counts down from LOOPS; loads read back the stored values\n{r}"
+    assert "regs: queued values agree" in r.log, f"a queued on_mem's recorded values\n{r}"
     r = system_lua(version, "qemu.print(pcall(qemu.reg, 'rip'))\n"
                    "qemu.print(pcall(qemu.read_memory, 0, 4))")
     assert r.log.count("works only inside a vCPU callback") == 2, f"reads outside callbacks\n{r}"
     r = system_lua(version, "local said = 0\n"
                    "local function probe() if said == 0 then said = 1; qemu.print(pcall(qemu.read_memory, 0, 4)) end end\n"
                    "qemu.on_translate(function(tb) tb:on_exec(probe) end)")
-    assert "this on_exec callback is queued" in r.log and "{ sync = true }" in r.log, (
+    assert "this callback is queued" in r.log and "{ sync = true }" in r.log, (
         f"a queued callback is told how to read memory of the moment\n{r}")
 
 
@@ -125,7 +126,7 @@ qemu.on_translate(function(tb)
         qemu.printf("%s size=%d phys=0x%x io=%s device=%s vaddr=0x%x\\n", a.rw, a.size, a.phys,
           tostring(a.io), tostring(a.device), vaddr)
       end
-    end)
+    end, nil, OPTS)
   end
 end)
 qemu.print(qemu.info.mode, qemu.info.smp_vcpus, qemu.has("hwaddr"), qemu.has("syscalls"),
@@ -133,9 +134,11 @@ qemu.print(qemu.info.mode, qemu.info.smp_vcpus, qemu.has("hwaddr"), qemu.has("sy
 """
 
 
-def test_system_mode_accesses_carry_physical_address_and_device():
+@pytest.mark.parametrize("opts", ["{ phys = true }", "{ sync = true }"])
+def test_system_mode_accesses_carry_physical_address_and_device(opts):
+    """Queued (recorded at the access with { phys = true }) and synchronous alike."""
     for version in ["7.2"] + NEW_HOSTS:
-        r = system_lua(version, ACCESS_PROBE, smp=2)
+        r = system_lua(version, ACCESS_PROBE.replace("OPTS", opts), smp=2)
         lines = r.log.splitlines()
         assert r.status == 33 and len(lines) == 3, f"{version}: run\n{r}"
         assert (lines[0].startswith("system\t2\ttrue\tfalse\tfalse\t") and
@@ -144,3 +147,11 @@ def test_system_mode_accesses_carry_physical_address_and_device():
             f"{version}: store\n{r}")
         assert lines[2] == "r size=4 phys=0x1000 io=false device=RAM vaddr=0x1000", (
             f"{version}: load\n{r}")
+
+
+@pytest.mark.exits_qemu
+def test_a_queued_access_without_phys_names_the_option_that_records_it():
+    r = system_lua("7.2", ACCESS_PROBE.replace("OPTS", "nil"), smp=1)
+    assert r.status == 1 and ("access.phys: this on_mem callback is queued (delivered after the "
+                              "access) and was registered without { phys = true }") in r.err, r
+    assert "{ sync = true }" in r.err and ".lua:8: access.phys" in r.err, r

@@ -61,7 +61,7 @@ def test_write_reg_takes_negative_integers_in_twos_complement():
 def test_write_memory_in_a_queued_callback_says_to_register_it_synchronous():
     r = writes("queued")
     assert ("queued write: qemu.write_memory() works only at the moment of a vCPU event, and this "
-            "on_exec callback is queued") in r.log, r
+            "callback is queued") in r.log, r
     assert "{ sync = true }" in r.log and "secret=42\n" in r.out, r
 
 

@@ -185,9 +185,11 @@ qemu.retranslate = core.retranslate
 qemu.counter = core.counter_new
 
 --- qemu.tally() -> a native map from whole-number keys (0 .. 2^64-1) to counts: t:add(key [, n]),
--- t:get(key), t:items() (a copy: { [key] = count }), t:size(), t:reset(). Under LuaJIT, t:add is
--- an FFI call that compiled loops make in a few ns: the cheap way to aggregate by address in
--- tracer loops and queued callbacks.
+-- t:get(key), t:items() (a copy: { [key] = count }), t:vcpus() ({ [key] = mask of the vCPUs whose
+-- natively fed adds reached it }), t:size(), t:reset(). Under LuaJIT, t:add is an FFI call that
+-- compiled loops make in a few ns: the cheap way to aggregate by address in tracer loops and
+-- queued callbacks; insn:tally_mem, tb:tally and insn:tally feed one with no Lua at all.
+local tally_raw -- tally -> its native object, nil for anything else
 do
   local ffi = native.ffi
   local ffi_add = ffi and core.tally_add_ptr
@@ -207,7 +209,8 @@ do
   end
   local methods = {}
   local raws = setmetatable({}, { __mode = "k" }) -- tally -> its native object
-  for _, name in ipairs { "get", "items", "size", "reset" } do
+  tally_raw = function(t) return raws[t] end
+  for _, name in ipairs { "get", "items", "vcpus", "size", "reset" } do
     methods[name] = function(self, ...)
       check(self, name)
       local raw = raws[self]
@@ -494,8 +497,11 @@ tb_methods.on_exec = exec_method("tb", core.tb_on_exec)
 insn_methods.on_exec = exec_method("insn", core.insn_on_exec)
 
 local MEM_OPTS = { rw = RW }
---- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access; opts.rw =
--- "r", "w" or "rw" (the default).
+local ON_MEM_OPTS = { rw = RW, sync = boolean, phys = boolean, value = boolean }
+--- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access, queued
+-- (delivered in batches, in order, after the fact) unless opts.sync; opts.rw = "r", "w" or "rw"
+-- (the default); a queued access carries its size, kind and address, and with opts.phys = true
+-- its phys, io and device, with opts.value = true its value.
 function insn_methods.on_mem(insn, fn, data, opts, extra)
   if opts == nil and extra == nil and type(fn) == "function" and getmetatable(insn) == "qlua.insn" then
     return core_insn_on_mem(insn, fn, data, "rw")
@@ -503,8 +509,63 @@ function insn_methods.on_mem(insn, fn, data, opts, extra)
   check_self("insn", insn, "insn:on_mem")
   no_more(extra, "insn:on_mem(fn, data, opts)")
   check_function(fn, "insn:on_mem")
-  opts = check_opts(opts, "insn:on_mem", MEM_OPTS)
-  core.insn_on_mem(insn, fn, data, opts.rw or "rw")
+  opts = check_opts(opts, "insn:on_mem", ON_MEM_OPTS)
+  core_call(core.insn_on_mem, insn, fn, data, opts.rw or "rw", opts.sync == true,
+    opts.phys == true, opts.value == true)
+end
+
+local function check_tally(t, where)
+  local raw = tally_raw(t)
+  if raw == nil then
+    fail(3, "%s: expected a tally from qemu.tally(), got %s", where, type(t))
+  end
+  return raw
+end
+
+local math_type = math.type -- Lua 5.4: an integer key is a u64's bit pattern, as for t:add
+local function check_key(key, where)
+  if math_type and math_type(key) == "integer" then return end
+  if type(key) ~= "number" or key < 0 or key >= 2^64 or key % 1 ~= 0 then
+    fail(3, "%s: the key must be a whole number from 0 to 2^64-1, got %s", where, tostring(key))
+  end
+end
+
+--- tb:tally(t, key) / insn:tally(t, key): t's count of key += 1 at each execution, natively.
+local function tally_method(kind, register)
+  local where = kind .. ":tally"
+  return function(handle, t, key, extra)
+    check_self(kind, handle, where)
+    if extra ~= nil then fail(2, "%s(t, key) takes two arguments (got a third: %s)", where, tostring(extra)) end
+    local raw = check_tally(t, where)
+    check_key(key, where)
+    register(handle, raw, key)
+  end
+end
+tb_methods.tally = tally_method("tb", core.tb_tally)
+insn_methods.tally = tally_method("insn", core.insn_tally)
+
+local function power_of_two(v)
+  local ok = type(v) == "number" and v >= 1 and v <= 2^63 and v % 1 == 0
+  if ok then
+    local p = 1
+    while p < v do p = p * 2 end
+    ok = p == v
+  end
+  return ok, "a power of two from 1 to 2^63"
+end
+local TALLY_MEM_OPTS = { rw = RW, align = power_of_two, phys = boolean,
+  io = one_of("any", "only", "skip") }
+--- insn:tally_mem(t [, opts]): per memory access of kind opts.rw, t's count of the address
+-- rounded down to opts.align (default 1) += 1, natively, with the vCPU noted (t:vcpus()).
+-- opts.phys: RAM accesses by physical address (system mode); opts.io: "any" (default), "only"
+-- or "skip" accesses to I/O devices.
+function insn_methods.tally_mem(insn, t, opts, extra)
+  check_self("insn", insn, "insn:tally_mem")
+  no_more(extra, "insn:tally_mem(t, opts)")
+  local raw = check_tally(t, "insn:tally_mem")
+  opts = check_opts(opts, "insn:tally_mem", TALLY_MEM_OPTS)
+  core.insn_tally_mem(insn, raw, opts.rw or "rw", opts.align or 1, opts.phys == true,
+    opts.io or "any")
 end
 
 --- insn:count_mem(counter [, n = 1] [, opts]): add n per memory access of kind opts.rw.
@@ -633,33 +694,93 @@ function qemu.tracer(spec)
   return t
 end
 
--- Queued execution callbacks (on_exec without sync): the C side records (function, data, vCPU)
--- per event; under LuaJIT this loop delivers a batch as compiled code, calling each function
--- straight from the registry. `pos` tells C which record failed if one raises an error. Lua 5.4
--- has no FFI: C delivers the records itself, still one lock per batch.
+-- Queued execution callbacks (on_exec and on_mem without sync): the C side records (function,
+-- data, vCPU, kind) per event, and a counter's value or an access's address beside it; under
+-- LuaJIT this loop delivers a batch as compiled code, calling each function straight from the
+-- registry. `pos` tells C which record failed if one raises an error. Lua 5.4 has no FFI: C
+-- delivers the records itself, still one lock per batch.
 if native.ffi then
-  local ffi = native.ffi
+  local ffi, bit = native.ffi, require "bit"
+  local band, rshift, lshift = bit.band, bit.rshift, bit.lshift
   native.cdef_once("qlua_queued", core.queued_cdef)
   assert(ffi.sizeof("qlua_queued") == core.queued_size, "qlua_queued layout mismatch")
+  local A = core.access_bits
+  native.cdef_once("qlua_access_extra", A.extra_cdef)
+  assert(ffi.sizeof("qlua_access_extra") == A.extra_size, "qlua_access_extra layout mismatch")
+  local K = core.queued_kinds
+  local COUNT, PHYS, VALUE, SHIFT = K.count, K.phys, K.value, K.flags_shift
+  local STORE, SIGNED, BIG = A.store, A.signed, A.big_endian
   local rec_t, pos_t, cast = ffi.typeof("const qlua_queued *"), ffi.typeof("uint32_t *"), ffi.cast
   local count_t = ffi.typeof("const " .. core.queued_count_type .. " *")
+  local extra_t = ffi.typeof("const qlua_access_extra *")
   local registry = debug.getregistry()
+
+  -- A queued access as its callback sees it: one table for all, whose fields are read from the
+  -- record being delivered (vq[vi]); outside the call (live false) every read is an error, as a
+  -- kept synchronous access is.
+  local vq, vcs, vex, vi, live = nil, nil, nil, 0, false
+  local function captured(key, bit_, option)
+    if band(vq[vi].kind, bit_) == 0 then error(string.format(A.not_captured, key, option, option), 3) end
+    return vex[vi]
+  end
+  local view = setmetatable({}, {
+    __index = function(_, key)
+      if not live then error(A.stale, 2) end
+      local f = rshift(vq[vi].kind, SHIFT)
+      if key == "size" then return lshift(1, band(f, 7))
+      elseif key == "store" then return band(f, STORE) ~= 0
+      elseif key == "vaddr" then return vcs[vi]
+      elseif key == "load" then return band(f, STORE) == 0
+      elseif key == "rw" then return band(f, STORE) ~= 0 and "w" or "r"
+      elseif key == "signed" then return band(f, SIGNED) ~= 0
+      elseif key == "big_endian" then return band(f, BIG) ~= 0
+      elseif key == "io" then return captured(key, PHYS, "phys").io ~= 0
+      elseif key == "phys" then
+        local x = captured(key, PHYS, "phys")
+        if x.has_phys ~= 0 then return x.phys end
+        return nil
+      elseif key == "device" then
+        local x = captured(key, PHYS, "phys")
+        if x.device ~= nil then return ffi.string(x.device) end
+        return nil
+      elseif key == "value" then
+        local x = captured(key, VALUE, "value")
+        local t = x.value_type
+        if t == 5 then return ffi.string(x.value128, 16) end -- little-endian host: low, high
+        if t ~= 0 then return x.value end
+        return nil
+      end
+      error(string.format(A.fields, tostring(key)), 2)
+    end,
+    __newindex = function() error("an access is read-only", 2) end,
+    __metatable = "qlua.access",
+  })
+
   -- The casts stay outside the loop: LuaJIT cannot compile a cast from a light userdata (NYI:
   -- "unsupported C type conversion"), and one inside would leave the whole loop interpreted.
-  core.queue_drainer(function(p, counts, first, n, pos)
+  core.queue_drainer(function(p, counts, extras, first, n, pos)
     local q, at, cs = cast(rec_t, p), cast(pos_t, pos), cast(count_t, counts)
+    vq, vcs, vex, live = q, cs, cast(extra_t, extras), false
     for i = first, n - 1 do
       local e = q[i]
       at[0] = i
       local d = e.data -- 0: no data (a negative key would keep LuaJIT from compiling the loop)
-      if e.has_count ~= 0 then
+      local k = e.kind
+      if k == 0 then
+        if d == 0 then registry[e.fn](e.vcpu, nil) -- (vcpu, nil) as from a synchronous call
+        else registry[e.fn](e.vcpu, registry[d]) end
+      elseif k == COUNT then
         local c = cs[i]
         if d == 0 then registry[e.fn](e.vcpu, nil, c)
         else registry[e.fn](e.vcpu, registry[d], c) end
-      elseif d == 0 then registry[e.fn](e.vcpu, nil) -- (vcpu, nil) as from a synchronous call
-      else registry[e.fn](e.vcpu, registry[d]) end
+      else -- an access (kind has MEM)
+        vi, live = i, true
+        if d == 0 then registry[e.fn](e.vcpu, view, cs[i], nil)
+        else registry[e.fn](e.vcpu, view, cs[i], registry[d]) end
+        live = false
+      end
     end
-  end, function() end)
+  end, function() end, function() live = false end)
 end
 
 --- How many vCPU indices exist so far (highest index seen + 1; user mode: one per guest thread,

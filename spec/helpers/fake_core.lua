@@ -160,6 +160,9 @@ function M.new(opts)
   core.insn_on_exec = spy.new(function() end)
   core.insn_on_mem = spy.new(function() end)
   core.insn_count_mem = spy.new(function() end)
+  core.tb_tally = spy.new(function() end)
+  core.insn_tally = spy.new(function() end)
+  core.insn_tally_mem = spy.new(function() end)
   core.tb_when = spy.new(function() end)
   core.insn_when = spy.new(function() end)
   core.count_every_rule = spy.new(function() end)
@@ -192,7 +195,8 @@ function M.new(opts)
   core.tally_rc = 0 -- what the FFI add returns (1: bad key, 2: bad amount)
   core.tally_new = spy.new(function()
     local raw = { size = spy.new(function() return 7 end), get = spy.new(function() return 3 end),
-                  items = spy.new(function() return { [5] = 3 } end), reset = spy.new(function() end) }
+                  items = spy.new(function() return { [5] = 3 } end), reset = spy.new(function() end),
+                  vcpus = spy.new(function() return { [5] = 1 } end) }
     setmetatable(raw, { __tostring = function() return "tally (7 keys)" end })
     core.last_tally_raw = raw -- the wrapper keeps it out of the script's reach
     if M.ffi then return raw, M.ffi.cast("void *", 0x1000) end
@@ -203,10 +207,21 @@ function M.new(opts)
   end)
   if M.ffi then -- the LuaJIT fast paths: queued callbacks and qemu.tally's add
     core.queued_cdef = "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
-      .. "uint32_t has_count; } qlua_queued;"
+      .. "uint32_t kind; } qlua_queued;"
     core.queued_size = 16
     core.queued_count_type = "double"
-    core.queue_drainer = spy.new(function(drain, noop) core.drain, core.noop = drain, noop end)
+    core.queued_kinds = { count = 1, mem = 2, phys = 4, value = 8, flags_shift = 8 }
+    core.access_bits = { store = 8, signed = 16, big_endian = 32,
+      stale = "access used outside its on_mem callback",
+      fields = "access has no field '%s'",
+      not_captured = "access.%s: queued, registered without { %s = true }; use { %s = true }",
+      extra_cdef = "typedef struct { double phys; double value; uint64_t value128[2]; "
+        .. "const char *device; uint8_t has_phys; uint8_t io; uint8_t value_type; uint8_t pad[5]; "
+        .. "} qlua_access_extra;",
+      extra_size = 48 }
+    core.queue_drainer = spy.new(function(drain, noop, reset)
+      core.drain, core.noop, core.reset = drain, noop, reset
+    end)
     core.tally_add_ptr = tally_add_ptr
   end
   core.args = spy.new(function()

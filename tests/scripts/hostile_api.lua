@@ -242,7 +242,9 @@ qemu.on_translate(function(tb)
     for i = 1, P, 3 do local k = pool[i]; try(function() return first[k] end) end
     try(tostring, first)
     fuzz_methods("insn", first, methods_of(first, INSN_METHODS), math.floor(BUDGET / 20))
-    try(first.on_mem, first, on_mem)
+    try(first.on_mem, first, on_mem) -- queued: phys, io, device, value and vCPU reads refused
+    try(first.on_mem, first, on_mem, nil, { sync = true })
+    try(first.on_mem, first, on_mem, evil, { phys = true, value = qemu.has("mem_value") })
     try(first.on_exec, first, on_sync_exec, nil, { sync = true })
     try(first.on_exec, first, on_queued_exec, evil, { counter = c1 })
   end
