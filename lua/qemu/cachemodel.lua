@@ -25,6 +25,24 @@ M.POLICIES = { "lru", "fifo", "rand" }
 
 local floor = math.floor
 
+-- Under LuaJIT the per-way state lives in FFI arrays: compiled code reads and writes them without
+-- the table lookups (and the nil checks of empty ways) that a Lua table costs. Lua 5.4 uses
+-- tables. Both behave alike: an empty way holds no tag (-1 in an array, nil in a table).
+local has_ffi, ffi = pcall(require, "ffi")
+if not has_ffi then ffi = nil end
+
+-- n slots, 0 .. n-1, all `init` (number arrays under LuaJIT, tables of nil/`init` elsewhere)
+local function slots(n, init)
+  if ffi then
+    local a = ffi.new("double[?]", n)
+    if init ~= 0 then
+      for i = 0, n - 1 do a[i] = init end
+    end
+    return a
+  end
+  return {}
+end
+
 local function is_pow2(n)
   if n < 1 then return false end
   while n % 2 == 0 do n = n / 2 end
@@ -86,14 +104,16 @@ function M.new(cfg)
     accesses = 0, misses = 0,
   }
 
-  -- Set s (0-based) owns slots s*assoc+1 .. s*assoc+assoc of `tags`; nil is an empty way.
-  local tags = {}
-  local filled = {}  -- per set: ways in use (ways fill in order and never empty again)
+  -- Set s (0-based) owns slots s*assoc+1 .. s*assoc+assoc of `tags`; nil (a table) or -1 (an FFI
+  -- array) is an empty way.
+  local tags = slots(nsets * assoc + 1, -1)
+  local filled = slots(nsets, 0) -- per set: ways in use (they fill in order, never empty again)
   local victim       -- fn(set, base) -> way to evict from a full set
   local touch        -- fn(slot) on every use of a slot (lru), or nil
 
   if policy == "lru" then
-    local stamp, clock = {}, 0 -- one clock per cache orders uses within each set as well
+    -- one clock per cache orders uses within each set as well
+    local stamp, clock = slots(nsets * assoc + 1, 0), 0
     touch = function(slot)
       clock = clock + 1
       stamp[slot] = clock
@@ -108,10 +128,10 @@ function M.new(cfg)
     end
   elseif policy == "fifo" then
     -- Filled in way order, then each eviction takes the oldest: a round robin over the ways.
-    local next_out = {}
+    local next_out = slots(nsets, 0)
     victim = function(set)
-      local way = next_out[set] or 1
-      next_out[set] = way % assoc + 1
+      local way = (next_out[set] or 0) + 1 -- the way after the last one evicted
+      next_out[set] = way % assoc
       return way
     end
   elseif policy == "rand" then
@@ -124,6 +144,11 @@ function M.new(cfg)
       .. table.concat(M.POLICIES, ", "), 2)
   end
 
+  -- Per set, the way of its last hit or fill (0: none yet), looked at before the others: most
+  -- accesses hit the block their set used last, and then no loop runs, which keeps LuaJIT's
+  -- compiled path through the caller straight. Which way is found first changes nothing else.
+  local last = slots(nsets, 0)
+
   --- c:access(addr) -> true on a hit, false on a miss (the block is then in the cache).
   function c.access(self, addr)
     self.accesses = self.accesses + 1
@@ -131,8 +156,14 @@ function M.new(cfg)
     local tag = floor(block / nsets)
     local set = block - tag * nsets
     local base = set * assoc
+    local l = last[set] or 0
+    if l ~= 0 and tags[base + l] == tag then
+      if touch then touch(base + l) end
+      return true
+    end
     for w = 1, assoc do
       if tags[base + w] == tag then
+        last[set] = w
         if touch then touch(base + w) end
         return true
       end
@@ -147,6 +178,7 @@ function M.new(cfg)
       way = victim(set, base)
     end
     tags[base + way] = tag
+    last[set] = way
     if touch then touch(base + way) end
     return false
   end
