@@ -146,6 +146,8 @@ local function data_access(vcpu, addr, rec)
 end
 
 local on_data
+-- queued: in system mode the access's physical address and io are recorded at the access
+local mem_opts = system and { phys = true } or nil
 if system then
   on_data = function(vcpu, access, vaddr, rec)
     if access.io then return end
@@ -168,7 +170,7 @@ qemu.on_translate(function(tb)
       records[addr] = rec
     end
     insn:on_exec(on_fetch, rec)
-    insn:on_mem(on_data, rec)
+    insn:on_mem(on_data, rec, mem_opts)
   end
 end)
 

@@ -131,6 +131,8 @@ local function add_part(vcpu, part)
 end
 
 local on_mem
+-- queued: in system mode the access's physical address and device are recorded at the access
+local mem_opts = system and { phys = true } or nil
 if system then
   on_mem = function(vcpu, access, vaddr)
     local kind = access.store and ", store" or ", load"
@@ -263,7 +265,7 @@ qemu.on_translate(function(tb)
       if wanted(insn, vaddr) then
         local text = format("%s, 0x%x, \"%s\"", pc_text(vaddr), opcode(insn.bytes), insn.disas)
         insn:on_exec(on_exec, text)
-        insn:on_mem(on_mem)
+        insn:on_mem(on_mem, nil, mem_opts)
       end
     end
     return
@@ -283,7 +285,7 @@ qemu.on_translate(function(tb)
     end
     if log then
       local text = format("%s, 0x%x, \"%s\"", pc_text(vaddr), opcode(insn.bytes), insn.disas)
-      insn:on_mem(on_mem)
+      insn:on_mem(on_mem, nil, mem_opts)
       if check then
         insn:on_exec(on_exec_regs, text, { regs = "r" })
       else

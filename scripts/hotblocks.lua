@@ -2,9 +2,10 @@
 -- (libhotblocks.so) prints them.
 --
 -- Arguments:
---   inline=on|off (default off)  on: each block adds to a native counter of its own (no Lua at
---                                execution time); off: a Lua callback per block execution, as the
---                                original's callback mode. Both print the same numbers.
+--   inline=on|off (default off)  on: each block adds to a native counter of its own; off: each
+--                                execution adds to a native tally (tb:tally), where the original
+--                                takes a lock in a callback. Neither runs Lua at execution time;
+--                                both print the same numbers.
 --   format=text|json (default text)  json: the same report as one JSON object on one line:
 --                                {"report":"hotblocks","entries":N,"rows":[{"pc":"0x%016x",
 --                                "tcount":T,"icount":I,"ecount":E}, ...]} (rows as the text's;
@@ -63,9 +64,10 @@ local LIMIT = 20
 local entries = {} -- entries[pc][icount] = { pc, icount, tcount, ecount | counter }
 local n_entries = 0
 
-local function executed(_, entry)
-  entry.ecount = entry.ecount + 1
-end
+-- Without inline=on, executions are counted natively in one tally keyed by the entry's number
+-- (tb:tally: a record per execution, runs of one block merged, no Lua and no lock at execution
+-- time); inline=on gives each entry a counter of its own.
+local execs = qemu.tally()
 
 qemu.on_translate(function(tb)
   local pc, icount = tb.vaddr, #tb
@@ -78,7 +80,7 @@ qemu.on_translate(function(tb)
   if entry then
     entry.tcount = entry.tcount + 1
   else
-    entry = { pc = pc, icount = icount, tcount = 1, ecount = 0 }
+    entry = { pc = pc, icount = icount, tcount = 1, ecount = 0, id = n_entries + 1 }
     if named then entry.name = symbolize.format(qemu.symbolize(pc)) end
     if args.inline then entry.counter = qemu.counter() end
     by_size[icount] = entry
@@ -87,7 +89,7 @@ qemu.on_translate(function(tb)
   if args.inline then
     tb:count(entry.counter)
   else
-    tb:on_exec(executed, entry)
+    tb:tally(execs, entry.id)
   end
 end)
 
@@ -95,7 +97,7 @@ qemu.on_exit(function()
   local list = {}
   for _, by_size in pairs(entries) do
     for _, entry in pairs(by_size) do
-      if entry.counter then entry.ecount = entry.counter:sum() end
+      entry.ecount = entry.counter and entry.counter:sum() or execs:get(entry.id)
       entry.key = { entry.pc, entry.icount }
       list[#list + 1] = entry
     end

@@ -19,9 +19,8 @@
 --   0x000000400280a000, 0x0001, 7743, 0x0001, 6490
 -- RCPUs/WCPUs are masks of the vCPUs (user mode: guest threads) that read/wrote the page.
 --
--- Execution-time work: one Lua callback per memory access (an access's address is only known
--- when it happens); it does one table lookup and one add. In user mode there are two callbacks
--- per instruction, one for loads and one for stores, so no field of the access is read at all.
+-- Execution-time work: none in Lua. Each access adds to a native tally keyed by its page
+-- (insn:tally_mem), which also notes the vCPU; runs of accesses to one page cost one record.
 --
 -- Differences from QEMU's plugin, on purpose:
 --   * Rows with equal counts are listed by page address, ascending (QEMU: hash-table order).
@@ -62,79 +61,52 @@ do
   end
 end
 
-local pages = {} -- page address -> { addr, reads, writes, rcpus, wcpus, rlast, wlast }
+-- Counted natively: each access adds to a tally keyed by its page, noting the vCPU (no Lua at
+-- execution time); the report puts reads, writes and the vCPU masks together at exit.
+local reads, writes = qemu.tally(), qemu.tally()
 
-local function new_page(addr)
-  local page = { addr = addr, reads = 0, writes = 0, rcpus = 0, wcpus = 0, rlast = -1, wlast = -1 }
-  pages[addr] = page
-  return page
-end
-
--- The vCPU masks change rarely: each page remembers the last reader and writer, and the mask is
--- only touched when another vCPU comes along.
-local function note_reader(page, vcpu)
-  page.rlast = vcpu
-  if vcpu < 53 then page.rcpus = report.set_bit(page.rcpus, vcpu) end
-end
-
-local function note_writer(page, vcpu)
-  page.wlast = vcpu
-  if vcpu < 53 then page.wcpus = report.set_bit(page.wcpus, vcpu) end
-end
-
--- The hot path: one lookup, one add. addr - addr % pagesize clears the offset for every value a
--- u64 can take here: Lua 5.4's % of a negative integer (an address of 2^63 and more) gives its
--- low bits, as a mask would.
-local function read(vcpu, addr)
-  local key = addr - addr % pagesize
-  local page = pages[key] or new_page(key)
-  page.reads = page.reads + 1
-  if page.rlast ~= vcpu then note_reader(page, vcpu) end
-end
-
-local function write(vcpu, addr)
-  local key = addr - addr % pagesize
-  local page = pages[key] or new_page(key)
-  page.writes = page.writes + 1
-  if page.wlast ~= vcpu then note_writer(page, vcpu) end
-end
-
-local on_access
+local opts -- what insn:tally_mem counts, nil: nothing
 if not qemu.info.system then
   -- User mode: no physical addresses and no I/O regions.
-  if args.io then
-    on_access = nil
-  else
-    local function on_load(vcpu, _, vaddr) read(vcpu, vaddr) end
-    local function on_store(vcpu, _, vaddr) write(vcpu, vaddr) end
-    on_access = function(insn)
-      insn:on_mem(on_load, nil, { rw = "r" })
-      insn:on_mem(on_store, nil, { rw = "w" })
-    end
-  end
+  if not args.io then opts = {} end
+elseif args.io then
+  opts = { io = "only" } -- I/O accesses only, by virtual address
 else
-  local track_io = args.io
-  local function on_mem(vcpu, access, vaddr)
-    local addr
-    if track_io then
-      if not access.io then return end
-      addr = vaddr
-    else
-      if access.io then
-        addr = vaddr
-      else
-        addr = access.phys or vaddr
-      end
-    end
-    if access.store then write(vcpu, addr) else read(vcpu, addr) end
-  end
-  on_access = function(insn) insn:on_mem(on_mem) end
+  opts = { phys = true } -- RAM by physical address, I/O by virtual address
 end
 
-if on_access then
+if opts then
+  local r = { rw = "r", align = pagesize, phys = opts.phys, io = opts.io }
+  local w = { rw = "w", align = pagesize, phys = opts.phys, io = opts.io }
   qemu.on_translate(function(tb)
-    for insn in tb:insns() do on_access(insn) end
+    for insn in tb:insns() do
+      insn:tally_mem(reads, r)
+      insn:tally_mem(writes, w)
+    end
   end)
+end
+
+-- page address -> { addr, reads, writes, rcpus, wcpus }
+local function collect()
+  local pages = {}
+  local function page(addr)
+    local p = pages[addr]
+    if not p then
+      p = { addr = addr, reads = 0, writes = 0, rcpus = 0, wcpus = 0 }
+      pages[addr] = p
+    end
+    return p
+  end
+  local rmask, wmask = reads:vcpus(), writes:vcpus()
+  for addr, n in pairs(reads:items()) do
+    local p = page(addr)
+    p.reads, p.rcpus = n, rmask[addr]
+  end
+  for addr, n in pairs(writes:items()) do
+    local p = page(addr)
+    p.writes, p.wcpus = n, wmask[addr]
+  end
+  return pages
 end
 
 local ORDER = {
@@ -143,7 +115,7 @@ local ORDER = {
 }
 
 qemu.on_exit(function()
-  local list = report.values(pages)
+  local list = report.values(collect())
   local top
   if args.sortby == "address" then
     top = report.sort_by(list, "addr", true)

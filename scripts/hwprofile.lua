@@ -129,6 +129,8 @@ end
 
 local devices = {} -- name -> { name, base, totals, detail = { [off] = { off, counts } } }
 
+-- queued: io, device and physical address recorded at the access
+local mem_opts = { rw = rw, phys = true }
 local function on_access(vcpu, access, vaddr, pc)
   if not access.io then return end
   local name = access.device
@@ -158,7 +160,7 @@ end
 
 qemu.on_translate(function(tb)
   for insn in tb:insns() do
-    insn:on_mem(on_access, insn.vaddr, { rw = rw })
+    insn:on_mem(on_access, insn.vaddr, mem_opts)
   end
 end)
 

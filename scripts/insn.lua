@@ -151,7 +151,12 @@ local function on_match(vcpu, rec, count)
     rec.vaddr, rec.disas, rec.hits, hits, delta, math.floor(total / hits))
 end
 
-qemu.on_translate(function(tb)
+-- inline=on counting alone needs no Lua at translation time: qlua adds the counter to every
+-- block. Otherwise each translation lists its instructions (repeat detection, sizes, matches).
+local count_only = args.inline and not args.sizes and #matches == 0
+if count_only then qemu.count_every("insn", insns) end
+
+local function translate(tb)
   local block = not args.inline and {} or nil
   if block then tb:on_exec(on_block, block, { counter = insns }) end
   for insn in tb:insns() do
@@ -171,7 +176,8 @@ qemu.on_translate(function(tb)
       end
     end
   end
-end)
+end
+if not count_only then qemu.on_translate(translate) end
 
 -- The exit report as JSON: the same numbers as the text lines.
 local function json_report()

@@ -87,16 +87,17 @@ local function setup_7_2()
     if access.io then io_count:add(1, vcpu) else cb_count:add(1, vcpu) end
   end
 
-  qemu.on_translate(function(tb)
-    for insn in tb:insns() do
-      if args.inline then insn:count_mem(inline_count, nil, { rw = rw }) end
-      if split_io then
-        insn:on_mem(on_access, nil, { rw = rw })
-      elseif args.callback then
-        insn:count_mem(cb_count, nil, { rw = rw })
+  -- Counting alone needs no Lua at translation time: qlua adds the counter to every block.
+  if args.inline then qemu.count_every("mem", inline_count, { rw = rw }) end
+  if split_io then
+    qemu.on_translate(function(tb)
+      for insn in tb:insns() do
+        insn:on_mem(on_access, nil, { rw = rw, phys = true }) -- queued: io recorded at the access
       end
-    end
-  end)
+    end)
+  elseif args.callback then
+    qemu.count_every("mem", cb_count, { rw = rw })
+  end
 
   qemu.on_exit(function()
     local out = {}
@@ -131,6 +132,10 @@ local see_io = args.haddr and qemu.info.system and (args.callback or region_summ
 local count_in_lua = args.callback and see_io -- RAM and I/O counted apart, in Lua
 local count_native = args.inline or (args.callback and not count_in_lua)
 local use_lua = see_io or print_accesses or region_summary
+-- queued: what the report needs of an access is recorded at the access (io and physical address,
+-- the value)
+local mem_opts = { rw = rw, phys = see_io or print_accesses or nil,
+  value = (print_accesses or region_summary) or nil }
 
 if print_accesses then
   qemu.write("insn_vaddr,insn_symbol,mem_vaddr,mem_hwaddr,access_size,access_type,mem_value\n")
@@ -216,18 +221,19 @@ local function on_access(vcpu, access, vaddr, prefix)
   end
 end
 
-qemu.on_translate(function(tb)
-  for insn in tb:insns() do
-    if count_native then insn:count_mem(mem_count, nil, { rw = rw }) end
-    if use_lua then
+-- Counting alone needs no Lua at translation time: qlua adds the counter to every block.
+if count_native then qemu.count_every("mem", mem_count, { rw = rw }) end
+if use_lua then
+  qemu.on_translate(function(tb)
+    for insn in tb:insns() do
       local prefix = false
       if print_accesses then
         prefix = "0x" .. hex(insn.vaddr) .. "," .. (insn.symbol or "") .. ",0x"
       end
-      insn:on_mem(on_access, prefix, { rw = rw })
+      insn:on_mem(on_access, prefix, mem_opts)
     end
-  end
-end)
+  end)
+end
 
 qemu.on_exit(function()
   local out = {}
