@@ -19,8 +19,9 @@
 --   0x000000400280a000, 0x0001, 7743, 0x0001, 6490
 -- RCPUs/WCPUs are masks of the vCPUs (user mode: guest threads) that read/wrote the page.
 --
--- Execution-time work: none in Lua. Each access adds to a native tally keyed by its page
--- (insn:tally_mem), which also notes the vCPU; runs of accesses to one page cost one record.
+-- Execution-time work: none in Lua, and none at translation either. Each access adds to a native
+-- tally keyed by its page (qemu.count_every("mem", tally, ...)), which also notes the vCPU; runs
+-- of accesses to one page cost one record.
 --
 -- Differences from QEMU's plugin, on purpose:
 --   * Rows with equal counts are listed by page address, ascending (QEMU: hash-table order).
@@ -75,15 +76,9 @@ else
   opts = { phys = true } -- RAM by physical address, I/O by virtual address
 end
 
-if opts then
-  local r = { rw = "r", align = pagesize, phys = opts.phys, io = opts.io }
-  local w = { rw = "w", align = pagesize, phys = opts.phys, io = opts.io }
-  qemu.on_translate(function(tb)
-    for insn in tb:insns() do
-      insn:tally_mem(reads, r)
-      insn:tally_mem(writes, w)
-    end
-  end)
+if opts then -- on every instruction of every block, with no Lua at translation time either
+  qemu.count_every("mem", reads, { rw = "r", align = pagesize, phys = opts.phys, io = opts.io })
+  qemu.count_every("mem", writes, { rw = "w", align = pagesize, phys = opts.phys, io = opts.io })
 end
 
 -- page address -> { addr, reads, writes, rcpus, wcpus }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "counter.h"
+#include "tally.h"
 #include "arena.h"
 #include "gate.h"
 #include "handle.h"
@@ -563,15 +564,25 @@ void qlua_counter_free_all(void)
 enum rule_kind { RULE_INSN, RULE_BLOCK, RULE_BLOCK_INSNS, RULE_MEM };
 typedef struct {
     enum rule_kind kind;
-    qlua_counter *counter;
+    qlua_counter *counter;      /* NULL: a tally's rule */
     enum qemu_plugin_mem_rw rw;
+    qlua_tally_rule *tally;     /* qemu.count_every(kind, tally, opts): tally.c adds its sites */
 } count_rule;
 static GPtrArray *rules; /* of count_rule */
+
+static void rule_free(void *p)
+{
+    count_rule *rule = p;
+    if (rule->tally) {
+        qlua_tally_rule_free(rule->tally);
+    }
+    g_free(rule);
+}
 
 static GPtrArray *rule_list(void)
 {
     if (rules == NULL) {
-        rules = g_ptr_array_new_with_free_func(g_free);
+        rules = g_ptr_array_new_with_free_func(rule_free);
     }
     return rules;
 }
@@ -587,6 +598,10 @@ void qlua_counter_apply_rules(struct qemu_plugin_tb *tb)
     size_t n = qlua_host.tb_n_insns(tb);
     for (guint r = 0; r < list->len; r++) {
         const count_rule *rule = g_ptr_array_index(list, r);
+        if (rule->tally) {
+            qlua_tally_rule_apply(rule->tally, tb);
+            continue;
+        }
         switch (rule->kind) {
         case RULE_BLOCK: qlua_counter_tb(tb, rule->counter, 1); break;
         case RULE_BLOCK_INSNS: qlua_counter_tb(tb, rule->counter, n); break;
@@ -625,14 +640,21 @@ void qlua_counter_drop_rules(void *dropped)
     g_ptr_array_free(dropped, TRUE);
 }
 
-/* core.count_every(kind, counter, rw): kind "insn", "block", "block_insns" or "mem". */
+/* core.count_every(kind, counter, rw): kind "insn", "block", "block_insns" or "mem"; or
+ * core.count_every(kind, rule) with a tally's rule from core.tally_rule. */
 static int counter_count_every(lua_State *L)
 {
     static const char *const kinds[] = {"insn", "block", "block_insns", "mem", NULL};
     luaL_checktype(L, 1, LUA_TSTRING);
     enum rule_kind kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
-    count_rule *rule = g_new(count_rule, 1);
-    *rule = (count_rule){kind, qlua_counter_check(L, 2), qlua_mem_check_rw(L, 3)};
+    count_rule *rule = g_new0(count_rule, 1);
+    rule->kind = kind;
+    if (lua_islightuserdata(L, 2)) {
+        rule->tally = lua_touserdata(L, 2);
+    } else {
+        rule->counter = qlua_counter_check(L, 2);
+        rule->rw = qlua_mem_check_rw(L, 3);
+    }
     g_ptr_array_add(rule_list(), rule);
     return 0;
 }

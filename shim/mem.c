@@ -43,12 +43,6 @@ enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx)
     return values[luaL_checkoption(L, idx, NULL, names)];
 }
 
-bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info)
-{
-    return rw == QEMU_PLUGIN_MEM_RW ||
-           (rw == QEMU_PLUGIN_MEM_W) == qlua_host.mem_is_store(info);
-}
-
 unsigned qlua_mem_flags(qemu_plugin_meminfo_t info)
 {
     return (qlua_host.mem_size_shift(info) & QLUA_ACCESS_SIZE_MASK) |

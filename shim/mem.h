@@ -4,6 +4,7 @@
 #define QLUA_MEM_H
 
 #include "base.h"
+#include "host.h"
 #include "value.h" /* qlua_event_num */
 
 /* An access described in one byte: the size's log2 in bits 0-2, then store, sign-extended and
@@ -38,8 +39,12 @@ void qlua_mem_capture(qlua_access_extra *x, qemu_plugin_meminfo_t info, uint64_t
 
 /* "r", "w" or "rw" (none or nil: "rw") at idx. */
 enum qemu_plugin_mem_rw qlua_mem_check_rw(lua_State *L, int idx);
-/* Does an access described by info belong to kind rw? */
-bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info);
+/* Does an access described by info belong to kind rw? (inline: every memory callback asks) */
+static inline bool qlua_mem_wanted(enum qemu_plugin_mem_rw rw, qemu_plugin_meminfo_t info)
+{
+    return rw == QEMU_PLUGIN_MEM_RW ||
+           (rw == QEMU_PLUGIN_MEM_W) == qlua_host.mem_is_store(info);
+}
 /* Pushes an access handle, live until qlua_access_close(the value returned); under the Lua lock. */
 uint64_t qlua_access_push(lua_State *L, qemu_plugin_meminfo_t info, uint64_t vaddr);
 void qlua_access_close(uint64_t saved);

@@ -35,6 +35,7 @@ typedef struct {
     bool has_max;
     uint64_t max_count;
     uint64_t max_vcpus;
+    bool pinned; /* fed natively: kept alive for good, as translated code may name it */
 } qlua_tally;
 
 static int tally_meta;
@@ -377,12 +378,24 @@ static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t 
     feed(s->t, addr & s->mask, vcpu);
 }
 
-/* A site for the tally at idx, kept alive (with the records naming it) until the next flush. */
+/* The tally at idx, pinned: translated code and feed records may name it at any time, so a fed
+ * tally lives as long as the Lua state (like counters and tracers; there are few). */
+static qlua_tally *fed_tally(lua_State *L, int idx)
+{
+    qlua_tally *t = check_tally(L, idx);
+    if (!t->pinned) {
+        lua_pushvalue(L, idx);
+        luaL_ref(L, LUA_REGISTRYINDEX);
+        t->pinned = true;
+    }
+    return t;
+}
+
+/* A site for the tally at idx, until the next flush. */
 static feed_site *site_new(lua_State *L, int idx)
 {
     feed_site *s = qlua_arena_alloc(sizeof *s);
-    *s = (feed_site){.t = check_tally(L, idx), .mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
-    qlua_arena_ref(L, idx);
+    *s = (feed_site){.t = fed_tally(L, idx), .mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
     return s;
 }
 
@@ -410,28 +423,95 @@ static int tally_insn(lua_State *L)
     return tally_exec(L, NULL, qlua_insn_check(L, 1));
 }
 
+/* The memory options at idx.. (rw, align, phys, io) into s. */
+static void mem_options(lua_State *L, int idx, feed_site *s)
+{
+    static const char *const ios[] = {"any", "only", "skip", NULL};
+    enum qemu_plugin_mem_rw rw = qlua_mem_check_rw(L, idx);
+    uint64_t align = qlua_check_u64(L, idx + 1);
+    luaL_argcheck(L, align != 0 && (align & (align - 1)) == 0, idx + 1, "expected a power of two");
+    luaL_checktype(L, idx + 3, LUA_TSTRING);
+    int io = luaL_checkoption(L, idx + 3, NULL, ios);
+    s->mask = ~(align - 1);
+    s->rw = rw;
+    s->phys = lua_toboolean(L, idx + 2);
+    s->io = (uint8_t)io;
+}
+
+static void register_mem(struct qemu_plugin_insn *insn, feed_site *s)
+{
+    /* always RW, filtered in the callback: see qlua_counter_mem for why */
+    qlua_host.register_vcpu_mem_cb(insn, feed_mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW,
+                                   s);
+}
+
 /* core.insn_tally_mem(insn, tally, rw, align, phys, io): the access's address rounded down to
  * align (a power of two) += 1 per access of kind rw; phys: RAM by physical address; io: "any",
  * "only" or "skip" I/O accesses. */
 static int tally_mem(lua_State *L)
 {
-    static const char *const ios[] = {"any", "only", "skip", NULL};
     struct qemu_plugin_insn *insn = qlua_insn_check(L, 1);
-    enum qemu_plugin_mem_rw rw = qlua_mem_check_rw(L, 3);
-    uint64_t align = qlua_check_u64(L, 4);
-    luaL_argcheck(L, align != 0 && (align & (align - 1)) == 0, 4, "expected a power of two");
-    bool phys = lua_toboolean(L, 5);
-    luaL_checktype(L, 6, LUA_TSTRING);
-    int io = luaL_checkoption(L, 6, NULL, ios);
+    feed_site options;
+    mem_options(L, 3, &options);
     feed_site *s = site_new(L, 2);
-    s->mask = ~(align - 1);
-    s->rw = rw;
-    s->phys = phys;
-    s->io = (uint8_t)io;
-    /* always RW, filtered in the callback: see qlua_counter_mem for why */
-    qlua_host.register_vcpu_mem_cb(insn, feed_mem_cb, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW,
-                                   s);
+    options.t = s->t;
+    *s = options;
+    register_mem(insn, s);
     return 0;
+}
+
+/* ---- qemu.count_every with a tally: sites qlua adds to every block, with no Lua ---- */
+
+typedef struct qlua_tally_rule {
+    char kind;         /* 'b': block executions by the block's address, 'i': instructions by
+                        * theirs, 'm': accesses by theirs rounded down */
+    feed_site site;    /* 'm': the one site of every access; else the template */
+} tally_rule;
+
+/* core.tally_rule(kind, tally, rw, align, phys, io) -> the rule (a light userdata), for
+ * core.count_every_rule (counter.c keeps the rules). kind: "block", "insn" or "mem". */
+static int tally_rule_new(lua_State *L)
+{
+    static const char *const kinds[] = {"block", "insn", "mem", NULL};
+    luaL_checktype(L, 1, LUA_TSTRING);
+    int kind = luaL_checkoption(L, 1, NULL, kinds);
+    tally_rule *r = g_new0(tally_rule, 1);
+    r->kind = "bim"[kind];
+    r->site = (feed_site){.mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
+    if (r->kind == 'm') {
+        mem_options(L, 3, &r->site);
+    }
+    r->site.t = fed_tally(L, 2);
+    lua_pushlightuserdata(L, r);
+    return 1;
+}
+
+void qlua_tally_rule_apply(const tally_rule *r, struct qemu_plugin_tb *tb)
+{
+    size_t n = qlua_host.tb_n_insns(tb);
+    if (r->kind == 'b') {
+        feed_site *s = qlua_arena_alloc(sizeof *s);
+        *s = r->site;
+        s->key = qlua_host.tb_vaddr(tb);
+        qlua_host.register_vcpu_tb_exec_cb(tb, feed_exec_cb, QEMU_PLUGIN_CB_NO_REGS, s);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qlua_host.tb_get_insn(tb, i);
+        if (r->kind == 'm') {
+            register_mem(insn, (feed_site *)&r->site); /* one site for all: nothing changes it */
+        } else {
+            feed_site *s = qlua_arena_alloc(sizeof *s);
+            *s = r->site;
+            s->key = qlua_host.insn_vaddr(insn);
+            qlua_host.register_vcpu_insn_exec_cb(insn, feed_exec_cb, QEMU_PLUGIN_CB_NO_REGS, s);
+        }
+    }
+}
+
+void qlua_tally_rule_free(tally_rule *r)
+{
+    g_free(r);
 }
 
 void qlua_tally_open(lua_State *L)
@@ -444,7 +524,8 @@ void qlua_tally_open(lua_State *L)
         {"__gc", tally_gc}, {"__tostring", tally_tostring}, {NULL, NULL}};
     static const luaL_Reg core[] = {{"tally_new", tally_new},     {"tally_add", tally_add_l},
                                     {"tb_tally", tally_tb},       {"insn_tally", tally_insn},
-                                    {"insn_tally_mem", tally_mem}, {NULL, NULL}};
+                                    {"insn_tally_mem", tally_mem}, {"tally_rule", tally_rule_new},
+                                    {NULL, NULL}};
     tally_meta = qlua_meta_new(L, TALLY_META);
     luaL_setfuncs(L, metamethods, 0);
     luaL_newlib(L, methods);

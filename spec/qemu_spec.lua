@@ -1096,8 +1096,34 @@ describe("qemu", function()
     it("refuses a bad counter", function()
       local err = error_of(function() qemu.count_every("insn", {}) end)
       assert.matches("^spec/qemu_spec.lua:%d+: qemu%.count_every: expected a counter from "
-        .. "qemu%.counter%(%), got table$", err)
+        .. "qemu%.counter%(%) or a tally from qemu%.tally%(%), got table$", err)
       assert.spy(core.count_every_rule).was_not.called()
+    end)
+
+    it("hands a tally's rule to the core: by block, by instruction, accesses by address", function()
+      local t = qemu.tally()
+      local raw = core.last_tally_raw
+      core.tally_rule = spy.new(function() return "RULE" end)
+      qemu.count_every("block", t)
+      assert_call(core.tally_rule, "block", raw, "rw", 1, false, "any")
+      assert_call(core.count_every_rule, "block", "RULE")
+      core.tally_rule:clear()
+      qemu.count_every("mem", t, { rw = "r", align = 4096, phys = true, io = "skip" })
+      assert_call(core.tally_rule, "mem", raw, "r", 4096, true, "skip")
+      assert.spy(core.want).was.called_with("translate")
+    end)
+
+    it("refuses block_insns and options other than mem's with a tally", function()
+      local t = qemu.tally()
+      core.tally_rule = spy.new(function() return "RULE" end)
+      assert.matches("qemu.count_every: a tally counts events by key: kind block_insns: expected one "
+        .. 'of "insn", "block", "mem" (block_insns adds a block\'s size: use a counter)',
+        error_of(function() qemu.count_every("block_insns", t) end), 1, true)
+      assert.matches('qemu.count_every: only "mem" takes options',
+        error_of(function() qemu.count_every("insn", t, { align = 8 }) end), 1, true)
+      assert.matches("qemu.count_every: option align=6: expected a power of two",
+        error_of(function() qemu.count_every("mem", t, { align = 6 }) end), 1, true)
+      assert.spy(core.tally_rule).was_not.called()
     end)
 
     it("refuses an unknown option, a bad rw and options that are not a table", function()

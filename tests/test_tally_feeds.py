@@ -74,6 +74,40 @@ def test_fed_tallies_on_a_real_program():
     agreement(run_lua(AGREE, ["/usr/bin/sort", "/etc/services"]))
 
 
+# qemu.count_every with tallies: the same counts as the per-handle methods, with no Lua at
+# translation time.
+EVERY = """
+local eb, ei, em, hb, hi, hm = qemu.tally(), qemu.tally(), qemu.tally(), qemu.tally(), qemu.tally(),
+  qemu.tally()
+qemu.count_every("block", eb)
+qemu.count_every("insn", ei)
+qemu.count_every("mem", em, { rw = "w", align = 64 })
+qemu.on_translate(function(tb)
+  tb:tally(hb, tb.vaddr)
+  for insn in tb:insns() do
+    insn:tally(hi, insn.vaddr)
+    insn:tally_mem(hm, { rw = "w", align = 64 })
+  end
+end)
+local function same(a, b)
+  local n, x, y = 0, a:items(), b:items()
+  for k, v in pairs(x) do if y[k] ~= v then return "differ at " .. k end; n = n + 1 end
+  for k in pairs(y) do if x[k] == nil then return "differ at " .. k end end
+  return n
+end
+qemu.on_exit(function()
+  qemu.printf("every: block=%s insn=%s mem=%s\\n", same(eb, hb), same(ei, hi), same(em, hm))
+end)
+"""
+
+
+def test_count_every_with_a_tally_counts_what_the_methods_count():
+    for program in ([guest("loop"), "50"], [guest("threads"), "50"]):
+        r = run_lua(EVERY, program)
+        f = fields(r.log, "every")
+        assert r.status == 0 and all(v.isdigit() and int(v) > 10 for v in f.values()), f"{f}\n{r}"
+
+
 # A synchronous callback sees every add its thread made before it.
 IN_STEP = """
 local t, c = qemu.tally(), qemu.counter()

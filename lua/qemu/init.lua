@@ -259,11 +259,35 @@ local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem")
 --   "block"       every block execution (like tb:count(c))
 --   "block_insns" the block's instruction count at every block execution (tb:count(c, #tb))
 --   "mem"         every memory access; opts.rw = "r", "w" or "rw" (the default)
+-- With a tally from qemu.tally() instead of a counter, each event adds 1 to the tally's count of
+-- a key, natively ([fed tallies]): "block" the block's address, "insn" the instruction's, "mem"
+-- the accessed address rounded down to opts.align, with insn:tally_mem's options.
+local TALLY_KINDS = one_of("insn", "block", "mem")
+local TALLY_MEM_OPTS -- (below, with insn:tally_mem)
 function qemu.count_every(kind, c, opts, extra)
   no_more(extra, "qemu.count_every(kind, c, opts)")
   local ok, expected = COUNT_KINDS(kind)
   if not ok then fail(2, "qemu.count_every: kind %s: expected one of %s", tostring(kind), expected) end
-  check_counter(c, "qemu.count_every", 2)
+  local raw = tally_raw(c)
+  if raw then
+    ok, expected = TALLY_KINDS(kind)
+    if not ok then
+      fail(2, "qemu.count_every: a tally counts events by key: kind %s: expected one of %s "
+        .. "(block_insns adds a block's size: use a counter)", tostring(kind), expected)
+    end
+    opts = check_opts(opts, "qemu.count_every", TALLY_MEM_OPTS)
+    if next(opts) ~= nil and kind ~= "mem" then
+      fail(2, "qemu.count_every: only \"mem\" takes options")
+    end
+    core.count_every_rule(kind, core.tally_rule(kind, raw, opts.rw or "rw", opts.align or 1,
+      opts.phys == true, opts.io or "any"))
+    core.want("translate")
+    return
+  end
+  if not is("qlua.counter", c) then
+    fail(2, "qemu.count_every: expected a counter from qemu.counter() or a tally from "
+      .. "qemu.tally(), got %s", type(c))
+  end
   opts = check_opts(opts, "qemu.count_every", { rw = RW })
   if opts.rw and kind ~= "mem" then
     fail(2, "qemu.count_every: only \"mem\" takes the option rw")
@@ -553,7 +577,7 @@ local function power_of_two(v)
   end
   return ok, "a power of two from 1 to 2^63"
 end
-local TALLY_MEM_OPTS = { rw = RW, align = power_of_two, phys = boolean,
+TALLY_MEM_OPTS = { rw = RW, align = power_of_two, phys = boolean,
   io = one_of("any", "only", "skip") }
 --- insn:tally_mem(t [, opts]): per memory access of kind opts.rw, t's count of the address
 -- rounded down to opts.align (default 1) += 1, natively, with the vCPU noted (t:vcpus()).
