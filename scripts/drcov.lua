@@ -58,8 +58,8 @@
 --     flush, or when a guest thread starts) appears more than once (7149 records for 6105
 --     blocks in a run of ls -l /); here each distinct block (start, size, module) appears once:
 --     coverage readers treat the records as a set;
---   * QEMU takes a lock and runs a C callback on every block execution; here each distinct
---     block has a native counter (about 600 bytes each) and no callback runs at execution time;
+--   * QEMU takes a lock and runs a C callback on every block execution; here each execution
+--     adds to one native tally keyed by the block's record (tb:tally: no Lua, no lock);
 --   * a forked child writes its own complete table to the same file at its exit; whichever
 --     process exits last leaves its table there (QEMU's parent and child share one FILE opened
 --     before the fork and can interleave their writes).
@@ -93,7 +93,8 @@ local SYSCALLS = {
 
 local system = qemu.info.system
 local reg = fmt.registry()
-local blocks, order = {}, {} -- blocks[vaddr][size][module] = { vaddr, size, counter, module }
+local blocks, order = {}, {} -- blocks[vaddr][size][module] = { vaddr, size, id, module }
+local ran = qemu.tally() -- record id -> executions
 local SYSTEM = {}            -- the module key of every block in system mode
 local guest_base      -- host address - guest address, measured at the first translation
 local maps            -- parsed /proc/self/maps, re-read when a lookup misses
@@ -168,11 +169,11 @@ qemu.on_translate(function(tb)
   end
   local rec = by_module[m]
   if not rec then
-    rec = { vaddr = vaddr, size = size, counter = qemu.counter(), module = m }
+    rec = { vaddr = vaddr, size = size, id = #order + 1, module = m }
     by_module[m] = rec
-    order[#order + 1] = rec
+    order[rec.id] = rec
   end
-  tb:count(rec.counter)
+  tb:tally(ran, rec.id)
 end)
 
 -- Mappings: follow the guest's own calls (user mode, known targets).
@@ -245,7 +246,7 @@ end
 qemu.on_exit(function()
   local records = {}
   for _, rec in ipairs(order) do
-    if rec.counter:sum() > 0 then records[#records + 1] = rec end
+    if ran:get(rec.id) > 0 then records[#records + 1] = rec end
   end
   local modules
   if system then
