@@ -111,11 +111,13 @@ def hotblocks(run):
 def hotblocks_same(c, q):
     """QEMU keys blocks by pc ^ icount, so two blocks can share an entry: the first one's pc,
     tcount 2 or more, the executions of both. Such rows of `c` (QEMU's, or any first run) are left
-    out, with `q`'s rows of the same pc; the rest must agree as ranked rows do."""
+    out, with `q`'s rows of the same pc ^ icount (both blocks); the rest must agree as ranked rows
+    do."""
     if not c or not q:
         return not c and not q
-    merged = {k[0] for _, k, t in c if t > 1}
-    keep = lambda rows: [(r, k) for r, k, _ in rows if k[0] not in merged]
+    key = lambda k: int(k[0], 16) ^ k[1]  # QEMU's entry: pc ^ icount
+    merged = {key(k) for _, k, t in c if t > 1}
+    keep = lambda rows: [(r, k) for r, k, _ in rows if key(k) not in merged]
     cut = max(min(r for r, _, _ in c), min(r for r, _, _ in q))
     above = lambda rows: collections.Counter(k for r, k in keep(rows) if r > cut)
     return above(c) == above(q)

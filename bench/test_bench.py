@@ -53,6 +53,16 @@ def test_qemus_merged_hotblocks_entry_is_left_out():
     assert agree("hotblocks", a, b)
 
 
+def test_both_blocks_of_a_merged_hotblocks_entry_are_left_out():
+    # 0x14 ^ 6 == 0x10 ^ 2: QEMU's one entry (first pc 0x14, tcount 2) holds both blocks, which
+    # qlua lists apart, each at its own pc (seen on bzip2: 0x...48a4 and 0x...48a0)
+    a = HB + "0x14, 2, 6, 90\n0x20, 1, 3, 40\n0x40, 1, 1, 7\n"
+    b = HB + "0x14, 1, 6, 50\n0x10, 1, 2, 40\n0x20, 1, 3, 40\n0x40, 1, 1, 7\n"
+    assert agree("hotblocks", a, b)
+    c = HB + "0x14, 1, 6, 50\n0x10, 1, 2, 40\n0x20, 1, 3, 41\n0x40, 1, 1, 7\n"
+    assert not agree("hotblocks", a, c)
+
+
 def test_the_row_qemu_leaves_off_a_short_list_is_not_a_mismatch():
     head = "Addr, RCPUs, Reads, WCPUs, Writes\n"
     a = head + "0x1000, 0x0001, 9, 0x0001, 9\n0x2000, 0x0001, 5, 0x0000, 0\n"

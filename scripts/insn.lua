@@ -106,30 +106,19 @@ end
 local insns = qemu.counter()
 local sizes = {} -- translated instructions by length in bytes
 
--- Callback mode: repeat detection. Per vCPU, the instruction addresses of the block it entered
--- last, and its instruction count at that moment: when the next block starts, the difference says
--- how many of that block's instructions ran, hence which one ran last. This also gets blocks left
--- early right, and blocks whose last listed instruction never runs: QEMU 7.2 backs out an x86
--- instruction that reaches into a second page but still lists it in the block.
-local prev_block, prev_count, last_pc = {}, {}, {}
-
--- count: the instruction counter of this vCPU as the block starts (passed natively, so the
--- callback can be queued)
-local function on_block(vcpu, block, count)
-  local prev = prev_block[vcpu]
-  if prev then
-    local ran = prev[count - prev_count[vcpu]]
-    if ran then last_pc[vcpu] = ran end
+-- Callback mode: repeat detection, natively (tb:on_repeat): per vCPU, the block it entered last
+-- and its instruction count then; when the next block starts, the difference says how many of
+-- that block's instructions ran, hence which one ran last. This also gets blocks left early
+-- right, and blocks whose last listed instruction never runs: QEMU 7.2 backs out an x86
+-- instruction that reaches into a second page but still lists it in the block. Lua runs only at
+-- a repeat.
+local function on_repeat(vcpu, pc)
+  if as_json then
+    qemu.write(json.encode(json.object { "event", "repeat", "vcpu", vcpu,
+      "pc", json.hex(pc, 16) }) .. "\n")
+  else
+    qemu.printf("detected repeat execution @ 0x%x\n", pc)
   end
-  if last_pc[vcpu] == block[1] then
-    if as_json then
-      qemu.write(json.encode(json.object { "event", "repeat", "vcpu", vcpu,
-        "pc", json.hex(block[1], 16) }) .. "\n")
-    else
-      qemu.printf("detected repeat execution @ 0x%x\n", block[1])
-    end
-  end
-  prev_block[vcpu], prev_count[vcpu] = block, count
 end
 
 -- A matched instruction about to execute. The counter does not include this execution yet.
@@ -157,10 +146,8 @@ local count_only = args.inline and not args.sizes and #matches == 0
 if count_only then qemu.count_every("insn", insns) end
 
 local function translate(tb)
-  local block = not args.inline and {} or nil
-  if block then tb:on_exec(on_block, block, { counter = insns }) end
+  if not args.inline then tb:on_repeat(on_repeat, tb.vaddr, { counter = insns }) end
   for insn in tb:insns() do
-    if block then block[#block + 1] = insn.vaddr end
     insn:count(insns)
     if args.sizes then
       local size = insn.size

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "counter.h"
-#include "tally.h"
 #include "arena.h"
 #include "gate.h"
 #include "handle.h"
@@ -566,15 +565,15 @@ typedef struct {
     enum rule_kind kind;
     qlua_counter *counter;      /* NULL: a tally's rule */
     enum qemu_plugin_mem_rw rw;
-    qlua_tally_rule *tally;     /* qemu.count_every(kind, tally, opts): tally.c adds its sites */
+    void *foreign;              /* another file's rule (first member: its qlua_rule_ops *) */
 } count_rule;
 static GPtrArray *rules; /* of count_rule */
 
 static void rule_free(void *p)
 {
     count_rule *rule = p;
-    if (rule->tally) {
-        qlua_tally_rule_free(rule->tally);
+    if (rule->foreign) {
+        (*(const qlua_rule_ops **)rule->foreign)->free(rule->foreign);
     }
     g_free(rule);
 }
@@ -598,8 +597,8 @@ void qlua_counter_apply_rules(struct qemu_plugin_tb *tb)
     size_t n = qlua_host.tb_n_insns(tb);
     for (guint r = 0; r < list->len; r++) {
         const count_rule *rule = g_ptr_array_index(list, r);
-        if (rule->tally) {
-            qlua_tally_rule_apply(rule->tally, tb);
+        if (rule->foreign) {
+            (*(const qlua_rule_ops **)rule->foreign)->apply(rule->foreign, tb);
             continue;
         }
         switch (rule->kind) {
@@ -641,7 +640,7 @@ void qlua_counter_drop_rules(void *dropped)
 }
 
 /* core.count_every(kind, counter, rw): kind "insn", "block", "block_insns" or "mem"; or
- * core.count_every(kind, rule) with a tally's rule from core.tally_rule. */
+ * core.count_every(kind, rule) with another file's rule (core.tally_rule). */
 static int counter_count_every(lua_State *L)
 {
     static const char *const kinds[] = {"insn", "block", "block_insns", "mem", NULL};
@@ -650,7 +649,7 @@ static int counter_count_every(lua_State *L)
     count_rule *rule = g_new0(count_rule, 1);
     rule->kind = kind;
     if (lua_islightuserdata(L, 2)) {
-        rule->tally = lua_touserdata(L, 2);
+        rule->foreign = lua_touserdata(L, 2);
     } else {
         rule->counter = qlua_counter_check(L, 2);
         rule->rw = qlua_mem_check_rw(L, 3);

@@ -32,6 +32,13 @@ const char *qlua_counter_mode(void);
 bool qlua_counter_vcpu_init(unsigned int vcpu);
 void qlua_counter_free_all(void);
 
+/* A rule another file makes (qemu.count_every with a tally: tally.c), handed over from Lua as a
+ * light userdata to a struct whose first member points to its operations. */
+typedef struct qlua_rule_ops {
+    void (*apply)(const void *rule, struct qemu_plugin_tb *tb);
+    void (*free)(void *rule);
+} qlua_rule_ops;
+
 /* qemu.count_every's rules, applied to every translated block; swapped as a whole by a reload. */
 bool qlua_counter_has_rules(void);
 void qlua_counter_apply_rules(struct qemu_plugin_tb *tb);

@@ -81,8 +81,11 @@ static qlua_fn *fn_by_ref(int ref)
     return g_hash_table_lookup(fns_by_ref, GINT_TO_POINTER(ref));
 }
 
+static void repeat_forget_blocks(void);
+
 void qlua_exec_reclaim(lua_State *L)
 {
+    repeat_forget_blocks();
     g_hash_table_remove_all(fns_by_ref);
     lua_newtable(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, fns_ref);
@@ -558,6 +561,108 @@ static void queued_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_
     }
 }
 
+/* ---- tb:on_repeat: the same instruction started twice in a row, found natively ---- */
+
+/* A block's addresses, for the vCPU that runs it next to learn which of them ran last. */
+typedef struct {
+    exec_rec rec;         /* fn(vcpu, data), queued */
+    qlua_counter *count;  /* the vCPU's instructions started (insn:count on every one) */
+    size_t n;
+    uint64_t pcs[];
+} repeat_site;
+
+/* Per vCPU: the block it entered last and its count then; the last instruction known to have
+ * started. Each vCPU's state is touched only by the thread running it. */
+typedef struct {
+    const repeat_site *prev;
+    uint64_t prev_count;
+    uint64_t last_pc;
+    bool has_last;
+} repeat_state;
+
+#define REPEAT_CHUNK 64
+#define REPEAT_CHUNKS 4096 /* vCPU indices up to 262143 */
+static repeat_state *repeat_chunks[REPEAT_CHUNKS];
+
+static repeat_state *repeat_state_of(unsigned int vcpu)
+{
+    size_t c = vcpu / REPEAT_CHUNK;
+    if (G_UNLIKELY(c >= REPEAT_CHUNKS)) {
+        return NULL;
+    }
+    repeat_state *chunk = __atomic_load_n(&repeat_chunks[c], __ATOMIC_ACQUIRE);
+    if (G_UNLIKELY(chunk == NULL)) {
+        repeat_state *fresh = g_new0(repeat_state, REPEAT_CHUNK);
+        if (!__atomic_compare_exchange_n(&repeat_chunks[c], &chunk, fresh, false,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            g_free(fresh); /* another thread made it first: chunk holds theirs */
+        } else {
+            chunk = fresh;
+        }
+    }
+    return &chunk[vcpu % REPEAT_CHUNK];
+}
+
+/* At each start of the block: the count since the vCPU's previous block says how many of that
+ * block's instructions started, hence which one started last (blocks left early included);
+ * when that is this block's first instruction, the instruction runs twice in a row. */
+static void repeat_cb(unsigned int vcpu, void *udata)
+{
+    const repeat_site *s = udata;
+    repeat_state *st = repeat_state_of(vcpu);
+    if (st == NULL) {
+        return;
+    }
+    uint64_t now = qlua_counter_value(s->count, vcpu);
+    if (st->prev) {
+        uint64_t ran = now - st->prev_count;
+        if (ran >= 1 && ran <= st->prev->n) {
+            st->last_pc = st->prev->pcs[ran - 1];
+            st->has_last = true;
+        }
+    }
+    st->prev = s;
+    st->prev_count = now;
+    if (G_UNLIKELY(st->has_last && st->last_pc == s->pcs[0])) {
+        queued_cb(vcpu, (void *)&s->rec);
+    }
+}
+
+/* A flush frees the sites: no vCPU may look at its previous block's any more (the instruction
+ * that started last is kept). Translation is stopped then, so no vCPU runs. */
+static void repeat_forget_blocks(void)
+{
+    for (size_t c = 0; c < REPEAT_CHUNKS; c++) {
+        repeat_state *chunk = repeat_chunks[c];
+        for (size_t i = 0; chunk && i < REPEAT_CHUNK; i++) {
+            chunk[i].prev = NULL;
+        }
+    }
+}
+
+/* core.tb_on_repeat(tb, fn, data, counter): fn(vcpu, data), queued, each time the block starts
+ * right after its first instruction started (rep loops, jumps to themselves). */
+static int exec_tb_on_repeat(lua_State *L)
+{
+    struct qemu_plugin_tb *tb = qlua_tb_check(L, 1);
+    qlua_counter *count = qlua_counter_check(L, 4);
+    size_t n = qlua_host.tb_n_insns(tb);
+    if (n == 0) {
+        return 0;
+    }
+    repeat_site *s = qlua_arena_alloc(sizeof *s + n * sizeof s->pcs[0]);
+    exec_rec *r = rec_new(L, 2, 3, "tb:on_repeat");
+    s->rec = *r;
+    s->rec.count = NULL;
+    s->count = count;
+    s->n = n;
+    for (size_t i = 0; i < n; i++) {
+        s->pcs[i] = qlua_host.insn_vaddr(qlua_host.tb_get_insn(tb, i));
+    }
+    qlua_host.register_vcpu_tb_exec_cb(tb, repeat_cb, QEMU_PLUGIN_CB_NO_REGS, s);
+    return 0;
+}
+
 /* ---- registration, with positional arguments lua/qemu/init.lua has checked ---- */
 
 static enum qemu_plugin_cb_flags check_regs(lua_State *L, int idx)
@@ -680,6 +785,7 @@ void qlua_exec_open(lua_State *L)
                                    {"insn_on_mem", exec_insn_on_mem},
                                    {"tb_when", exec_tb_when},
                                    {"insn_when", exec_insn_when},
+                                   {"tb_on_repeat", exec_tb_on_repeat},
                                    {"queue_drainer", exec_queue_drainer},
                                    {NULL, NULL}};
     if (fns_by_ref == NULL) {

@@ -11,6 +11,7 @@
  * (lua/qemu/init.lua checks keys, amounts and options; the C entry points take whole numbers). */
 #include "tally.h"
 #include "arena.h"
+#include "counter.h" /* qlua_rule_ops */
 #include "gate.h"
 #include "handle.h"
 #include "host.h"
@@ -462,7 +463,13 @@ static int tally_mem(lua_State *L)
 
 /* ---- qemu.count_every with a tally: sites qlua adds to every block, with no Lua ---- */
 
-typedef struct qlua_tally_rule {
+static void rule_apply(const void *rule, struct qemu_plugin_tb *tb);
+static void rule_free(void *rule);
+static const qlua_rule_ops rule_ops = {rule_apply, rule_free};
+
+/* counter.c keeps it with the other count_every rules, and calls it through its ops */
+typedef struct {
+    const qlua_rule_ops *ops; /* first: see qlua_rule_ops */
     char kind;         /* 'b': block executions by the block's address, 'i': instructions by
                         * theirs, 'm': accesses by theirs rounded down */
     feed_site site;    /* 'm': the one site of every access; else the template */
@@ -476,6 +483,7 @@ static int tally_rule_new(lua_State *L)
     luaL_checktype(L, 1, LUA_TSTRING);
     int kind = luaL_checkoption(L, 1, NULL, kinds);
     tally_rule *r = g_new0(tally_rule, 1);
+    r->ops = &rule_ops;
     r->kind = "bim"[kind];
     r->site = (feed_site){.mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
     if (r->kind == 'm') {
@@ -486,8 +494,9 @@ static int tally_rule_new(lua_State *L)
     return 1;
 }
 
-void qlua_tally_rule_apply(const tally_rule *r, struct qemu_plugin_tb *tb)
+static void rule_apply(const void *rule, struct qemu_plugin_tb *tb)
 {
+    const tally_rule *r = rule;
     size_t n = qlua_host.tb_n_insns(tb);
     if (r->kind == 'b') {
         feed_site *s = qlua_arena_alloc(sizeof *s);
@@ -509,9 +518,9 @@ void qlua_tally_rule_apply(const tally_rule *r, struct qemu_plugin_tb *tb)
     }
 }
 
-void qlua_tally_rule_free(tally_rule *r)
+static void rule_free(void *rule)
 {
-    g_free(r);
+    g_free(rule);
 }
 
 void qlua_tally_open(lua_State *L)

@@ -13,12 +13,6 @@ void qlua_tally_fold_all(void);
 /* At vCPU exit: folds and frees this thread's feed. */
 void qlua_tally_release_mine(void);
 
-/* qemu.count_every with a tally (made by core.tally_rule, kept by counter.c's rules): adds its
- * sites to a block being translated; frees it when the rules go. */
-typedef struct qlua_tally_rule qlua_tally_rule;
-void qlua_tally_rule_apply(const qlua_tally_rule *rule, struct qemu_plugin_tb *tb);
-void qlua_tally_rule_free(qlua_tally_rule *rule);
-
 /* core.tally_new, core.tally_add_ptr (the FFI entry) and the tally metatable. */
 void qlua_tally_open(lua_State *L);
 

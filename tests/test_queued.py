@@ -95,3 +95,49 @@ def test_queued_callbacks_refuse_to_read_counters_of_a_later_moment():
                 [guest("loop"), "2"])
     assert r.status == 1 and "unknown option 'snyc' (accepted: counter, regs, sync)" in r.err, (
         f"a misspelt option is named\n{r}")
+
+
+# tb:on_repeat against the same detection written in Lua (a queued tb:on_exec with the counter's
+# value, the way scripts/insn.lua did it before), in one run, on the guest made of repeats.
+REPEAT = """
+local c = qemu.counter()
+local native, lua = {}, {}
+local prev_block, prev_count, last_pc = {}, {}, {}
+local function in_lua(vcpu, block, count)
+  local prev = prev_block[vcpu]
+  if prev then
+    local ran = prev[count - prev_count[vcpu]]
+    if ran then last_pc[vcpu] = ran end
+  end
+  if last_pc[vcpu] == block[1] then lua[block[1]] = (lua[block[1]] or 0) + 1 end
+  prev_block[vcpu], prev_count[vcpu] = block, count
+end
+local function found(vcpu, pc) native[pc] = (native[pc] or 0) + 1 end
+qemu.on_translate(function(tb)
+  local block = {}
+  tb:on_repeat(found, tb.vaddr, { counter = c })
+  tb:on_exec(in_lua, block, { counter = c })
+  for insn in tb:insns() do block[#block + 1] = insn.vaddr; insn:count(c) end
+end)
+qemu.on_exit(function()
+  local n, same = 0, true
+  for pc, k in pairs(lua) do n = n + k; same = same and native[pc] == k end
+  for pc in pairs(native) do same = same and lua[pc] ~= nil end
+  qemu.printf("repeat: found=%d same=%s\\n", n, tostring(same))
+end)
+"""
+
+
+def test_on_repeat_finds_what_the_lua_detection_finds():
+    for program in ([guest("repeats"), "7"], [guest("threads"), "20"], ["/usr/bin/sort", "/etc/services"]):
+        r = run_lua(REPEAT, program)
+        f = fields(r.log, "repeat")
+        assert r.status == 0 and f["same"] == "true", f"{program}\n{r}"
+        if "repeats" in program[0]:
+            assert int(f["found"]) > 300, f"the guest's loops repeat\n{r}"
+
+
+def test_on_repeat_needs_a_counter_and_says_how_to_make_one():
+    r = run_lua("qemu.on_translate(function(tb)\n  tb:on_repeat(print)\nend)")
+    assert r.status == 1 and re.search(r"\.lua:2: tb:on_repeat needs \{ counter = c \}, a counter of "
+                                       r"the instructions that start", r.err), r

@@ -520,6 +520,23 @@ end
 tb_methods.on_exec = exec_method("tb", core.tb_on_exec)
 insn_methods.on_exec = exec_method("insn", core.insn_on_exec)
 
+local REPEAT_OPTS = { counter = counter }
+--- tb:on_repeat(fn, data, { counter = c }): fn(vcpu, data), queued, each time the block starts
+-- right after its own first instruction started (the same instruction twice in a row: an x86
+-- rep loop, a jump to itself), found natively; c must count the instructions that start
+-- (insn:count(c) on each, or qemu.count_every("insn", c)).
+function tb_methods.on_repeat(tb, fn, data, opts, extra)
+  check_self("tb", tb, "tb:on_repeat")
+  no_more(extra, "tb:on_repeat(fn, data, opts)")
+  check_function(fn, "tb:on_repeat")
+  opts = check_opts(opts, "tb:on_repeat", REPEAT_OPTS)
+  if opts.counter == nil then
+    fail(2, "tb:on_repeat needs { counter = c }, a counter of the instructions that start "
+      .. "(insn:count(c) on each, or qemu.count_every(\"insn\", c))")
+  end
+  core.tb_on_repeat(tb, fn, data, opts.counter)
+end
+
 local MEM_OPTS = { rw = RW }
 local ON_MEM_OPTS = { rw = RW, sync = boolean, phys = boolean, value = boolean }
 --- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access, queued
