@@ -51,15 +51,26 @@ unsigned qlua_mem_flags(qemu_plugin_meminfo_t info)
            (qlua_host.mem_is_big_endian(info) ? QLUA_ACCESS_BIG_ENDIAN : 0);
 }
 
+struct qemu_plugin_hwaddr *qlua_mem_place(qemu_plugin_meminfo_t info, uint64_t vaddr, bool *io,
+                                          uint64_t *phys)
+{
+    struct qemu_plugin_hwaddr *hw = qlua_host.get_hwaddr ? qlua_host.get_hwaddr(info, vaddr) : NULL;
+    *io = hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw);
+    *phys = hw && qlua_host.system && qlua_host.hwaddr_phys_addr ? qlua_host.hwaddr_phys_addr(hw)
+                                                                : vaddr;
+    return hw;
+}
+
 void qlua_mem_capture(qlua_access_extra *x, qemu_plugin_meminfo_t info, uint64_t vaddr, bool phys,
                       bool value)
 {
     if (phys) {
-        struct qemu_plugin_hwaddr *hw =
-            qlua_host.get_hwaddr ? qlua_host.get_hwaddr(info, vaddr) : NULL;
-        x->io = hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw);
+        bool io;
+        uint64_t paddr;
+        struct qemu_plugin_hwaddr *hw = qlua_mem_place(info, vaddr, &io, &paddr);
+        x->io = io;
         x->has_phys = hw && qlua_host.system && qlua_host.hwaddr_phys_addr;
-        x->phys = x->has_phys ? qlua_u64_num(qlua_host.hwaddr_phys_addr(hw)) : 0;
+        x->phys = x->has_phys ? qlua_u64_num(paddr) : 0;
         x->device = hw && qlua_host.system && qlua_host.hwaddr_device_name
                         ? qlua_host.hwaddr_device_name(hw)
                         : NULL;
@@ -179,34 +190,6 @@ static int captured_field(lua_State *L, access_handle *h, const char *key)
     return 1;
 }
 
-static struct qemu_plugin_hwaddr *hwaddr(access_handle *h)
-{
-    return qlua_host.get_hwaddr ? qlua_host.get_hwaddr(h->info, h->vaddr) : NULL;
-}
-
-/* access.value: the value loaded or stored (QEMU >= 9.2); 16-byte values as a string. */
-static void push_value(lua_State *L, qemu_plugin_meminfo_t info)
-{
-    qlua_host_need(L, "access.value", "mem_value");
-    qemu_plugin_mem_value v = qlua_host.mem_get_value(info);
-    switch (v.type) {
-    case QEMU_PLUGIN_MEM_VALUE_U8: lua_pushinteger(L, v.data.u8); break;
-    case QEMU_PLUGIN_MEM_VALUE_U16: lua_pushinteger(L, v.data.u16); break;
-    case QEMU_PLUGIN_MEM_VALUE_U32: qlua_push_u64(L, v.data.u32); break;
-    case QEMU_PLUGIN_MEM_VALUE_U64: qlua_push_u64(L, v.data.u64); break;
-    case QEMU_PLUGIN_MEM_VALUE_U128: {
-        unsigned char bytes[16];
-        for (int i = 0; i < 8; i++) {
-            bytes[i] = (unsigned char)(v.data.u128.low >> (8 * i));
-            bytes[8 + i] = (unsigned char)(v.data.u128.high >> (8 * i));
-        }
-        lua_pushlstring(L, (const char *)bytes, sizeof bytes);
-        break;
-    }
-    default: lua_pushnil(L);
-    }
-}
-
 static int access_index(lua_State *L)
 {
     access_handle *h = check_access(L);
@@ -229,30 +212,18 @@ static int access_index(lua_State *L)
         qlua_push_u64(L, h->vaddr);
     } else if (h->captured) {
         return captured_field(L, h, key);
-    } else if (g_str_equal(key, "io")) {
-        struct qemu_plugin_hwaddr *hw = hwaddr(h);
-        lua_pushboolean(L, hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw));
-    } else if (g_str_equal(key, "phys")) {
-        struct qemu_plugin_hwaddr *hw = hwaddr(h);
-        if (hw && qlua_host.system && qlua_host.hwaddr_phys_addr) {
-            qlua_push_u64(L, qlua_host.hwaddr_phys_addr(hw));
-        } else {
-            lua_pushnil(L);
-        }
-    } else if (g_str_equal(key, "device")) {
-        struct qemu_plugin_hwaddr *hw = hwaddr(h);
-        const char *name = hw && qlua_host.system && qlua_host.hwaddr_device_name
-                               ? qlua_host.hwaddr_device_name(hw)
-                               : NULL;
-        if (name) {
-            lua_pushstring(L, name);
-        } else {
-            lua_pushnil(L);
-        }
-    } else if (g_str_equal(key, "value")) {
-        push_value(L, info);
     } else {
-        return luaL_error(L, FIELDS_MESSAGE, key);
+        /* live: what a queued access would have captured, asked of QEMU now */
+        bool value = g_str_equal(key, "value");
+        if (value) {
+            qlua_host_need(L, "access.value", "mem_value");
+        }
+        qlua_access_extra x = {0};
+        qlua_mem_capture(&x, info, h->vaddr, !value, value);
+        access_handle now = *h;
+        now.what = QLUA_CAPTURED_PHYS | QLUA_CAPTURED_VALUE;
+        now.extra = &x;
+        return captured_field(L, &now, key);
     }
     return 1;
 }

@@ -33,6 +33,10 @@ typedef struct {
 
 /* The flags byte of an access. */
 unsigned qlua_mem_flags(qemu_plugin_meminfo_t info);
+/* Where the access of the moment went: whether to an I/O device, its physical address (system
+ * mode; vaddr where there is none); returns QEMU's hwaddr, NULL in user mode. */
+struct qemu_plugin_hwaddr *qlua_mem_place(qemu_plugin_meminfo_t info, uint64_t vaddr, bool *io,
+                                          uint64_t *phys);
 /* Captures phys/io/device (phys) and the value (value) of the access of the moment into x. */
 void qlua_mem_capture(qlua_access_extra *x, qemu_plugin_meminfo_t info, uint64_t vaddr, bool phys,
                       bool value);

@@ -366,14 +366,14 @@ static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t 
     }
     uint64_t addr = vaddr;
     if (s->phys || s->io != FEED_IO_ANY) {
-        struct qemu_plugin_hwaddr *hw =
-            qlua_host.get_hwaddr ? qlua_host.get_hwaddr(info, vaddr) : NULL;
-        bool io = hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw);
+        bool io;
+        uint64_t phys;
+        qlua_mem_place(info, vaddr, &io, &phys);
         if ((s->io == FEED_IO_ONLY && !io) || (s->io == FEED_IO_SKIP && io)) {
             return;
         }
-        if (s->phys && hw && !io && qlua_host.system && qlua_host.hwaddr_phys_addr) {
-            addr = qlua_host.hwaddr_phys_addr(hw);
+        if (s->phys && !io) {
+            addr = phys;
         }
     }
     feed(s->t, addr & s->mask, vcpu);
