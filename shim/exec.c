@@ -100,17 +100,23 @@ static exec_rec *rec_new(lua_State *L, int fn_idx, int data_idx, const char *eve
     return r;
 }
 
+/* A callback's data: nil for none (reference 0). */
+static void push_data(lua_State *L, int data_ref)
+{
+    if (data_ref == 0) {
+        lua_pushnil(L);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, data_ref);
+    }
+}
+
 /* The arguments of an execution callback, synchronous or queued: vcpu, data (nil for none),
  * and with { counter = c } c's value at the event. Returns how many were pushed. */
 static int push_args(lua_State *L, unsigned int vcpu, int data_ref, bool has_count,
                      uint64_t count)
 {
     lua_pushinteger(L, vcpu);
-    if (data_ref == 0) {
-        lua_pushnil(L);
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, data_ref);
-    }
+    push_data(L, data_ref);
     if (has_count) {
         qlua_push_u64(L, count);
     }
@@ -133,8 +139,9 @@ typedef struct {
 enum {
     QUEUED_COUNT = 1,        /* counts[i]: the counter's value */
     QUEUED_MEM = 2,          /* counts[i]: the access's address */
-    QUEUED_PHYS = 4,         /* extras[i] holds phys, io, device */
-    QUEUED_VALUE = 8,        /* extras[i] holds the value */
+    QUEUED_CAPTURE_SHIFT = 2, /* an access's QLUA_CAPTURED_* bits, shifted */
+    QUEUED_PHYS = QLUA_CAPTURED_PHYS << QUEUED_CAPTURE_SHIFT,   /* extras[i]: phys, io, device */
+    QUEUED_VALUE = QLUA_CAPTURED_VALUE << QUEUED_CAPTURE_SHIFT, /* extras[i]: the value */
     QUEUED_FLAGS_SHIFT = 8,
 };
 
@@ -203,17 +210,12 @@ static int push_record(lua_State *L, thread_queue *q, size_t i, uint64_t *saved)
                          r->kind & QUEUED_COUNT ? (uint64_t)q->counts[i] : 0);
     }
     uint64_t vaddr = (uint64_t)q->counts[i]; /* fn(vcpu, access, vaddr, data) */
-    unsigned captured = (r->kind & QUEUED_PHYS ? QLUA_CAPTURED_PHYS : 0) |
-                        (r->kind & QUEUED_VALUE ? QLUA_CAPTURED_VALUE : 0);
+    unsigned captured = (r->kind & (QUEUED_PHYS | QUEUED_VALUE)) >> QUEUED_CAPTURE_SHIFT;
     lua_pushinteger(L, r->vcpu);
     *saved = qlua_access_push_captured(L, r->kind >> QUEUED_FLAGS_SHIFT, vaddr,
                                        captured ? &q->extras[i] : NULL, captured);
     qlua_push_u64(L, vaddr);
-    if (r->data == 0) {
-        lua_pushnil(L);
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, r->data);
-    }
+    push_data(L, r->data);
     return 4;
 }
 
@@ -484,11 +486,7 @@ static int push_mem(lua_State *L, void *ctx)
     lua_pushinteger(L, e->vcpu);
     e->saved = qlua_access_push(L, e->info, e->vaddr);
     qlua_push_u64(L, e->vaddr);
-    if (e->r->data_ref == 0) {
-        lua_pushnil(L);
-    } else {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, e->r->data_ref);
-    }
+    push_data(L, e->r->data_ref);
     return 4;
 }
 
@@ -552,8 +550,7 @@ static void queued_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_
         }
         qlua_mem_capture(&q->extras[n], info, vaddr, r->capture & QLUA_CAPTURED_PHYS,
                          r->capture & QLUA_CAPTURED_VALUE);
-        kind |= (r->capture & QLUA_CAPTURED_PHYS ? QUEUED_PHYS : 0) |
-                (r->capture & QLUA_CAPTURED_VALUE ? QUEUED_VALUE : 0);
+        kind |= r->capture << QUEUED_CAPTURE_SHIFT;
     }
     rec->kind = kind;
     if (G_UNLIKELY(++q->n == QUEUE_BATCH)) {
@@ -565,7 +562,7 @@ static void queued_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_
 
 /* A block's addresses, for the vCPU that runs it next to learn which of them ran last. */
 typedef struct {
-    exec_rec rec;         /* fn(vcpu, data), queued */
+    const exec_rec *rec;  /* fn(vcpu, data), queued */
     qlua_counter *count;  /* the vCPU's instructions started (insn:count on every one) */
     size_t n;
     uint64_t pcs[];
@@ -624,7 +621,7 @@ static void repeat_cb(unsigned int vcpu, void *udata)
     st->prev = s;
     st->prev_count = now;
     if (G_UNLIKELY(st->has_last && st->last_pc == s->pcs[0])) {
-        queued_cb(vcpu, (void *)&s->rec);
+        queued_cb(vcpu, (void *)s->rec);
     }
 }
 
@@ -651,9 +648,7 @@ static int exec_tb_on_repeat(lua_State *L)
         return 0;
     }
     repeat_site *s = qlua_arena_alloc(sizeof *s + n * sizeof s->pcs[0]);
-    exec_rec *r = rec_new(L, 2, 3, "tb:on_repeat");
-    s->rec = *r;
-    s->rec.count = NULL;
+    s->rec = rec_new(L, 2, 3, "tb:on_repeat");
     s->count = count;
     s->n = n;
     for (size_t i = 0; i < n; i++) {
