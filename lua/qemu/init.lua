@@ -190,6 +190,15 @@ qemu.counter = core.counter_new
 -- compiled loops make in a few ns: the cheap way to aggregate by address in tracer loops and
 -- queued callbacks; insn:tally_mem, tb:tally and insn:tally feed one with no Lua at all.
 local tally_raw -- tally -> its native object, nil for anything else
+
+-- A tally's key (amount: an amount to add): a whole number from 0 to 2^64-1; under Lua 5.4 any
+-- integer too, read as its 64-bit pattern (addresses from 2^63 up arrive negative), except a
+-- negative amount. C reads both forms (qlua_check_u64).
+local math_type = math.type
+local function is_u64(v, amount)
+  if math_type and math_type(v) == "integer" then return not amount or v >= 0 end
+  return type(v) == "number" and v >= 0 and v < 2^64 and v % 1 == 0
+end
 do
   local ffi = native.ffi
   local ffi_add = ffi and core.tally_add_ptr
@@ -227,17 +236,11 @@ do
       if rc ~= 0 then bad(rc, key, n) end
     end
   else
-    -- Lua 5.4: an integer is a u64's bit pattern (addresses from 2^63 up arrive negative), a
-    -- float must be whole and in range; C reads both (qlua_check_u64). Amounts are counts: an
-    -- integer amount must not be negative.
-    local function u64(v, amount)
-      if math.type(v) == "integer" then return not amount or v >= 0 end
-      return type(v) == "number" and v >= 0 and v < 2^64 and v % 1 == 0
-    end
+    -- Lua 5.4: keys and amounts checked here (is_u64), read by C
     function methods.add(self, key, n)
       check(self, "add")
-      if not u64(key) then bad(1, key, n) end
-      if n ~= nil and not u64(n, true) then bad(2, key, n) end
+      if not is_u64(key) then bad(1, key, n) end
+      if n ~= nil and not is_u64(n, true) then bad(2, key, n) end
       raw_add(raws[self], key, n or 1)
     end
   end
@@ -563,10 +566,8 @@ local function check_tally(t, where)
   return raw
 end
 
-local math_type = math.type -- Lua 5.4: an integer key is a u64's bit pattern, as for t:add
 local function check_key(key, where)
-  if math_type and math_type(key) == "integer" then return end
-  if type(key) ~= "number" or key < 0 or key >= 2^64 or key % 1 ~= 0 then
+  if not is_u64(key) then
     fail(3, "%s: the key must be a whole number from 0 to 2^64-1, got %s", where, tostring(key))
   end
 end
