@@ -45,6 +45,7 @@ local qemu = require "qemu"
 local report = require "qemu.report"
 local json = require "qemu.json"
 local symbolize = require "qemu.symbolize"
+local keys = require "qemu.keys"
 
 local args = qemu.script {
   name = "hotblocks",
@@ -61,71 +62,74 @@ local named = symbolize.setup(args, false, qemu.symbolize_load)
 
 local LIMIT = 20
 
-local entries = {} -- entries[pc][icount] = { pc, icount, tcount, ecount | counter }
-local n_entries = 0
+-- An entry is a (pc, icount) pair, numbered by qemu.keys (columns, not a table per entry: a
+-- translation-heavy guest has tens of thousands of them); per entry: translations, a name, and
+-- its executions in the tally `execs` (inline=on: a native counter per entry).
+local blocks = keys.new(2)
+local tcounts, names, counters = {}, {}, {}
 
--- Without inline=on, executions are counted natively in one tally keyed by the entry's number
--- (tb:tally: a record per execution, runs of one block merged, no Lua and no lock at execution
--- time); inline=on gives each entry a counter of its own.
 local execs = qemu.tally()
 
 qemu.on_translate(function(tb)
-  local pc, icount = tb.vaddr, #tb
-  local by_size = entries[pc]
-  if not by_size then
-    by_size = {}
-    entries[pc] = by_size
-  end
-  local entry = by_size[icount]
-  if entry then
-    entry.tcount = entry.tcount + 1
+  local pc = tb.vaddr
+  local id, new = blocks:id(pc, #tb)
+  if new then
+    tcounts[id] = 1
+    if named then names[id] = symbolize.format(qemu.symbolize(pc)) or false end
+    if args.inline then counters[id] = qemu.counter() end
   else
-    entry = { pc = pc, icount = icount, tcount = 1, ecount = 0, id = n_entries + 1 }
-    if named then entry.name = symbolize.format(qemu.symbolize(pc)) end
-    if args.inline then entry.counter = qemu.counter() end
-    by_size[icount] = entry
-    n_entries = n_entries + 1
+    tcounts[id] = tcounts[id] + 1
   end
   if args.inline then
-    tb:count(entry.counter)
+    tb:count(counters[id])
   else
-    tb:tally(execs, entry.id)
+    tb:tally(execs, id)
   end
 end)
 
 qemu.on_exit(function()
-  local list = {}
-  for _, by_size in pairs(entries) do
-    for _, entry in pairs(by_size) do
-      entry.ecount = entry.counter and entry.counter:sum() or execs:get(entry.id)
-      entry.key = { entry.pc, entry.icount }
-      list[#list + 1] = entry
-    end
+  local n = blocks.n
+  local pcs, icounts, ecounts, ids = blocks[1], blocks[2], {}, {}
+  for id = 1, n do
+    ids[id] = id
+    ecounts[id] = args.inline and counters[id]:sum() or execs:get(id)
   end
+  -- most executed first; ties by (pc, icount), a key made only for the entries compared on it
+  local tie_keys = {}
+  local function key(id)
+    local k = tie_keys[id]
+    if not k then
+      k = { pcs[id], icounts[id] }
+      tie_keys[id] = k
+    end
+    return k
+  end
+  local top = report.top(ids, LIMIT, function(id) return ecounts[id] end, key)
+  local function name(id) return names[id] or nil end
   if args.format == "json" then
     local rows = {}
-    for i, e in ipairs(report.top(list, LIMIT, "ecount", "key")) do
-      local kv = { "pc", json.hex(e.pc, 16), "tcount", e.tcount, "icount", e.icount,
-        "ecount", json.u64(e.ecount) }
-      if named then kv[#kv + 1], kv[#kv + 2] = "symbol", e.name or json.null end
+    for i, id in ipairs(top) do
+      local kv = { "pc", json.hex(pcs[id], 16), "tcount", tcounts[id], "icount", icounts[id],
+        "ecount", json.u64(ecounts[id]) }
+      if named then kv[#kv + 1], kv[#kv + 2] = "symbol", name(id) or json.null end
       rows[i] = json.object(kv)
     end
-    qemu.write(json.encode(json.object { "report", "hotblocks", "entries", n_entries,
+    qemu.write(json.encode(json.object { "report", "hotblocks", "entries", n,
       "rows", json.array(rows) }) .. "\n")
     return
   end
-  local out = { string.format("collected %d entries in the hash table\n", n_entries) }
-  if #list > 0 then
+  local out = { string.format("collected %d entries in the hash table\n", n) }
+  if n > 0 then
     out[#out + 1] = named and "pc, tcount, icount, ecount, symbol\n"
       or "pc, tcount, icount, ecount\n"
-    local top = report.top(list, LIMIT, "ecount", "key")
     if named then
-      out[#out + 1] = report.rows("0x%s, %d, %d, %s, %s\n", top, function(e)
-        return report.hex(e.pc, 16), e.tcount, e.icount, report.dec(e.ecount), e.name or "?"
+      out[#out + 1] = report.rows("0x%s, %d, %d, %s, %s\n", top, function(id)
+        return report.hex(pcs[id], 16), tcounts[id], icounts[id], report.dec(ecounts[id]),
+          name(id) or "?"
       end)
     else
-      out[#out + 1] = report.rows("0x%s, %d, %d, %s\n", top, function(e)
-        return report.hex(e.pc, 16), e.tcount, e.icount, report.dec(e.ecount)
+      out[#out + 1] = report.rows("0x%s, %d, %d, %s\n", top, function(id)
+        return report.hex(pcs[id], 16), tcounts[id], icounts[id], report.dec(ecounts[id])
       end)
     end
   end

@@ -80,6 +80,33 @@ describe("qemu.report", function()
       assert.are.equal(2, #report.top(recs, nil, "n", "pc"))
       assert.are.same({}, report.top({}, 20, "n", "pc"))
     end)
+
+    it("picks what a full rank puts first, ties included, and leaves the list as it was", function()
+      local seed = 7
+      local function random(n) seed = seed * 48271 % 2147483647; return seed % n end
+      for _, limit in ipairs({ 0, 1, 2, 5, 20, 99, 100 }) do
+        local recs = {}
+        for i = 1, 100 do recs[i] = { pc = random(1000), n = random(6) } end
+        local order, order_before = {}, {}
+        for i = 1, #recs do order[i], order_before[i] = recs[i], recs[i] end
+        local top = report.top(recs, limit, "n", function(x) return { x.pc } end)
+        local ranked = report.rank(order, "n", "pc")
+        assert.are.equal(limit, #top)
+        for i = 1, limit do assert.are.equal(ranked[i], top[i]) end
+        for i = 1, #recs do assert.are.equal(order_before[i], recs[i]) end
+      end
+    end)
+
+    it("keeps the unsigned order of counts above 2^63 (negative integers in Lua 5.4)", function()
+      local big = math.mininteger or -1 -- Lua 5.4: 2^63; LuaJIT: a negative number ranks lowest
+      local recs = { { pc = 1, n = 5 }, { pc = 2, n = big }, { pc = 3, n = 7 } }
+      local top = report.top(recs, 2, "n", "pc")
+      if math.mininteger then
+        assert.are.same({ 2, 3 }, { top[1].pc, top[2].pc })
+      else
+        assert.are.equal(2, #top)
+      end
+    end)
   end)
 
   describe("sort_by", function()
