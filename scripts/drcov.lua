@@ -65,6 +65,7 @@
 --     before the fork and can interleave their writes).
 local qemu = require "qemu"
 local fmt = require "qemu.drcov_format"
+local keys = require "qemu.keys"
 
 local args = qemu.script {
   name = "drcov",
@@ -93,7 +94,9 @@ local SYSCALLS = {
 
 local system = qemu.info.system
 local reg = fmt.registry()
-local blocks, order = {}, {} -- blocks[vaddr][size][module] = { vaddr, size, id, module }
+-- each distinct block (vaddr, size, module) gets an id from qemu.keys: columns, not a table
+-- per block (a translation-heavy guest has tens of thousands)
+local blocks = keys.new(3)
 local ran = qemu.tally() -- record id -> executions
 local SYSTEM = {}            -- the module key of every block in system mode
 local guest_base      -- host address - guest address, measured at the first translation
@@ -157,23 +160,7 @@ qemu.on_translate(function(tb)
   -- system mode: grouped into modules at exit; user mode: the module holding the block now (code
   -- at an address whose mapping changed is another block, in another module)
   local m = system and SYSTEM or module_at(vaddr, size)
-  local by_size = blocks[vaddr]
-  if not by_size then
-    by_size = {}
-    blocks[vaddr] = by_size
-  end
-  local by_module = by_size[size]
-  if not by_module then
-    by_module = {}
-    by_size[size] = by_module
-  end
-  local rec = by_module[m]
-  if not rec then
-    rec = { vaddr = vaddr, size = size, id = #order + 1, module = m }
-    by_module[m] = rec
-    order[rec.id] = rec
-  end
-  tb:tally(ran, rec.id)
+  tb:tally(ran, (blocks:id(vaddr, size, m)))
 end)
 
 -- Mappings: follow the guest's own calls (user mode, known targets).
@@ -226,31 +213,36 @@ end
 
 -- System mode: one "[system]" module per 4 GiB window, spanning the recorded blocks in it.
 local WINDOW = 4294967296
-local function system_modules(records)
+-- the module of each record (ids from `blocks`) in system mode: module_of[id]
+local function system_modules(records, module_of)
+  local vaddrs, sizes = blocks[1], blocks[2]
   local modules, by_window = {}, {}
-  for _, rec in ipairs(records) do
-    local window = string.format("%x", rec.vaddr - rec.vaddr % WINDOW)
+  for _, id in ipairs(records) do
+    local vaddr = vaddrs[id]
+    local window = string.format("%x", vaddr - vaddr % WINDOW)
     local m = by_window[window]
     if not m then
-      m = { id = #modules, path = "[system]", base = rec.vaddr, stop = rec.vaddr, entry = 0 }
+      m = { id = #modules, path = "[system]", base = vaddr, stop = vaddr, entry = 0 }
       modules[#modules + 1] = m
       by_window[window] = m
     end
-    if fmt.ult(rec.vaddr, m.base) then m.base = rec.vaddr end
-    if fmt.ult(m.stop, rec.vaddr + rec.size) then m.stop = rec.vaddr + rec.size end
-    rec.module = m
+    if fmt.ult(vaddr, m.base) then m.base = vaddr end
+    if fmt.ult(m.stop, vaddr + sizes[id]) then m.stop = vaddr + sizes[id] end
+    module_of[id] = m
   end
   return modules
 end
 
 qemu.on_exit(function()
-  local records = {}
-  for _, rec in ipairs(order) do
-    if ran:get(rec.id) > 0 then records[#records + 1] = rec end
+  local records = {} -- ids of the blocks that ran, in the order first translated
+  for id = 1, blocks.n do
+    if ran:get(id) > 0 then records[#records + 1] = id end
   end
+  local vaddrs, sizes, module_of = blocks[1], blocks[2], blocks[3]
   local modules
   if system then
-    modules = system_modules(records)
+    module_of = {}
+    modules = system_modules(records, module_of)
   else
     modules = {}
     for _, m in ipairs(reg.list) do
@@ -259,9 +251,9 @@ qemu.on_exit(function()
     end
   end
   local out = { fmt.header(modules, #records) }
-  for _, rec in ipairs(records) do
-    local m = modules[rec.module.id + 1]
-    out[#out + 1] = fmt.record(rec.vaddr - m.base, rec.size, m.id)
+  for _, id in ipairs(records) do
+    local m = modules[module_of[id].id + 1]
+    out[#out + 1] = fmt.record(vaddrs[id] - m.base, sizes[id], m.id)
   end
   local path = qemu.output_path(args.filename) -- at exit: a forked child writes its own %p file
   local f, err = io.open(path, "wb")

@@ -160,22 +160,18 @@ function M.registry()
 end
 
 --- `v` as `n` little-endian bytes (0 <= v < 2^(8n), n <= 4).
-local function le(v, n)
-  local bytes = {}
-  for i = 1, n do
-    local b = v % 256
-    bytes[i] = b
-    v = floor((v - b) / 256)
-  end
-  return string.char((table.unpack or unpack)(bytes))
-end
-
---- One basic-block record as drcov writes it: u32 start offset, u16 size, u16 module id.
+--- One basic-block record as drcov writes it: u32 start offset, u16 size, u16 module id, each
+-- little-endian. One string.char per record, no table: a run writes one per block, tens of
+-- thousands of them.
 function M.record(offset, size, id)
   assert(offset >= 0 and offset < 4294967296, "drcov: block offset does not fit 32 bits")
   assert(size >= 0 and size < 65536, "drcov: block size does not fit 16 bits")
   assert(id >= 0 and id < 65536, "drcov: module id does not fit 16 bits")
-  return le(offset, 4) .. le(size, 2) .. le(id, 2)
+  local o1 = floor(offset / 256)
+  local o2 = floor(o1 / 256)
+  local o3 = floor(o2 / 256)
+  return string.char(offset % 256, o1 % 256, o2 % 256, o3, size % 256, floor(size / 256),
+    id % 256, floor(id / 256))
 end
 
 --- The text part of the file: header, module table (`modules`: list of { id, base, stop,
