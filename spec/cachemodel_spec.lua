@@ -261,4 +261,65 @@ describe("qemu.cachemodel", function()
       assert.equal(string.format("%d", v), tostring(v))
     end)
   end)
+
+  -- The model writes c:access for each geometry (the ways unrolled up to 16, a loop beyond):
+  -- every form must behave as this plain one, which keeps each set as a list of tags.
+  describe("generated access code", function()
+    local function reference(size, blksize, assoc, policy, random)
+      local floor = math.floor
+      local nsets = floor(size / (blksize * assoc))
+      local sets, clock, next_out = {}, 0, {}
+      return function(addr)
+        local block = floor(addr / blksize)
+        local s, tag = block % nsets, floor(block / nsets)
+        local set = sets[s] or {}
+        sets[s] = set
+        clock = clock + 1
+        for w, e in ipairs(set) do
+          if e.tag == tag then e.used = clock return true end
+        end
+        if #set < assoc then
+          set[#set + 1] = { tag = tag, used = clock }
+          return false
+        end
+        local way = 1
+        if policy == "lru" then
+          for w = 2, assoc do if set[w].used < set[way].used then way = w end end
+        elseif policy == "fifo" then
+          way = (next_out[s] or 0) + 1
+          next_out[s] = way % assoc
+        else
+          way = random(assoc) + 1
+        end
+        set[way] = { tag = tag, used = clock }
+        return false
+      end
+    end
+
+    for _, assoc in ipairs({ 1, 2, 4, 8, 16, 32 }) do
+      for _, policy in ipairs(cachemodel.POLICIES) do
+        it(string.format("%d ways, %s: the same hits and misses as a plain model", assoc, policy),
+          function()
+            local blksize, nsets = 16, 8
+            local size = blksize * nsets * assoc
+            local c = cachemodel.new { size = size, blksize = blksize, assoc = assoc,
+              policy = policy, random = cachemodel.prng(3) }
+            local ref = reference(size, blksize, assoc, policy, cachemodel.prng(3))
+            local pick, misses = cachemodel.prng(11), 0
+            for i = 1, 4000 do
+              -- mostly a working set a little larger than the cache, sometimes far away
+              local addr = pick(size * 2)
+              if i % 97 == 0 then addr = 0x7fff00000000 + pick(2 ^ 20) end
+              local hit = c:access(addr)
+              assert.are.equal(ref(addr), hit, "access " .. i .. " at " .. addr)
+              assert.are.equal(true, c:contains(addr))
+              if not hit then misses = misses + 1 end
+            end
+            assert.are.equal(4000, c.accesses)
+            assert.are.equal(misses, c.misses)
+            assert.is_true(misses > 100 and misses < 4000)
+          end)
+      end
+    end
+  end)
 end)

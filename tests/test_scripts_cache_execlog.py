@@ -94,6 +94,38 @@ def test_cache_accesses_equal_the_oracle_and_l2_sees_every_l1_miss():
             assert 0 < l2_miss <= l2_acc, f"{extra}: L2 misses\n{r}"
 
 
+def test_cache_counts_the_fetches_of_blocks_left_in_the_middle_by_a_fault_exactly():
+    # cache.lua sends only the first fetch of each run of instructions in one cache block through
+    # the model and counts the rest natively, per instruction: a block left at a fault must not
+    # count the instructions after it (the faults guest leaves one 2000 times, mid-line)
+    for extra in ([], ["l2=on", "iblksize=16"]):
+        r = cache_run(extra, [guest("faults"), "2000"], oracle=True)
+        assert "2000 faults" in r.out, f"{extra}: the guest's faults\n{r}"
+        o = fields(r.log, "oracle")
+        _, rows = cache_summary(r)
+        d_acc, _, i_acc, i_miss = rows["0"][:4]
+        assert i_acc == int(o["insns"]), f"{extra}: insn accesses != oracle insns\n{r}"
+        assert d_acc == int(o["reads"]) + int(o["writes"]), f"{extra}: data accesses\n{r}"
+        assert 0 < i_miss < i_acc, f"{extra}: implausible fetch misses\n{r}"
+        if extra:
+            assert rows["0"][4] == rows["0"][1] + i_miss, f"L2 sees every L1 miss\n{r}"
+
+
+def test_cache_in_system_mode_counts_every_fetch_through_traps_and_interrupts():
+    # traps.bin leaves blocks at ud2 and div-by-zero faults, int3, int $0x30 and timer interrupts;
+    # boot.bin with 2 vCPUs gives a row per simulated core
+    for image, smp in (("traps.bin", 1), ("boot.bin", 2)):
+        r = system_qemu("7.2", ["script=cache"], smp=smp, oracle=True, image=image)
+        assert r.status == 33, f"{image}: the guest exits through isa-debug-exit\n{r}"
+        o = fields(r.log, "oracle")
+        _, rows = cache_summary(r)
+        total = rows["sum"] if smp > 1 else rows["0"]
+        assert list(rows) == [str(c) for c in range(smp)] + (["sum"] if smp > 1 else []), (
+            f"{image}: one row per vCPU\n{r}")
+        assert total[2] == int(o["insns"]), f"{image}: insn accesses != oracle insns\n{r}"
+        assert 0 < total[3] < total[2], f"{image}: implausible fetch misses\n{r}"
+
+
 def test_cache_per_core_rows_add_up_to_the_oracle_with_8_threads():
     r = cache_run(["cores=3", "limit=4"], [guest("threads")], oracle=True)
     o = fields(r.log, "oracle")

@@ -90,6 +90,106 @@ function M.prng(seed)
   end
 end
 
+-- c:access is written for each geometry and policy and compiled with load(): the sizes are
+-- constants in it, the search of a set's ways is unrolled (up to UNROLL ways) and so is LRU's
+-- search for the oldest way. A loop over the ways in the hot path becomes a trace of its own
+-- under LuaJIT, and every access that ran it then finished in the interpreter (the trace of a
+-- loop inside access() cannot continue into its caller): with straight code the whole access
+-- stays in the caller's trace. Lua 5.4 splits the address with integer shifts and masks (exact
+-- for every 64-bit address, where LuaJIT needs a division).
+local UNROLL = 16
+local INTEGERS = math.type ~= nil -- Lua 5.3+: integer operators exist
+
+local function log2(n)
+  local k = 0
+  while n > 1 do n, k = n / 2, k + 1 end
+  return k
+end
+
+local function make_access(nsets, blksize, assoc, policy)
+  local L = {}
+  local function add(fmt, ...) L[#L + 1] = string.format(fmt, ...) end
+  local empty = ffi and "" or " or 0" -- tables start empty (nil), FFI arrays at 0
+  -- addr -> its block's tag and set (the same in access and contains)
+  local function split()
+    if INTEGERS then
+      add("  local block = addr >> %d", log2(blksize))
+      add("  local tag, set = block >> %d, block & %d", log2(nsets), nsets - 1)
+    else
+      add("  local block = floor(addr / %d)", blksize)
+      add("  local tag = floor(block / %d)", nsets)
+      add("  local set = block - tag * %d", nsets)
+    end
+    add("  local base = set * %d", assoc)
+  end
+  add("local floor, tags, filled, last, stamp, next_out, random = ...")
+  add("local clock = 0")
+  add("local function contains(_, addr)")
+  split()
+  add("  for i = 1, %d do if tags[base + i] == tag then return true end end", assoc)
+  add("  return false")
+  add("end")
+  add("local function access(self, addr)")
+  add("  self.accesses = self.accesses + 1")
+  split()
+  add("  local w = last[set]%s", empty)
+  add("  if w == 0 or tags[base + w] ~= tag then")
+  if assoc <= UNROLL then
+    for i = 1, assoc do
+      add("    %sif tags[base + %d] == tag then w = %d", i == 1 and "" or "else", i, i)
+    end
+    add("    else w = 0 end")
+  else
+    add("    w = 0")
+    add("    for i = 1, %d do if tags[base + i] == tag then w = i break end end", assoc)
+  end
+  add("    if w == 0 then")
+  add("      self.misses = self.misses + 1")
+  add("      local n = filled[set]%s", empty)
+  add("      if n < %d then", assoc)
+  add("        w = n + 1")
+  add("        filled[set] = w")
+  add("      else")
+  if policy == "lru" then
+    if assoc <= UNROLL then
+      add("        local old = stamp[base + 1]")
+      add("        w = 1")
+      for i = 2, assoc do
+        add("        if stamp[base + %d] < old then w, old = %d, stamp[base + %d] end", i, i, i)
+      end
+    else
+      add("        local old = stamp[base + 1]")
+      add("        w = 1")
+      add("        for i = 2, %d do", assoc)
+      add("          local t = stamp[base + i]")
+      add("          if t < old then w, old = i, t end")
+      add("        end")
+    end
+  elseif policy == "fifo" then
+    -- filled in way order, then each eviction takes the oldest: a round robin over the ways
+    add("        w = (next_out[set]%s) + 1", empty)
+    add("        next_out[set] = w %% %d", assoc)
+  else
+    add("        w = random(%d) + 1", assoc)
+  end
+  add("      end")
+  add("      tags[base + w] = tag")
+  add("      last[set] = w")
+  if policy == "lru" then add("      clock = clock + 1 stamp[base + w] = clock") end
+  add("      return false")
+  add("    end")
+  add("    last[set] = w")
+  add("  end")
+  if policy == "lru" then add("  clock = clock + 1 stamp[base + w] = clock") end
+  add("  return true")
+  add("end")
+  add("return access, contains")
+  local chunk = assert((loadstring or load)(table.concat(L, "\n"),
+    string.format("=cachemodel(%d sets, %d-byte blocks, %d ways, %s)", nsets, blksize, assoc,
+      policy)))
+  return chunk
+end
+
 --- Makes a cache: cfg = { size, blksize, assoc, policy = "lru"|"fifo"|"rand", random = fn(n) }.
 -- `random` is used by "rand" only (default M.prng(cfg.seed)). Errors on a bad geometry.
 function M.new(cfg)
@@ -108,91 +208,21 @@ function M.new(cfg)
   -- array) is an empty way.
   local tags = slots(nsets * assoc + 1, -1)
   local filled = slots(nsets, 0) -- per set: ways in use (they fill in order, never empty again)
-  local victim       -- fn(set, base) -> way to evict from a full set
-  local touch        -- fn(slot) on every use of a slot (lru), or nil
-
-  if policy == "lru" then
-    -- one clock per cache orders uses within each set as well
-    local stamp, clock = slots(nsets * assoc + 1, 0), 0
-    touch = function(slot)
-      clock = clock + 1
-      stamp[slot] = clock
-    end
-    victim = function(_, base)
-      local way, oldest = 1, stamp[base + 1]
-      for w = 2, assoc do
-        local t = stamp[base + w]
-        if t < oldest then way, oldest = w, t end
-      end
-      return way
-    end
-  elseif policy == "fifo" then
-    -- Filled in way order, then each eviction takes the oldest: a round robin over the ways.
-    local next_out = slots(nsets, 0)
-    victim = function(set)
-      local way = (next_out[set] or 0) + 1 -- the way after the last one evicted
-      next_out[set] = way % assoc
-      return way
-    end
-  elseif policy == "rand" then
-    local random = cfg.random or M.prng(cfg.seed)
-    victim = function()
-      return random(assoc) + 1
-    end
-  else
+  -- Per set, the way of its last hit or fill (0: none yet), looked at before the others: most
+  -- accesses hit the block their set used last. Which way is found first changes nothing else.
+  local last = slots(nsets, 0)
+  local stamp = policy == "lru" and slots(nsets * assoc + 1, 0) or nil -- per slot: its last use
+  local next_out = policy == "fifo" and slots(nsets, 0) or nil -- per set: the way evicted last
+  local random = policy == "rand" and (cfg.random or M.prng(cfg.seed)) or nil
+  if not (stamp or next_out or random) then
     error("cachemodel: unknown policy '" .. tostring(policy) .. "'; known: "
       .. table.concat(M.POLICIES, ", "), 2)
   end
 
-  -- Per set, the way of its last hit or fill (0: none yet), looked at before the others: most
-  -- accesses hit the block their set used last, and then no loop runs, which keeps LuaJIT's
-  -- compiled path through the caller straight. Which way is found first changes nothing else.
-  local last = slots(nsets, 0)
-
   --- c:access(addr) -> true on a hit, false on a miss (the block is then in the cache).
-  function c.access(self, addr)
-    self.accesses = self.accesses + 1
-    local block = floor(addr / blksize)
-    local tag = floor(block / nsets)
-    local set = block - tag * nsets
-    local base = set * assoc
-    local l = last[set] or 0
-    if l ~= 0 and tags[base + l] == tag then
-      if touch then touch(base + l) end
-      return true
-    end
-    for w = 1, assoc do
-      if tags[base + w] == tag then
-        last[set] = w
-        if touch then touch(base + w) end
-        return true
-      end
-    end
-    self.misses = self.misses + 1
-    local n = filled[set] or 0
-    local way
-    if n < assoc then
-      way = n + 1
-      filled[set] = way
-    else
-      way = victim(set, base)
-    end
-    tags[base + way] = tag
-    last[set] = way
-    if touch then touch(base + way) end
-    return false
-  end
-
   --- c:contains(addr) -> whether the block of addr is cached (changes nothing, counts nothing).
-  function c.contains(_, addr)
-    local block = floor(addr / blksize)
-    local tag = floor(block / nsets)
-    local base = (block - tag * nsets) * assoc
-    for w = 1, assoc do
-      if tags[base + w] == tag then return true end
-    end
-    return false
-  end
+  c.access, c.contains = make_access(nsets, blksize, assoc, policy)(floor, tags, filled, last,
+    stamp, next_out, random)
 
   return c
 end
