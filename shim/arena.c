@@ -108,5 +108,5 @@ void qlua_arena_reclaim(lua_State *L)
 qlua_arena_stats qlua_arena_memory(void)
 {
     uint64_t held = bytes + REF_BYTES * ref_list()->len;
-    return (qlua_arena_stats){held, MAX(peak, held), reclaims, limit_flushes};
+    return (qlua_arena_stats){held, MAX(peak, held), reclaims, limit_flushes, translations};
 }

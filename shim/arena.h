@@ -18,6 +18,7 @@ void qlua_arena_reclaim(lua_State *L);
 
 typedef struct {
     uint64_t held, peak, reclaims, limit_flushes;
+    uint64_t translations; /* blocks QEMU reported translating to qlua */
 } qlua_arena_stats;
 qlua_arena_stats qlua_arena_memory(void);
 

@@ -97,8 +97,9 @@ void qlua_profile_report(void)
     g_string_append_printf(out,
                            "qlua profile: per-translation records: %.1f KiB held, at most %.1f "
                            "KiB; reclaimed at %" G_GUINT64_FORMAT " flushes (%" G_GUINT64_FORMAT
-                           " asked for by records=)\n",
-                           m.held / 1024.0, m.peak / 1024.0, m.reclaims, m.limit_flushes);
+                           " asked for by records=); %" G_GUINT64_FORMAT " translations seen\n",
+                           m.held / 1024.0, m.peak / 1024.0, m.reclaims, m.limit_flushes,
+                           m.translations);
     g_string_append_printf(out, "%-16s %-32s %12s %10s %9s %12s\n", "callback", "defined at",
                            "calls", "ms", "ns/call", "events");
     for (guint i = 0; i < order->len; i++) {

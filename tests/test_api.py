@@ -112,6 +112,40 @@ def test_syscall_arguments_and_results_reach_lua():
     assert "write len=8 buf>0=true" in r.log and "write ret=8" in r.log, f"syscall args\n{r}"
 
 
+def test_a_script_that_needs_no_translations_stops_qemu_reporting_them_until_it_asks():
+    # QEMU prepares every block for instrumentation while a plugin takes translations, so qlua
+    # takes them only while something needs them: here nothing does after the first (a syscall
+    # counter), then a handler added from a syscall callback and a count_every rule bring them
+    # back, and a script with an on_translate handler sees them all along
+    syscalls_only = ("local n = 0\n"
+                     "qemu.on_syscall(function() n = n + 1 end)\n"
+                     "qemu.on_exit(function() qemu.print('syscalls', n, "
+                     "'translations', qemu.memory().translations) end)\n")
+    quiet = run_lua(syscalls_only, [guest("loop"), "3"])
+    m = re.search(r"^syscalls\t(\d+)\ttranslations\t(\d+)$", quiet.log, re.M)
+    assert quiet.status == 0 and m, f"the report\n{quiet}"
+    assert int(m.group(1)) > 5, f"syscalls still reach Lua\n{quiet}"
+    assert 1 <= int(m.group(2)) <= 3, f"translations stop after the first\n{quiet}"
+
+    told = run_lua(syscalls_only + "qemu.on_translate(function() end)\n", [guest("loop"), "3"])
+    seen = int(re.search(r"translations\t(\d+)", told.log).group(1))
+    assert seen > 100, f"an on_translate handler sees every translation\n{told}"
+
+    later = run_lua("local calls, blocks, c = 0, 0, qemu.counter()\n"
+                    "qemu.on_syscall(function()\n"
+                    "  calls = calls + 1\n"
+                    "  if calls == 3 then\n"
+                    "    qemu.on_translate(function() blocks = blocks + 1 end)\n"
+                    "    qemu.count_every('insn', c)\n"
+                    "  end\n"
+                    "end)\n"
+                    "qemu.on_exit(function() qemu.print('late', blocks, c:sum() > 0) end)\n",
+                    [guest("loop"), "3"])
+    m = re.search(r"^late\t(\d+)\ttrue$", later.log, re.M)
+    assert later.status == 0 and m and int(m.group(1)) > 10, (
+        f"a handler added later gets the translations from then on\n{later}")
+
+
 def test_lua_c_modules_load():
     r = run_lua("local lfs = require 'lfs'\nqemu.print(type(lfs.currentdir()))")
     assert r.status == 0 and r.log == "string\n", f"require 'lfs' failed\n{r}"

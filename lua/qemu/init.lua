@@ -169,10 +169,11 @@ function qemu.off(fn)
   return core.off("discon", fn)
 end
 
---- qemu.memory() -> { records, records_peak, records_limit, reclaims, limit_flushes, lua }: bytes
--- held for per-translation records (native records and the references they keep), the most
--- held at once, the records= limit (0: none), how many flushes reclaimed them and how many of
--- those qlua asked for because of the limit; bytes of the Lua heap.
+--- qemu.memory() -> { records, records_peak, records_limit, reclaims, limit_flushes, lua,
+-- translations }: bytes held for per-translation records (native records and the references they
+-- keep), the most held at once, the records= limit (0: none), how many flushes reclaimed them and
+-- how many of those qlua asked for because of the limit; bytes of the Lua heap; how many blocks
+-- QEMU reported translating (after the first, only while something needs them).
 qemu.memory = core.memory
 
 --- qemu.retranslate(): at the next vCPU callback QEMU flushes all translated code, so on_translate
