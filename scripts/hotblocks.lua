@@ -75,7 +75,7 @@ qemu.on_translate(function(tb)
   local id, new = blocks:id(pc, #tb)
   if new then
     tcounts[id] = 1
-    if named then names[id] = symbolize.format(qemu.symbolize(pc)) or false end
+    if named then names[id] = symbolize.format(qemu.symbolize(pc)) end
     if args.inline then counters[id] = qemu.counter() end
   else
     tcounts[id] = tcounts[id] + 1
@@ -105,13 +105,12 @@ qemu.on_exit(function()
     return k
   end
   local top = report.top(ids, LIMIT, function(id) return ecounts[id] end, key)
-  local function name(id) return names[id] or nil end
   if args.format == "json" then
     local rows = {}
     for i, id in ipairs(top) do
       local kv = { "pc", json.hex(pcs[id], 16), "tcount", tcounts[id], "icount", icounts[id],
         "ecount", json.u64(ecounts[id]) }
-      if named then kv[#kv + 1], kv[#kv + 2] = "symbol", name(id) or json.null end
+      if named then kv[#kv + 1], kv[#kv + 2] = "symbol", names[id] or json.null end
       rows[i] = json.object(kv)
     end
     qemu.write(json.encode(json.object { "report", "hotblocks", "entries", n,
@@ -125,7 +124,7 @@ qemu.on_exit(function()
     if named then
       out[#out + 1] = report.rows("0x%s, %d, %d, %s, %s\n", top, function(id)
         return report.hex(pcs[id], 16), tcounts[id], icounts[id], report.dec(ecounts[id]),
-          name(id) or "?"
+          names[id] or "?"
       end)
     else
       out[#out + 1] = report.rows("0x%s, %d, %d, %s\n", top, function(id)

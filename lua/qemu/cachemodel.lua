@@ -151,15 +151,13 @@ local function make_access(nsets, blksize, assoc, policy)
   add("        filled[set] = w")
   add("      else")
   if policy == "lru" then
+    add("        local old = stamp[base + 1]")
+    add("        w = 1")
     if assoc <= UNROLL then
-      add("        local old = stamp[base + 1]")
-      add("        w = 1")
       for i = 2, assoc do
         add("        if stamp[base + %d] < old then w, old = %d, stamp[base + %d] end", i, i, i)
       end
     else
-      add("        local old = stamp[base + 1]")
-      add("        w = 1")
       add("        for i = 2, %d do", assoc)
       add("          local t = stamp[base + i]")
       add("          if t < old then w, old = i, t end")

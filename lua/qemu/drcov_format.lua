@@ -159,7 +159,6 @@ function M.registry()
   return reg
 end
 
---- `v` as `n` little-endian bytes (0 <= v < 2^(8n), n <= 4).
 --- One basic-block record as drcov writes it: u32 start offset, u16 size, u16 module id, each
 -- little-endian. One string.char per record, no table: a run writes one per block, tens of
 -- thousands of them.
