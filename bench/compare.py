@@ -115,7 +115,8 @@ def hotblocks_same(c, q):
     do."""
     if not c or not q:
         return not c and not q
-    key = lambda k: int(k[0], 16) ^ k[1]  # QEMU's entry: pc ^ icount
+    def key(k):  # QEMU's entry: pc ^ icount; a masked pc ("0x7f?") keys by itself
+        return (k[0], k[1]) if "?" in k[0] else int(k[0], 16) ^ k[1]
     merged = {key(k) for _, k, t in c if t > 1}
     keep = lambda rows: [(r, k) for r, k, _ in rows if key(k) not in merged]
     cut = max(min(r for r, _, _ in c), min(r for r, _, _ in q))
