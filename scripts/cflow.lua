@@ -21,21 +21,13 @@
 -- translated in the middle of a block, or one a block was left early from; a missing symbol or
 -- disassembly prints "(null)", as QEMU does.
 --
--- How (QEMU 10 stores the last instruction's address into per-vCPU scoreboard slots; QEMU 7.2
--- has no stores and qlua counters only add, so):
---   * counter X per vCPU holds the address right after the last instruction the vCPU started:
---     every instruction adds its size to X natively, which walks X along a block from its start
---     to its end when execution arrives linearly (X == start);
---   * a native conditional callback tb:when(X, "~=", start) calls Lua only when a block starts
---     somewhere else: a taken branch, a call, a return, a fault. The last instruction started is
---     the one that ends at X, and the previous block was left early when no block ends at X.
---     Lua records the branch and moves X to the block's start (adds modulo 2^64), so the
---     block's own adds walk it on from there.
--- So Lua runs about as often as QEMU's own callback, and never on straight-line flow. Adding per
--- instruction (not per block) also keeps QEMU 7.2's phantom instructions out: 7.2 (fixed in 8.0)
--- lists in a block an x86 instruction that would cross into the next page although the
--- translator dropped it, with no code behind it (seen in ld.so under /bin/ls); the block's size
--- would point past the real end, and every execution would look like an early exit.
+-- How: qemu.count_every("branch", edges) counts every control-flow edge natively, with no Lua
+-- at execution time: a block that starts anywhere other than right after the last instruction
+-- its vCPU started adds 1 to the edge (address after that instruction, block start), and marks
+-- it early when that instruction was not its block's last. This script only notes, at
+-- translation, each instruction's text and which instruction ends at each address, and turns
+-- the edges into nodes at exit. (QEMU's plugin enters C on every taken branch: a conditional
+-- callback per block, a lock and two hash lookups.)
 -- Differences from QEMU's plugin, on purpose:
 --   * QEMU creates a node for every translated instruction (cflow.c passes the last instruction's
 --     pointer where a bool "is last" is meant), so its "collected N" counts every instruction
@@ -59,55 +51,25 @@ local args = qemu.script {
 
 local TOP = 10
 
-local after = qemu.counter() -- X: per vCPU, the address after the last instruction started
-
--- X holds addresses modulo 2^63: Lua 5.4 sees addresses of 2^63 and more (kernel space) as
--- negative integers, which counters and conditions do not take; 2^63 apart never collide here.
--- (LuaJIT's doubles are exact below 2^53 only: fine for user mode, not for kernel addresses.)
-local MIN = math.mininteger
-local function key(a)
-  if a < 0 then return a - MIN end
-  return a
-end
+local edges = qemu.edges()
+qemu.count_every("branch", edges)
 
 local nodes = {}      -- address -> node
 local ending_at = {}  -- address -> the instruction (first translated) that ends there
-local block_end = {}  -- address -> true when a translated block ends there
 local disas, symbols = {}, {} -- instruction address -> text, from its first translation
 
-local function branched(vcpu, pc)
-  local x = key(after:get(vcpu))
-  local lpc = x ~= 0 and ending_at[x]
-  if lpc then
-    local node = nodes[lpc]
-    if not node then
-      node = cflow.node(lpc)
-      nodes[lpc] = node
-    end
-    cflow.branch(node, pc, not block_end[x])
-  end
-  cflow.move_slot(after, vcpu, x, key(pc))
-end
-
--- A user-mode vCPU index reused by a new thread starts with no previous instruction.
-qemu.on_vcpu_init(function(vcpu)
-  cflow.move_slot(after, vcpu, key(after:get(vcpu)), 0)
-end)
-
 qemu.on_translate(function(tb)
-  local start, n = tb.vaddr, #tb
-  tb:when(after, "~=", key(start), branched, start)
+  local n = #tb
   for insn in tb:insns() do
-    local pc, size = insn.vaddr, insn.size
+    local pc = insn.vaddr
     if disas[pc] == nil then
       disas[pc] = insn.disas
       symbols[pc] = insn.symbol or false
     end
-    local stop = key(pc + size)
+    local stop = pc + insn.size
     if ending_at[stop] == nil then ending_at[stop] = pc end
     local node = nodes[pc]
     if insn.index == n then
-      block_end[stop] = true
       if not node then
         node = cflow.node(pc)
         nodes[pc] = node
@@ -116,11 +78,21 @@ qemu.on_translate(function(tb)
     elseif node then
       node.mid_count = node.mid_count + 1
     end
-    insn:count(after, size)
   end
 end)
 
 qemu.on_exit(function()
+  for _, e in ipairs(edges:items()) do -- in the order first taken
+    local lpc = ending_at[e.from]
+    if lpc then
+      local node = nodes[lpc]
+      if not node then
+        node = cflow.node(lpc)
+        nodes[lpc] = node
+      end
+      cflow.branch(node, e.to, e.count, e.early)
+    end
+  end
   qemu.write(cflow.report(nodes, args.sort, TOP, function(addr)
     return disas[addr], symbols[addr] or nil
   end))

@@ -155,7 +155,7 @@ static count_rec *rec_new(qlua_counter *c, uint64_t n, enum qemu_plugin_mem_rw r
  * runs a block's callbacks before its inline ops whatever the order of registration, so emitting
  * counts last gives one rule on every host and strategy: callbacks and tb:when/insn:when see a
  * counter as it was before this execution of the block or instruction added to it. */
-enum pending_kind { PENDING_TB, PENDING_INSN, PENDING_MEM };
+enum pending_kind { PENDING_TB, PENDING_TB_STORE, PENDING_INSN, PENDING_MEM };
 typedef struct {
     enum pending_kind kind;
     void *where; /* struct qemu_plugin_tb * or struct qemu_plugin_insn * */
@@ -181,6 +181,11 @@ void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n)
     queue(PENDING_TB, tb, c, n, QEMU_PLUGIN_MEM_RW);
 }
 
+void qlua_counter_store_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t v)
+{
+    queue(PENDING_TB_STORE, tb, c, v, QEMU_PLUGIN_MEM_RW);
+}
+
 void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n)
 {
     queue(PENDING_INSN, insn, c, n, QEMU_PLUGIN_MEM_RW);
@@ -203,6 +208,25 @@ static void emit_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n)
     } else {
         qlua_host.register_vcpu_tb_exec_cb(tb, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
                                            rec_new(c, n, QEMU_PLUGIN_MEM_RW));
+    }
+}
+
+static void store_exec_cb(unsigned int vcpu, void *udata)
+{
+    count_rec *r = udata;
+    qlua_counter_set_mine(r->c, vcpu, r->n);
+}
+
+/* A store: inline into QEMU's scoreboard entry where QEMU has STORE_U64 (9.1, with conditional
+ * callbacks); elsewhere a C callback, as QEMU 7.2's inline ops only add. */
+static void emit_tb_store(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t v)
+{
+    if (c->sb && qlua_host.register_vcpu_tb_exec_cond_cb) {
+        qlua_host.register_vcpu_tb_exec_inline_per_vcpu(tb, QEMU_PLUGIN_INLINE_STORE_U64,
+                                                        sb_entry(c), v);
+    } else {
+        qlua_host.register_vcpu_tb_exec_cb(tb, store_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
+                                           rec_new(c, v, QEMU_PLUGIN_MEM_RW));
     }
 }
 
@@ -250,6 +274,7 @@ void qlua_counter_emit_pending(void)
         pending_op *op = &g_array_index(pending, pending_op, i);
         switch (op->kind) {
         case PENDING_TB: emit_tb(op->where, op->c, op->n); break;
+        case PENDING_TB_STORE: emit_tb_store(op->where, op->c, op->n); break;
         case PENDING_INSN: emit_insn(op->where, op->c, op->n); break;
         case PENDING_MEM: emit_mem(op->where, op->c, op->n, op->rw); break;
         }
@@ -324,6 +349,29 @@ static uint64_t sb_part(qlua_counter *c, unsigned int vcpu)
 uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu)
 {
     return sb_part(c, vcpu) + *slot(c, vcpu);
+}
+
+uint64_t qlua_counter_value_mine(qlua_counter *c, unsigned int vcpu)
+{
+    return (c->sb ? qlua_host.u64_get(sb_entry(c), vcpu) : 0) + *slot(c, vcpu);
+}
+
+void qlua_counter_set_mine(qlua_counter *c, unsigned int vcpu, uint64_t v)
+{
+    if (c->sb) {
+        qlua_host.u64_set(sb_entry(c), vcpu, v);
+    }
+    *slot(c, vcpu) = c->sb ? 0 : v;
+}
+
+void qlua_counter_set(qlua_counter *c, unsigned int vcpu, uint64_t v)
+{
+    if (in_scoreboard(c, vcpu)) {
+        qlua_host.u64_set(sb_entry(c), vcpu, v);
+        __atomic_store_n(slot(c, vcpu), 0, __ATOMIC_RELAXED);
+    } else {
+        __atomic_store_n(slot(c, vcpu), v, __ATOMIC_RELAXED);
+    }
 }
 
 /* Conditional execution callbacks (tb:when, insn:when): native on hosts with scoreboards and
@@ -416,7 +464,7 @@ static uint64_t counter_sum(qlua_counter *c)
 
 /* Counters are referenced by translated code, which outlives any Lua value: they are never freed
  * before the plugin is (a script should create its counters once, at top level). */
-static int counter_new(lua_State *L)
+qlua_counter *qlua_counter_new(void)
 {
     qlua_counter *c = g_new0(qlua_counter, 1);
     if (mode == MODE_SCOREBOARD) {
@@ -425,6 +473,12 @@ static int counter_new(lua_State *L)
     slot(c, 0);
     c->next = all_counters;
     all_counters = c;
+    return c;
+}
+
+static int counter_new(lua_State *L)
+{
+    qlua_counter *c = qlua_counter_new();
     *(qlua_counter **)lua_newuserdata(L, sizeof c) = c;
     qlua_meta_set(L, counter_meta);
     return 1;
@@ -486,13 +540,7 @@ static int counter_set(lua_State *L)
     not_queued(L, "set");
     qlua_counter *c = qlua_counter_check(L, 1);
     uint64_t v = qlua_check_u64(L, 2);
-    unsigned int vcpu = lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3);
-    if (in_scoreboard(c, vcpu)) {
-        qlua_host.u64_set(sb_entry(c), vcpu, v);
-        __atomic_store_n(slot(c, vcpu), 0, __ATOMIC_RELAXED);
-    } else {
-        __atomic_store_n(slot(c, vcpu), v, __ATOMIC_RELAXED);
-    }
+    qlua_counter_set(c, lua_isnoneornil(L, 3) ? 0 : check_vcpu(L, 3), v);
     return 0;
 }
 
@@ -640,17 +688,16 @@ void qlua_counter_drop_rules(void *dropped)
 }
 
 /* core.count_every(kind, counter, rw): kind "insn", "block", "block_insns" or "mem"; or
- * core.count_every(kind, rule) with another file's rule (core.tally_rule). */
+ * core.count_every(kind, rule) with another file's rule (core.tally_rule), which knows its kind. */
 static int counter_count_every(lua_State *L)
 {
     static const char *const kinds[] = {"insn", "block", "block_insns", "mem", NULL};
     luaL_checktype(L, 1, LUA_TSTRING);
-    enum rule_kind kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
     count_rule *rule = g_new0(count_rule, 1);
-    rule->kind = kind;
     if (lua_islightuserdata(L, 2)) {
         rule->foreign = lua_touserdata(L, 2);
     } else {
+        rule->kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
         rule->counter = qlua_counter_check(L, 2);
         rule->rw = qlua_mem_check_rw(L, 3);
     }

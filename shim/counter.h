@@ -8,11 +8,21 @@
 typedef struct qlua_counter qlua_counter;
 
 qlua_counter *qlua_counter_check(lua_State *L, int idx);
+/* A counter for qlua's own use (never freed before the plugin, like every counter). */
+qlua_counter *qlua_counter_new(void);
 uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu);
+/* Sets vCPU vcpu's value: from that vCPU's own callback, or while it does not run. */
+void qlua_counter_set(qlua_counter *c, unsigned int vcpu, uint64_t v);
+/* The same from the executing vCPU's own execution callback (QEMU has created its entry): no
+ * check of which vCPUs exist, for callbacks on hot paths. */
+uint64_t qlua_counter_value_mine(qlua_counter *c, unsigned int vcpu);
+void qlua_counter_set_mine(qlua_counter *c, unsigned int vcpu, uint64_t v);
 
 /* Counting ops asked for during a translation; emitted by qlua_counter_emit_pending once the
  * on_translate handlers have returned (see counter.c for why last). */
 void qlua_counter_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n);
+/* The executing vCPU's value := v at each execution of the block (after its callbacks). */
+void qlua_counter_store_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t v);
 void qlua_counter_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n);
 void qlua_counter_mem(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n,
                       enum qemu_plugin_mem_rw rw);

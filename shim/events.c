@@ -12,6 +12,7 @@
 #include "gate.h"
 #include "handle.h"
 #include "host.h"
+#include "tally.h"
 #include "tb.h"
 #include "value.h"
 #include "vcpu.h"
@@ -122,6 +123,7 @@ static void vcpu_init_cb(qemu_plugin_id_t id, unsigned int vcpu)
     qlua_lock();
     qlua_vcpu_started();
     bool retranslate = qlua_counter_vcpu_init(vcpu);
+    qlua_tally_vcpu_init(vcpu);
     qlua_unlock();
     if (retranslate) {
         /* Code translated with shared inline adds must go: a reset flushes every block and

@@ -21,6 +21,7 @@
 #include "value.h"
 
 #define TALLY_META "qlua.tally"
+#define EDGES_META "qlua.edges"
 #define EMPTY UINT64_MAX /* marks a free slot; the key EMPTY itself lives in `max_count` */
 #define FIRST_BITS 6     /* a new or reset tally starts with 64 slots */
 
@@ -31,19 +32,31 @@ typedef struct {
     uint64_t *keys;
     uint64_t *counts;
     uint64_t *vcpus; /* per slot: the vCPUs whose natively fed adds reached it */
+    /* qemu.edges only (NULL in a tally): a key is the pair (keys[i], tos[i]) */
+    uint64_t *tos;
+    uint64_t *firsts;  /* when each key was first added: 1, 2, ...; 0 marks a free slot */
+    uint64_t *earlies; /* of each count, the transfers out of a block left before its end */
+    uint64_t added;    /* keys added since the last reset: the next firsts value */
     unsigned int bits; /* 2^bits slots */
     size_t used;
-    bool has_max;
+    bool has_max;      /* a tally's key EMPTY, which cannot mark its own slot */
     uint64_t max_count;
     uint64_t max_vcpus;
     bool pinned; /* fed natively: kept alive for good, as translated code may name it */
+    bool edges;
 } qlua_tally;
 
-static int tally_meta;
+static int tally_meta, edges_meta;
 
-static inline size_t slot_of(const qlua_tally *t, uint64_t key)
+static inline size_t slot_of(const qlua_tally *t, uint64_t key, uint64_t to)
 {
-    return (size_t)((key * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - t->bits));
+    return (size_t)(((key ^ (to * UINT64_C(0xC2B2AE3D27D4EB4F))) * UINT64_C(0x9E3779B97F4A7C15)) >>
+                    (64 - t->bits));
+}
+
+static inline bool slot_free(const qlua_tally *t, size_t i)
+{
+    return t->edges ? t->firsts[i] == 0 : t->keys[i] == EMPTY;
 }
 
 static void tally_alloc(qlua_tally *t, unsigned int bits)
@@ -56,67 +69,103 @@ static void tally_alloc(qlua_tally *t, unsigned int bits)
     for (size_t i = 0; i < n; i++) {
         t->keys[i] = EMPTY;
     }
+    if (t->edges) {
+        t->tos = g_new0(uint64_t, n);
+        t->firsts = g_new0(uint64_t, n);
+        t->earlies = g_new0(uint64_t, n);
+    }
     t->used = 0;
 }
 
-static void tally_put(qlua_tally *t, uint64_t key, uint64_t n, uint64_t vcpus);
+static void tally_free(qlua_tally *t)
+{
+    g_free(t->keys);
+    g_free(t->counts);
+    g_free(t->vcpus);
+    g_free(t->tos);
+    g_free(t->firsts);
+    g_free(t->earlies);
+    t->keys = t->counts = t->vcpus = t->tos = t->firsts = t->earlies = NULL;
+}
+
+/* The slot that holds the key (key, to) (a tally's: (key, 0)), or the free slot it would take. */
+static size_t tally_find(const qlua_tally *t, uint64_t key, uint64_t to)
+{
+    size_t mask = ((size_t)1 << t->bits) - 1;
+    size_t i = slot_of(t, key, to);
+    while (!slot_free(t, i) && !(t->keys[i] == key && (!t->edges || t->tos[i] == to))) {
+        i = (i + 1) & mask;
+    }
+    return i;
+}
 
 static void tally_grow(qlua_tally *t)
 {
     qlua_tally old = *t;
     tally_alloc(t, old.bits + 1);
     for (size_t i = 0; i < ((size_t)1 << old.bits); i++) {
-        if (old.keys[i] != EMPTY) {
-            tally_put(t, old.keys[i], old.counts[i], old.vcpus[i]);
+        if (slot_free(&old, i)) {
+            continue;
         }
+        size_t j = tally_find(t, old.keys[i], old.edges ? old.tos[i] : 0);
+        t->keys[j] = old.keys[i];
+        t->counts[j] = old.counts[i];
+        t->vcpus[j] = old.vcpus[i];
+        if (t->edges) {
+            t->tos[j] = old.tos[i];
+            t->firsts[j] = old.firsts[i];
+            t->earlies[j] = old.earlies[i];
+        }
+        t->used++;
     }
-    g_free(old.keys);
-    g_free(old.counts);
-    g_free(old.vcpus);
+    tally_free(&old);
 }
 
-/* Adds n to key's count and the vCPU bits `vcpus` to its set. */
-static void tally_put(qlua_tally *t, uint64_t key, uint64_t n, uint64_t vcpus)
+/* Adds n to the count of (key, to) (a tally: to is 0), the vCPU bits `vcpus` to its set and, for
+ * edges, n to its early count when `early`. */
+static void tally_put(qlua_tally *t, uint64_t key, uint64_t to, uint64_t n, bool early,
+                      uint64_t vcpus)
 {
-    if (G_UNLIKELY(key == EMPTY)) {
+    if (G_UNLIKELY(key == EMPTY && !t->edges)) {
         t->has_max = true;
         t->max_count += n;
         t->max_vcpus |= vcpus;
         return;
     }
-    size_t mask = ((size_t)1 << t->bits) - 1;
-    for (size_t i = slot_of(t, key);; i = (i + 1) & mask) {
-        if (t->keys[i] == key) {
-            t->counts[i] += n;
-            t->vcpus[i] |= vcpus;
-            return;
+    size_t i = tally_find(t, key, to);
+    bool fresh = slot_free(t, i);
+    if (fresh) {
+        t->keys[i] = key;
+        if (t->edges) {
+            t->tos[i] = to;
+            t->firsts[i] = ++t->added;
         }
-        if (t->keys[i] == EMPTY) {
-            t->keys[i] = key;
-            t->counts[i] = n;
-            t->vcpus[i] = vcpus;
-            if (++t->used * 4 > mask * 3) { /* keep probes short: at most 3/4 full */
-                tally_grow(t);
-            }
-            return;
-        }
+    }
+    t->counts[i] += n;
+    t->vcpus[i] |= vcpus;
+    if (early) {
+        t->earlies[i] += n;
+    }
+    if (fresh && ++t->used * 4 > (((size_t)1 << t->bits) - 1) * 3) {
+        tally_grow(t); /* keep probes short: at most 3/4 full */
     }
 }
 
-static bool tally_find(const qlua_tally *t, uint64_t key, uint64_t *count)
+/* The count of (key, to), 0 for a key never added; *early its early part (edges). */
+static uint64_t tally_count(const qlua_tally *t, uint64_t key, uint64_t to, uint64_t *early)
 {
-    if (key == EMPTY) {
-        *count = t->max_count;
-        return t->has_max;
+    *early = 0;
+    if (key == EMPTY && !t->edges) {
+        return t->max_count;
     }
-    size_t mask = ((size_t)1 << t->bits) - 1;
-    for (size_t i = slot_of(t, key); t->keys[i] != EMPTY; i = (i + 1) & mask) {
-        if (t->keys[i] == key) {
-            *count = t->counts[i];
-            return true;
-        }
+    size_t i = tally_find(t, key, to);
+    if (slot_free(t, i)) {
+        return 0;
     }
-    return false;
+    if (t->edges) {
+        *early = t->earlies[i];
+    }
+    return t->counts[i];
 }
 
 /* LuaJIT's FFI entry: numbers arrive as doubles. 0: done; 1: bad key; 2: bad amount. */
@@ -128,7 +177,7 @@ static int tally_add_double(qlua_tally *t, double key, double n)
     if (G_UNLIKELY(!qlua_whole_u64(n))) {
         return 2;
     }
-    tally_put(t, (uint64_t)key, (uint64_t)n, 0);
+    tally_put(t, (uint64_t)key, 0, (uint64_t)n, false, 0);
     return 0;
 }
 
@@ -137,28 +186,39 @@ static qlua_tally *check_tally(lua_State *L, int idx)
     return qlua_meta_check(L, idx, tally_meta, "tally");
 }
 
+static qlua_tally *check_edges(lua_State *L, int idx)
+{
+    return qlua_meta_check(L, idx, edges_meta, "edges");
+}
+
+static qlua_tally *new_map(lua_State *L, bool edges)
+{
+    qlua_tally *t = lua_newuserdata(L, sizeof *t);
+    *t = (qlua_tally){.edges = edges};
+    tally_alloc(t, FIRST_BITS);
+    qlua_meta_set(L, edges ? edges_meta : tally_meta);
+    return t;
+}
+
 /* core.tally_new() -> tally userdata, its address (for the FFI) */
 static int tally_new(lua_State *L)
 {
-    qlua_tally *t = lua_newuserdata(L, sizeof *t);
-    *t = (qlua_tally){0};
-    tally_alloc(t, FIRST_BITS);
-    qlua_meta_set(L, tally_meta);
-    lua_pushlightuserdata(L, t);
+    lua_pushlightuserdata(L, new_map(L, false));
     return 2;
 }
 
-static void tally_free(qlua_tally *t)
+/* core.edges_new() -> edges userdata (qemu.edges(): its methods are the C functions below) */
+static int edges_new(lua_State *L)
 {
-    g_free(t->keys);
-    g_free(t->counts);
-    g_free(t->vcpus);
-    *t = (qlua_tally){0};
+    new_map(L, true);
+    return 1;
 }
 
-static int tally_gc(lua_State *L)
+/* __gc of both kinds: a collected map was never fed (fed maps are pinned) */
+static int map_gc(lua_State *L)
 {
-    tally_free(check_tally(L, 1));
+    qlua_tally *t = lua_touserdata(L, 1);
+    tally_free(t);
     return 0;
 }
 
@@ -166,7 +226,7 @@ static int tally_gc(lua_State *L)
 static int tally_add_l(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
-    tally_put(t, qlua_check_u64(L, 2), qlua_check_u64(L, 3), 0);
+    tally_put(t, qlua_check_u64(L, 2), 0, qlua_check_u64(L, 3), false, 0);
     return 0;
 }
 
@@ -174,9 +234,8 @@ static int tally_add_l(lua_State *L)
 static int tally_get(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
-    uint64_t count = 0;
-    tally_find(t, qlua_check_u64(L, 2), &count);
-    qlua_push_u64(L, count);
+    uint64_t early;
+    qlua_push_u64(L, tally_count(t, qlua_check_u64(L, 2), 0, &early));
     return 1;
 }
 
@@ -213,28 +272,110 @@ static int tally_vcpus(lua_State *L)
     return push_map(L, t, t->vcpus, t->max_vcpus);
 }
 
+static size_t map_size(const qlua_tally *t)
+{
+    return t->used + (t->has_max ? 1 : 0);
+}
+
+static void map_reset(qlua_tally *t)
+{
+    qlua_tally_fold_mine(); /* adds made before the reset are forgotten with the rest */
+    tally_free(t);
+    t->has_max = false;
+    t->max_count = t->max_vcpus = t->added = 0;
+    tally_alloc(t, FIRST_BITS);
+}
+
 /* t:size() -> number of distinct keys */
 static int tally_size(lua_State *L)
 {
-    qlua_tally *t = check_tally(L, 1);
-    lua_pushinteger(L, (lua_Integer)(t->used + (t->has_max ? 1 : 0)));
+    lua_pushinteger(L, (lua_Integer)map_size(check_tally(L, 1)));
     return 1;
 }
 
 /* t:reset(): forget every key */
 static int tally_reset(lua_State *L)
 {
-    qlua_tally *t = check_tally(L, 1);
-    qlua_tally_fold_mine(); /* adds made before the reset are forgotten with the rest */
-    tally_free(t);
-    tally_alloc(t, FIRST_BITS);
+    map_reset(check_tally(L, 1));
     return 0;
 }
 
 static int tally_tostring(lua_State *L)
 {
-    qlua_tally *t = check_tally(L, 1);
-    lua_pushfstring(L, "tally (%d keys)", (int)(t->used + (t->has_max ? 1 : 0)));
+    lua_pushfstring(L, "tally (%d keys)", (int)map_size(check_tally(L, 1)));
+    return 1;
+}
+
+/* e:get(from, to) -> count, early (0, 0 for an edge never taken) */
+static int edges_get(lua_State *L)
+{
+    qlua_tally *t = check_edges(L, 1);
+    uint64_t early;
+    qlua_push_u64(L, tally_count(t, qlua_check_u64(L, 2), qlua_check_u64(L, 3), &early));
+    qlua_push_u64(L, early);
+    return 2;
+}
+
+typedef struct {
+    uint64_t first;
+    size_t slot;
+} first_slot;
+
+static int by_first(const void *a, const void *b)
+{
+    uint64_t fa = ((const first_slot *)a)->first, fb = ((const first_slot *)b)->first;
+    return fa < fb ? -1 : fa > fb;
+}
+
+static void set_u64_field(lua_State *L, const char *name, uint64_t v)
+{
+    qlua_push_u64(L, v);
+    lua_setfield(L, -2, name);
+}
+
+/* e:items() -> { { from =, to =, count =, early =, vcpus = }, ... } in the order the edges were
+ * first taken (as folded: per thread, its execution order) */
+static int edges_items(lua_State *L)
+{
+    qlua_tally *t = check_edges(L, 1);
+    first_slot *order = g_new(first_slot, MAX(t->used, 1));
+    size_t n = 0;
+    for (size_t i = 0; i < ((size_t)1 << t->bits); i++) {
+        if (!slot_free(t, i)) {
+            order[n++] = (first_slot){t->firsts[i], i};
+        }
+    }
+    qsort(order, n, sizeof *order, by_first);
+    lua_createtable(L, (int)MIN(n, (size_t)INT_MAX), 0);
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k].slot;
+        lua_createtable(L, 0, 5);
+        set_u64_field(L, "from", t->keys[i]);
+        set_u64_field(L, "to", t->tos[i]);
+        set_u64_field(L, "count", t->counts[i]);
+        set_u64_field(L, "early", t->earlies[i]);
+        set_u64_field(L, "vcpus", t->vcpus[i]);
+        lua_rawseti(L, -2, (int)(k + 1));
+    }
+    g_free(order);
+    return 1;
+}
+
+static int edges_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)map_size(check_edges(L, 1)));
+    return 1;
+}
+
+static int edges_reset(lua_State *L)
+{
+    map_reset(check_edges(L, 1));
+    return 0;
+}
+
+static int edges_tostring(lua_State *L)
+{
+    lua_pushfstring(L, "edges (%d)", (int)map_size(check_edges(L, 1)));
     return 1;
 }
 
@@ -243,8 +384,10 @@ static int tally_tostring(lua_State *L)
 typedef struct {
     qlua_tally *t;
     uint64_t key;
+    uint64_t to; /* edges: the key's second half; 0 for a tally */
     uint64_t n;
     uint32_t vcpu;
+    bool early;  /* edges: out of a block left before its last instruction */
 } feed_rec;
 
 #define FEED_BATCH 4096
@@ -275,22 +418,24 @@ static void fold(thread_feed *f)
 {
     for (size_t i = 0; i < f->n; i++) {
         const feed_rec *r = &f->recs[i];
-        tally_put(r->t, r->key, r->n, r->vcpu < VCPU_BITS ? UINT64_C(1) << r->vcpu : 0);
+        tally_put(r->t, r->key, r->to, r->n, r->early,
+                  r->vcpu < VCPU_BITS ? UINT64_C(1) << r->vcpu : 0);
     }
     f->n = 0;
 }
 
-static inline void feed(qlua_tally *t, uint64_t key, unsigned int vcpu)
+static inline void feed(qlua_tally *t, uint64_t key, uint64_t to, bool early, unsigned int vcpu)
 {
     thread_feed *f = G_LIKELY(my_feed != NULL) ? my_feed : new_feed();
-    if (f->n > 0) { /* runs of one key (a page, a loop's block) cost one record */
+    if (f->n > 0) { /* runs of one key (a page, a loop's block or back edge) cost one record */
         feed_rec *last = &f->recs[f->n - 1];
-        if (last->key == key && last->t == t && last->vcpu == vcpu) {
+        if (last->key == key && last->to == to && last->t == t && last->vcpu == vcpu &&
+            last->early == early) {
             last->n++;
             return;
         }
     }
-    f->recs[f->n++] = (feed_rec){t, key, 1, vcpu};
+    f->recs[f->n++] = (feed_rec){t, key, to, 1, vcpu, early};
     if (G_UNLIKELY(f->n == FEED_BATCH)) {
         qlua_lock();
         fold(f);
@@ -354,7 +499,7 @@ enum { FEED_IO_ANY, FEED_IO_ONLY, FEED_IO_SKIP };
 static void feed_exec_cb(unsigned int vcpu, void *udata)
 {
     const feed_site *s = udata;
-    feed(s->t, s->key, vcpu);
+    feed(s->t, s->key, 0, false, vcpu);
 }
 
 static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
@@ -376,20 +521,24 @@ static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t 
             addr = phys;
         }
     }
-    feed(s->t, addr & s->mask, vcpu);
+    feed(s->t, addr & s->mask, 0, false, vcpu);
 }
 
 /* The tally at idx, pinned: translated code and feed records may name it at any time, so a fed
  * tally lives as long as the Lua state (like counters and tracers; there are few). */
-static qlua_tally *fed_tally(lua_State *L, int idx)
+static qlua_tally *pin(lua_State *L, int idx, qlua_tally *t)
 {
-    qlua_tally *t = check_tally(L, idx);
     if (!t->pinned) {
         lua_pushvalue(L, idx);
         luaL_ref(L, LUA_REGISTRYINDEX);
         t->pinned = true;
     }
     return t;
+}
+
+static qlua_tally *fed_tally(lua_State *L, int idx)
+{
+    return pin(L, idx, check_tally(L, idx));
 }
 
 /* A site for the tally at idx, until the next flush. */
@@ -468,24 +617,70 @@ static void rule_free(void *rule);
 static const qlua_rule_ops rule_ops = {rule_apply, rule_free};
 
 /* counter.c keeps it with the other count_every rules, and calls it through its ops */
+/* qemu.count_every("branch", edges): per vCPU, `after` holds the address right after the last
+ * instruction that started (each instruction adds its size, so it walks along a block entered at
+ * its start) and `block_end` the end of the block that instruction is in (stored at each block
+ * start). A block that starts anywhere but `after` was reached by a transfer: a conditional
+ * callback, native where QEMU has them, feeds the edge (after, start), early when the previous
+ * block was left before its end (after != block_end), and moves `after` to the start; the block's
+ * own ops then run from there. Nothing runs on straight-line flow. */
+typedef struct {
+    qlua_tally *t;
+    qlua_counter *after;
+    qlua_counter *block_end;
+    uint64_t start; /* a site's: its block's start */
+} branch_site;
+
+static void branch_cb(unsigned int vcpu, void *udata)
+{
+    const branch_site *b = udata;
+    uint64_t from = qlua_counter_value_mine(b->after, vcpu);
+    if (from != 0) { /* 0: the vCPU's first block, with no instruction before it */
+        feed(b->t, from, b->start, from != qlua_counter_value_mine(b->block_end, vcpu), vcpu);
+    }
+    qlua_counter_set_mine(b->after, vcpu, b->start);
+}
+
+/* Every branch rule's `after` counter, for qlua_tally_vcpu_init. */
+static GPtrArray *branch_afters;
+
+void qlua_tally_vcpu_init(unsigned int vcpu)
+{
+    for (guint i = 0; branch_afters && i < branch_afters->len; i++) {
+        qlua_counter_set(g_ptr_array_index(branch_afters, i), vcpu, 0);
+    }
+}
+
 typedef struct {
     const qlua_rule_ops *ops; /* first: see qlua_rule_ops */
     char kind;         /* 'b': block executions by the block's address, 'i': instructions by
-                        * theirs, 'm': accesses by theirs rounded down */
+                        * theirs, 'm': accesses by theirs rounded down, 'e': edges (branches) */
     feed_site site;    /* 'm': the one site of every access; else the template */
+    branch_site branch; /* 'e': the template */
 } tally_rule;
 
 /* core.tally_rule(kind, tally, rw, align, phys, io) -> the rule (a light userdata), for
- * core.count_every_rule (counter.c keeps the rules). kind: "block", "insn" or "mem". */
+ * core.count_every_rule (counter.c keeps the rules). kind: "block", "insn" or "mem"; or
+ * core.tally_rule("branch", edges). */
 static int tally_rule_new(lua_State *L)
 {
-    static const char *const kinds[] = {"block", "insn", "mem", NULL};
+    static const char *const kinds[] = {"block", "insn", "mem", "branch", NULL};
     luaL_checktype(L, 1, LUA_TSTRING);
     int kind = luaL_checkoption(L, 1, NULL, kinds);
     tally_rule *r = g_new0(tally_rule, 1);
     r->ops = &rule_ops;
-    r->kind = "bim"[kind];
+    r->kind = "bime"[kind];
     r->site = (feed_site){.mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
+    if (r->kind == 'e') {
+        qlua_tally *t = pin(L, 2, check_edges(L, 2));
+        r->branch = (branch_site){t, qlua_counter_new(), qlua_counter_new(), 0};
+        if (branch_afters == NULL) {
+            branch_afters = g_ptr_array_new();
+        }
+        g_ptr_array_add(branch_afters, r->branch.after);
+        lua_pushlightuserdata(L, r);
+        return 1;
+    }
     if (r->kind == 'm') {
         mem_options(L, 3, &r->site);
     }
@@ -494,10 +689,33 @@ static int tally_rule_new(lua_State *L)
     return 1;
 }
 
+static void branch_apply(const tally_rule *r, struct qemu_plugin_tb *tb, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    struct qemu_plugin_insn *last = qlua_host.tb_get_insn(tb, n - 1);
+    branch_site *b = qlua_arena_alloc(sizeof *b);
+    *b = r->branch;
+    b->start = qlua_host.tb_vaddr(tb);
+    qlua_counter_when_tb(tb, b->after, QEMU_PLUGIN_COND_NE, b->start, branch_cb, b);
+    /* emitted after the callback (counter.c): it sees the previous block's values */
+    qlua_counter_store_tb(tb, b->block_end,
+                          qlua_host.insn_vaddr(last) + qlua_host.insn_size(last));
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qlua_host.tb_get_insn(tb, i);
+        qlua_counter_insn(insn, b->after, qlua_host.insn_size(insn));
+    }
+}
+
 static void rule_apply(const void *rule, struct qemu_plugin_tb *tb)
 {
     const tally_rule *r = rule;
     size_t n = qlua_host.tb_n_insns(tb);
+    if (r->kind == 'e') {
+        branch_apply(r, tb, n);
+        return;
+    }
     if (r->kind == 'b') {
         feed_site *s = qlua_arena_alloc(sizeof *s);
         *s = r->site;
@@ -530,14 +748,24 @@ void qlua_tally_open(lua_State *L)
                                        {"vcpus", tally_vcpus},
                                        {"reset", tally_reset},   {NULL, NULL}};
     static const luaL_Reg metamethods[] = {
-        {"__gc", tally_gc}, {"__tostring", tally_tostring}, {NULL, NULL}};
+        {"__gc", map_gc}, {"__tostring", tally_tostring}, {NULL, NULL}};
+    static const luaL_Reg edge_methods[] = {{"get", edges_get},   {"items", edges_items},
+                                            {"size", edges_size}, {"reset", edges_reset},
+                                            {NULL, NULL}};
+    static const luaL_Reg edge_metamethods[] = {
+        {"__gc", map_gc}, {"__tostring", edges_tostring}, {NULL, NULL}};
     static const luaL_Reg core[] = {{"tally_new", tally_new},     {"tally_add", tally_add_l},
                                     {"tb_tally", tally_tb},       {"insn_tally", tally_insn},
                                     {"insn_tally_mem", tally_mem}, {"tally_rule", tally_rule_new},
-                                    {NULL, NULL}};
+                                    {"edges_new", edges_new},     {NULL, NULL}};
     tally_meta = qlua_meta_new(L, TALLY_META);
     luaL_setfuncs(L, metamethods, 0);
     luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    edges_meta = qlua_meta_new(L, EDGES_META);
+    luaL_setfuncs(L, edge_metamethods, 0);
+    luaL_newlib(L, edge_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
     luaL_setfuncs(L, core, 0);

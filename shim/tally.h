@@ -1,5 +1,6 @@
 /* tally.h: qemu.tally(), a native map from 64-bit keys to 64-bit counts, added to from Lua or,
- * with no Lua, at execution time (insn:tally_mem, tb:tally, insn:tally) through per-thread feeds. */
+ * with no Lua, at execution time (insn:tally_mem, tb:tally, insn:tally) through per-thread feeds;
+ * and qemu.edges(), the same map keyed by (from, to) pairs, fed with control-flow transfers. */
 #ifndef QLUA_TALLY_H
 #define QLUA_TALLY_H
 
@@ -12,6 +13,9 @@ void qlua_tally_fold_mine(void);
 void qlua_tally_fold_all(void);
 /* At vCPU exit: folds and frees this thread's feed. */
 void qlua_tally_release_mine(void);
+
+/* At vCPU init: a reused user-mode vCPU index starts with no previous instruction (edges). */
+void qlua_tally_vcpu_init(unsigned int vcpu);
 
 /* core.tally_new, core.tally_add_ptr (the FFI entry) and the tally metatable. */
 void qlua_tally_open(lua_State *L);

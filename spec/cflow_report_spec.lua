@@ -23,33 +23,40 @@ end
 describe("qemu.cflow_report", function()
   it("counts branches per destination, in the order first seen", function()
     local n = cflow.node(0x401700)
-    cflow.branch(n, 0x402000)
-    cflow.branch(n, 0x401000)
-    cflow.branch(n, 0x402000)
-    assert.equal(3, n.dest_count)
-    assert.same({ { addr = 0x402000, count = 2 }, { addr = 0x401000, count = 1 } }, n.dests)
+    cflow.branch(n, 0x402000, 1, 0)
+    cflow.branch(n, 0x401000, 1, 0)
+    cflow.branch(n, 0x402000, 4, 0)
+    assert.equal(6, n.dest_count)
+    assert.same({ { addr = 0x402000, count = 5 }, { addr = 0x401000, count = 1 } }, n.dests)
     assert.equal(0, n.early_exit)
     assert.equal(0, n.mid_count)
   end)
 
-  it("marks an early exit and makes the node a sync fault", function()
+  it("counts early exits and makes the node a sync fault", function()
     local n = cflow.node(0x40180c)
-    cflow.branch(n, 0x401615, true)
-    cflow.branch(n, 0x401615, true)
+    cflow.branch(n, 0x401615, 3, 2)
     assert.equal(2, n.early_exit)
+    assert.equal(3, n.dest_count)
     assert.equal(1, n.mid_count)
+  end)
+
+  it("leaves a node with only ordinary branches a branch", function()
+    local n = cflow.node(0x401700)
+    cflow.branch(n, 0x401615, 7, 0)
+    assert.equal(0, n.early_exit)
+    assert.equal(0, n.mid_count)
   end)
 
   describe("report", function()
     local function sample()
       local hot, ret, fault, quiet, tie = cflow.node(0x4016d3), cflow.node(0x401700),
         cflow.node(0x40180c), cflow.node(0x401500), cflow.node(0x401900)
-      for _ = 1, 5 do cflow.branch(hot, 0x4016b0) end
-      cflow.branch(ret, 0x402000)
-      cflow.branch(ret, 0x403000)
-      cflow.branch(fault, 0x401615, true)
-      cflow.branch(tie, 0x401000)
-      cflow.branch(tie, 0x401004)
+      cflow.branch(hot, 0x4016b0, 5, 0)
+      cflow.branch(ret, 0x402000, 1, 0)
+      cflow.branch(ret, 0x403000, 1, 0)
+      cflow.branch(fault, 0x401615, 1, 1)
+      cflow.branch(tie, 0x401000, 1, 0)
+      cflow.branch(tie, 0x401004, 1, 0)
       return nodes_of({ hot, ret, fault, quiet, tie })
     end
 
@@ -90,48 +97,6 @@ describe("qemu.cflow_report", function()
       local text = cflow.report(sample(), "hottest", 1, text_of)
       local _, count = text:gsub("  addr: ", "")
       assert.equal(1, count)
-    end)
-  end)
-
-  describe("move_slot", function()
-    local function recorder()
-      local c = { calls = {} }
-      function c:add(n, vcpu) self.calls[#self.calls + 1] = { n, vcpu } end
-      return c
-    end
-
-    it("adds the difference going up", function()
-      local c = recorder()
-      cflow.move_slot(c, 2, 0x401000, 0x401615)
-      assert.same({ { 0x615, 2 } }, c.calls)
-    end)
-
-    it("adds 2^64 - 2^53 then 2^53 - d going down", function()
-      local c = recorder()
-      cflow.move_slot(c, 1, 0x4016d5, 0x4016b0)
-      assert.equal(2, #c.calls)
-      assert.equal(2047 * 2 ^ 53, c.calls[1][1])
-      assert.equal(2 ^ 53, c.calls[2][1] + 0x25)
-    end)
-
-    it("goes down by more than 2^53 in exact parts (Lua 5.4 integers)", function()
-      if not math.type then return end
-      local c = recorder()
-      local from, to = 0x7fff800000001000, 0x401000
-      cflow.move_slot(c, 0, from, to)
-      local d = from - to
-      local q = load("return function(a) return a // 9007199254740992 end")()(d)
-      assert.equal((2047 - q) * 2 ^ 53, c.calls[1][1])
-      assert.equal(math.tointeger(2 ^ 53) - (d - q * math.tointeger(2 ^ 53)), c.calls[2][1])
-      -- together: 2^64 - d, i.e. -d modulo 2^64
-      local high = math.tointeger(c.calls[1][1] - 2 ^ 63) -- exact: below 2^63 after the shift
-      assert.equal(-d, (high + math.mininteger) + math.tointeger(c.calls[2][1]))
-    end)
-
-    it("does nothing when the value is already right", function()
-      local c = recorder()
-      cflow.move_slot(c, 0, 5, 5)
-      assert.same({}, c.calls)
     end)
   end)
 end)

@@ -1,6 +1,5 @@
 -- qemu.cflow_report: the control-flow nodes of scripts/cflow.lua and their report, in the text
--- QEMU 10.0.2's contrib/plugins/cflow.c prints (pure Lua, see spec/cflow_report_spec.lua); and
--- setting a native counter's slot to a value with adds only.
+-- QEMU 10.0.2's contrib/plugins/cflow.c prints (pure Lua, see spec/cflow_report_spec.lua).
 
 local M = {}
 
@@ -13,11 +12,11 @@ function M.node(addr)
            last_count = 0, mid_count = 0 }
 end
 
---- Records one non-linear transition from `node` to `dest`; `early` when the block holding the
--- node was left before its last instruction.
-function M.branch(node, dest, early)
-  if early then
-    node.early_exit = node.early_exit + 1
+--- Records `n` non-linear transitions from `node` to `dest`, `early` of them out of a block left
+-- before its last instruction.
+function M.branch(node, dest, n, early)
+  if early > 0 then
+    node.early_exit = node.early_exit + early
     if node.mid_count == 0 then node.mid_count = 1 end
   end
   local i = node.dest_index[dest]
@@ -27,8 +26,8 @@ function M.branch(node, dest, early)
     node.dest_index[dest] = i
   end
   local d = node.dests[i]
-  d.count = d.count + 1
-  node.dest_count = node.dest_count + 1
+  d.count = d.count + n
+  node.dest_count = node.dest_count + n
 end
 
 -- sort=... words as QEMU reads them: "early" ranks by early exits, "exceptions" by the number
@@ -70,29 +69,6 @@ function M.report(nodes, sort, top, text_of)
     end
   end
   return table.concat(out)
-end
-
-local TWO53 = 9007199254740992 -- 2^53: an integer in Lua 5.4, an exact double in LuaJIT
--- Integer division: Lua 5.4's // (exact on integers), or floor(a / b) where the operator does not
--- parse (LuaJIT, whose numbers stay below 2^53 here, where the division is exact).
-local idiv = load("return function(a, b) return a // b end")
-idiv = idiv and idiv() or function(a, b) return math.floor(a / b) end
-
---- Moves the `vcpu` slot of native counter `c` from value `from` to value `to` (0 <= both < 2^63)
--- with adds only: c:add takes non-negative whole numbers and a 64-bit slot wraps around, so
--- going down by d = q * 2^53 + r adds (2047 - q) * 2^53 and then 2^53 - r, together 2^64 - d;
--- each part is exact as a double. The slot passes through a large value in between: only for
--- the vCPU's own slot, from its own callback.
-function M.move_slot(c, vcpu, from, to)
-  if to > from then
-    c:add(to - from, vcpu)
-  elseif to < from then
-    local d = from - to
-    local q = idiv(d, TWO53)
-    local r = d - q * TWO53
-    c:add((2047 - q) * 2 ^ 53, vcpu)
-    c:add(TWO53 - r, vcpu)
-  end
 end
 
 return M

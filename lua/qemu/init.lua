@@ -256,7 +256,11 @@ do
   end
 end
 
-local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem")
+--- qemu.edges() -> a native map from control-flow edges (from, to) to counts, fed by
+-- qemu.count_every("branch", e): e:items(), e:get(from, to), e:size(), e:reset().
+qemu.edges = core.edges_new
+
+local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem", "branch")
 --- qemu.count_every(kind, counter [, opts]): qlua adds the counting ops to every block it
 -- translates itself, with no Lua at translation time (the cheapest way to count everything):
 --   "insn"        every instruction that starts executing (exact, like insn:count in each insn)
@@ -272,6 +276,20 @@ function qemu.count_every(kind, c, opts, extra)
   no_more(extra, "qemu.count_every(kind, c, opts)")
   local ok, expected = COUNT_KINDS(kind)
   if not ok then fail(2, "qemu.count_every: kind %s: expected one of %s", tostring(kind), expected) end
+  if (kind == "branch") ~= is("qlua.edges", c) then
+    if kind == "branch" then
+      fail(2, "qemu.count_every: \"branch\" counts control-flow edges: expected edges from "
+        .. "qemu.edges(), got %s", is("qlua.counter", c) and "a counter"
+        or tally_raw(c) and "a tally" or type(c))
+    end
+    fail(2, "qemu.count_every: edges from qemu.edges() count kind \"branch\" only, not %q", kind)
+  end
+  if kind == "branch" then
+    if opts ~= nil then fail(2, "qemu.count_every: only \"mem\" takes options") end
+    core.count_every_rule(kind, core.tally_rule(kind, c))
+    core.want("translate")
+    return
+  end
   local raw = tally_raw(c)
   if raw then
     ok, expected = TALLY_KINDS(kind)
