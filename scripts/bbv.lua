@@ -24,7 +24,7 @@
 --
 -- How: per-vCPU native counters count the instructions (tb:count) of the vCPU and of each block;
 -- a native conditional callback (tb:when) calls Lua only when a block completes an interval,
--- which then reads the block counters and writes the line.
+-- which then reads all block counters in one call (qemu.read_counters) and writes the line.
 --
 -- Differences from QEMU's plugin, on purpose:
 --   * the ID:COUNT pairs of a line are in ID order (QEMU's follow its hash table's order);
@@ -65,8 +65,9 @@ end)
 
 local insns = qemu.counter()   -- per vCPU: instructions since the last interval ended
 local blocks = {}              -- start address -> { id, counter, by_n = { [n] = data } }
-local list = {}                -- id -> block
+local counters = {}            -- id -> the block's counter, read all at once at each interval
 local reported = {}            -- vCPU -> { [id] = block counter value already written }
+local values = {}              -- id -> the counter's value, refilled at each interval
 
 local function interval_done(vcpu, data)
   local f = files[vcpu]
@@ -79,13 +80,15 @@ local function interval_done(vcpu, data)
     seen = {}
     reported[vcpu] = seen
   end
-  local current, n = data[1], data[2]
+  local count = #counters
+  for id = #seen + 1, count do seen[id] = 0 end -- an array, not a hash: the loop below is hot
+  local current, n = data[1].id, data[2]
   local entries = {}
-  for id = 1, #list do
-    local b = list[id]
-    local v = b.counter:get(vcpu)
-    if b == current then v = v + n end
-    local before = seen[id] or 0
+  qemu.read_counters(counters, vcpu, values)
+  for id = 1, count do
+    local v = values[id]
+    if id == current then v = v + n end
+    local before = seen[id]
     if v ~= before then
       entries[#entries + 1] = { id, v - before }
       seen[id] = v
@@ -98,9 +101,9 @@ qemu.on_translate(function(tb)
   local vaddr, n = tb.vaddr, #tb
   local b = blocks[vaddr]
   if not b then
-    b = { id = #list + 1, counter = qemu.counter(), by_n = {} }
+    b = { id = #counters + 1, counter = qemu.counter(), by_n = {} }
     blocks[vaddr] = b
-    list[b.id] = b
+    counters[b.id] = b.counter
   end
   local data = b.by_n[n]
   if not data then

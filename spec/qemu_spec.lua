@@ -1071,6 +1071,45 @@ describe("qemu", function()
     end)
   end)
 
+  describe("read_counters", function()
+    local counter = fake_core.counter
+
+    it("hands the list to the core and returns what it filled", function()
+      local a, b = counter(), counter()
+      local list, into = { a, b }, {}
+      assert.equal(into, qemu.read_counters(list, 3, into))
+      assert.same({ 10, 20 }, into)
+      assert_call(core.read_counters, list, 3, into)
+      assert.same({ 10 }, qemu.read_counters({ a }, 0)) -- a new table without into
+    end)
+
+    it("says which element is not a counter, at the caller's line", function()
+      local err = error_of(function() qemu.read_counters({ counter(), "x" }, 0) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: qemu%.read_counters: list%[2%] is string, expected a "
+        .. "counter from qemu%.counter%(%)$", err)
+    end)
+
+    it("refuses a list that is no table, a bad vCPU index, a bad into and a fourth argument", function()
+      local c = counter()
+      for _, case in ipairs {
+        { function() qemu.read_counters(5, 0) end,
+          "expected a list of counters from qemu.counter(), got number" },
+        { function() qemu.read_counters(nil, 0) end, "got nil" },
+        { function() qemu.read_counters({ c }) end, "vcpu nil: expected a vCPU index" },
+        { function() qemu.read_counters({ c }, 65536) end, "vcpu 65536: expected a vCPU index, a "
+          .. "whole number from 0 to 65535" },
+        { function() qemu.read_counters({ c }, 0.5) end, "vcpu 0.5" },
+        { function() qemu.read_counters({ c }, 0, 7) end, "into: expected a table to fill, got number" },
+        { function() qemu.read_counters({ c }, 0, {}, 1) end, "takes three arguments (got a fourth: 1)" },
+      } do
+        local err = error_of(case[1])
+        assert.matches("^spec/qemu_spec.lua:%d+: qemu%.read_counters", err)
+        assert.matches(case[2], err, 1, true)
+      end
+      assert.spy(core.read_counters).was_not.called()
+    end)
+  end)
+
   describe("count_every", function()
     it("adds a rule with rw \"rw\" for each kind, and asks the core for translations", function()
       for _, kind in ipairs { "insn", "block", "block_insns", "mem" } do
@@ -1112,7 +1151,7 @@ describe("qemu", function()
       for _, kind in ipairs { "insns", 1 } do
         local err = error_of(function() qemu.count_every(kind, counter()) end)
         assert.matches("^spec/qemu_spec.lua:%d+: qemu%.count_every: kind " .. kind .. ": expected one of "
-          .. '"insn", "block", "block_insns", "mem"$', err)
+          .. '"insn", "block", "block_insns", "mem", "branch"$', err)
       end
       assert.matches("kind nil", error_of(qemu.count_every), 1, true)
       assert.spy(core.want).was_not.called()
@@ -1136,6 +1175,32 @@ describe("qemu", function()
       qemu.count_every("mem", t, { rw = "r", align = 4096, phys = true, io = "skip" })
       assert_call(core.tally_rule, "mem", raw, "r", 4096, true, "skip")
       assert.spy(core.want).was.called_with("translate")
+    end)
+
+    it("hands edges' rule to the core for \"branch\", and only for it", function()
+      local e = qemu.edges()
+      core.tally_rule = spy.new(function() return "EDGES RULE" end)
+      qemu.count_every("branch", e)
+      assert_call(core.tally_rule, "branch", e)
+      assert_call(core.count_every_rule, "branch", "EDGES RULE")
+      assert.spy(core.want).was.called_with("translate")
+      core.tally_rule:clear(); core.count_every_rule:clear()
+      for _, case in ipairs {
+        { "branch", counter(), 'qemu.count_every: "branch" counts control-flow edges: expected '
+          .. "edges from qemu.edges(), got a counter" },
+        { "branch", qemu.tally(), "got a tally" },
+        { "branch", {}, "got table" },
+        { "block", e, 'qemu.count_every: edges from qemu.edges() count kind "branch" only, not "block"' },
+        { "mem", e, 'count kind "branch" only, not "mem"' },
+      } do
+        local err = error_of(function() qemu.count_every(case[1], case[2]) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: ", err)
+        assert.matches(case[3], err, 1, true)
+      end
+      assert.matches('qemu.count_every: only "mem" takes options',
+        error_of(function() qemu.count_every("branch", e, {}) end), 1, true)
+      assert.spy(core.tally_rule).was_not.called()
+      assert.spy(core.count_every_rule).was_not.called()
     end)
 
     it("refuses block_insns and options other than mem's with a tally", function()

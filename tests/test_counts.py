@@ -233,3 +233,101 @@ def test_native_counts_stay_exact_while_threads_come_and_go():
     assert c["mode"] == user_host().counter_mode(threads=True), f"mode on {user_host()}\n{r}"
     assert 2 <= int(c["vcpus"]) < 300, f"indices reused: {c['vcpus']} for 301 threads\n{r}"
     expect_equal_counts(r, c, ["tbs", "insns"])
+
+
+# qemu.read_counters: a counter per block, read all at once, gives what each counter's get gives
+# (mid-run from a synchronous callback, and at exit for every vCPU), across the scoreboards that
+# counters share on QEMU >= 9 (64 to one) and with a value added from Lua before any vCPU existed.
+READ_ALL = """
+local per_block, by_vaddr = {}, {}
+local early = qemu.counter()
+early:add(5)
+per_block[1] = early
+local insns = qemu.counter()
+local checks, off = 0, 0
+local function check(vcpu)
+  checks = checks + 1
+  local got = qemu.read_counters(per_block, vcpu)
+  for i = 1, #per_block do
+    if got[i] ~= per_block[i]:get(vcpu) then off = off + 1 end
+  end
+end
+qemu.on_translate(function(tb)
+  local c = by_vaddr[tb.vaddr]
+  if not c then
+    c = qemu.counter()
+    by_vaddr[tb.vaddr] = c
+    per_block[#per_block + 1] = c
+  end
+  tb:when(insns, ">=", 20000, check)
+  tb:count(c, #tb)
+  tb:count(early)
+  tb:count(insns, #tb)
+end)
+qemu.on_exit(function()
+  local into, exits = { 1, 2, 3, [100000] = 7 }, 0
+  for vcpu = 0, qemu.vcpus() - 1 do
+    local got = qemu.read_counters(per_block, vcpu, into)
+    assert(got == into)
+    for i = 1, #per_block do
+      if got[i] ~= per_block[i]:get(vcpu) then off = off + 1 end
+    end
+    exits = exits + got[1]
+  end
+  qemu.printf("read: counters=%d checks=%d off=%d early=%s kept=%d\\n", #per_block, checks, off,
+    tostring(exits == early:sum()), into[100000])
+end)
+"""
+
+
+def test_read_counters_reads_what_each_counter_holds():
+    for program in ([guest("loop"), "20"], [guest("threads"), "20"]):
+        r = run_lua(READ_ALL, program)
+        f = fields(r.log, "read")
+        assert (r.status == 0 and int(f["counters"]) > 200 and int(f["checks"]) > 100
+                and f["off"] == "0" and f["early"] == "true" and f["kept"] == "7"), f"{f}\n{r}"
+
+
+def test_read_counters_refuses_what_is_not_a_list_of_counters():
+    r = run_lua("""
+local c = qemu.counter()
+local said = {}
+local function try(...)
+  local ok, err = pcall(...)
+  said[#said + 1] = ok and "ok" or tostring(err)
+end
+try(qemu.read_counters, c, 0)
+try(qemu.read_counters, { c, c, 7 }, 0)
+try(qemu.read_counters, { c, qemu.tally() }, 0)
+try(qemu.read_counters, { c }, -1)
+try(qemu.read_counters, { c }, 1.5)
+try(qemu.read_counters, { c }, "0")
+try(qemu.read_counters, { c }, 0, "into")
+try(qemu.read_counters, { c }, 0, {}, "extra")
+try(qemu.read_counters, {}, 0)
+qemu.on_translate(function(tb)
+  tb:on_exec(function(vcpu)
+    if #said == 9 then try(qemu.read_counters, { c }, vcpu) end
+  end)
+end)
+qemu.on_exit(function() for _, s in ipairs(said) do qemu.print(s) end end)
+""")
+    expected = [
+        "qemu.read_counters: expected a list of counters from qemu.counter(), got userdata",
+        "qemu.read_counters: list[3] is number, expected a counter from qemu.counter()",
+        "qemu.read_counters: list[2] is table, expected a counter from qemu.counter()",
+        "qemu.read_counters: vcpu -1: expected a vCPU index, a whole number from 0 to 65535",
+        "qemu.read_counters: vcpu 1.5: expected a vCPU index",
+        "qemu.read_counters: vcpu 0: expected a vCPU index",
+        "qemu.read_counters: into: expected a table to fill, got string",
+        "qemu.read_counters(list, vcpu [, into]) takes three arguments (got a fourth: extra)",
+        "ok",
+        "qemu.read_counters() in a queued callback (on_exec, on_mem) would see the counter",
+    ]
+    lines = r.log.splitlines()
+    assert r.status == 0 and len(lines) == len(expected), f"run\n{r}"
+    for line, want in zip(lines, expected):
+        assert want in line, f"{want!r} not in {line!r}\n{r}"
+    r = run_lua("qemu.read_counters({ 1 }, 0)")
+    assert r.status == 1 and re.search(r"\.lua:1: qemu.read_counters: list\[1\] is number", r.err), (
+        f"blamed on the script's line\n{r}")

@@ -185,6 +185,32 @@ qemu.retranslate = core.retranslate
 -- insn:count, insn:count_mem and qemu.count_every.
 qemu.counter = core.counter_new
 
+--- qemu.read_counters(list, vcpu [, into]) -> into (or a new table) with into[i] = list[i]:get(vcpu)
+-- for each counter of the list, in one call (a counter per block, read at each interval).
+local read_counters = core.read_counters
+function qemu.read_counters(list, vcpu, into, extra)
+  if extra ~= nil then
+    fail(2, "qemu.read_counters(list, vcpu [, into]) takes three arguments (got a fourth: %s)",
+      tostring(extra))
+  end
+  if type(list) ~= "table" then
+    fail(2, "qemu.read_counters: expected a list of counters from qemu.counter(), got %s", type(list))
+  end
+  if type(vcpu) ~= "number" or vcpu < 0 or vcpu > 65535 or vcpu % 1 ~= 0 then
+    fail(2, "qemu.read_counters: vcpu %s: expected a vCPU index, a whole number from 0 to 65535",
+      tostring(vcpu))
+  end
+  if into ~= nil and type(into) ~= "table" then
+    fail(2, "qemu.read_counters: into: expected a table to fill, got %s", type(into))
+  end
+  local out, bad = read_counters(list, vcpu, into or {})
+  if not out then
+    fail(2, "qemu.read_counters: list[%d] is %s, expected a counter from qemu.counter()", bad,
+      type(list[bad]))
+  end
+  return out
+end
+
 --- qemu.tally() -> a native map from whole-number keys (0 .. 2^64-1) to counts: t:add(key [, n]),
 -- t:get(key), t:items() (a copy: { [key] = count }), t:vcpus() ({ [key] = mask of the vCPUs whose
 -- natively fed adds reached it }), t:size(), t:reset(). Under LuaJIT, t:add is an FFI call that

@@ -203,6 +203,15 @@ function M.new(opts)
     if M.ffi then return raw, M.ffi.cast("void *", 0x1000) end
     return raw, { address = 0x1000 } -- stands for the light userdata
   end)
+  core.edges_new = spy.new(function() return object("qlua.edges", { kind = "fake edges" }) end)
+  -- read_counters(list, vcpu, into): into[i] = 10 * i, or nil, i at the first non-counter
+  core.read_counters = spy.new(function(list, _, into)
+    for i = 1, #list do
+      if getmetatable(list[i]) ~= "qlua.counter" then return nil, i end
+      into[i] = 10 * i
+    end
+    return into
+  end)
   core.tally_add = spy.new(function(raw, key, n)
     core.tally_adds[#core.tally_adds + 1] = { key, n, raw = raw }
   end)
