@@ -89,10 +89,15 @@ end)
 
 qemu.on_exit(function()
   local n = blocks.n
-  local pcs, icounts, ecounts, ids = blocks[1], blocks[2], {}, {}
+  local pcs, icounts, ids = blocks[1], blocks[2], {}
+  local ecounts = args.inline and {} or execs:items() -- one copy, not a call per entry
   for id = 1, n do
     ids[id] = id
-    ecounts[id] = args.inline and counters[id]:sum() or execs:get(id)
+    if args.inline then
+      ecounts[id] = counters[id]:sum()
+    elseif ecounts[id] == nil then
+      ecounts[id] = 0 -- translated, never executed
+    end
   end
   -- most executed first; ties by (pc, icount), a key made only for the entries compared on it
   local tie_keys = {}
