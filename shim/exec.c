@@ -27,6 +27,7 @@ typedef struct {
     int data_ref;        /* registry reference of the data; 0: none */
     qlua_counter *count; /* { counter = c }: pass c's value at the event */
     enum qemu_plugin_mem_rw rw; /* on_mem: which accesses */
+    enum qlua_io_filter io;     /* on_mem: to devices, to memory, or both */
     unsigned capture;    /* queued on_mem: QLUA_CAPTURED_* beyond flags and address */
     /* queued on_mem: the last meminfo seen here and its flags byte, one word so that vCPU
      * threads sharing the record never read a torn pair (an instruction's accesses mostly
@@ -493,7 +494,7 @@ static int push_mem(lua_State *L, void *ctx)
 static void mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
 {
     exec_rec *r = udata;
-    if (!qlua_mem_wanted(r->rw, info)) {
+    if (!qlua_mem_wanted(r->rw, info) || !qlua_mem_io_wanted(r->io, info, vaddr)) {
         return;
     }
     if (G_UNLIKELY(qlua.polls)) {
@@ -530,7 +531,7 @@ static void queued_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_
                           void *udata)
 {
     exec_rec *r = udata;
-    if (!qlua_mem_wanted(r->rw, info)) {
+    if (!qlua_mem_wanted(r->rw, info) || !qlua_mem_io_wanted(r->io, info, vaddr)) {
         return;
     }
     if (G_UNLIKELY(qlua.polls)) {
@@ -698,8 +699,10 @@ static int exec_insn_on_exec(lua_State *L)
     return exec_on_exec(L, NULL, qlua_insn_check(L, 1));
 }
 
-/* core.insn_on_mem(insn, fn, data, rw, sync, phys, value): fn(vcpu, access, vaddr, data) per
- * access of kind rw; queued unless sync, capturing phys/io/device and the value on request. */
+/* core.insn_on_mem(insn, fn, data, rw, sync, phys, value, io): fn(vcpu, access, vaddr, data) per
+ * access of kind rw that passes io ("any", "only" devices, "skip" them: filtered in C, so the
+ * accesses left out cost no record and no Lua); queued unless sync, capturing phys/io/device
+ * and the value on request. */
 static int exec_insn_on_mem(lua_State *L)
 {
     struct qemu_plugin_insn *insn = qlua_insn_check(L, 1);
@@ -710,8 +713,10 @@ static int exec_insn_on_mem(lua_State *L)
     if (capture & QLUA_CAPTURED_VALUE) {
         qlua_host_need(L, "insn:on_mem's { value = true }", "mem_value");
     }
+    enum qlua_io_filter io = lua_isnoneornil(L, 8) ? QLUA_IO_ANY : qlua_mem_check_io(L, 8);
     exec_rec *r = rec_new(L, 2, 3, "insn:on_mem");
     r->rw = rw;
+    r->io = io;
     r->capture = sync ? 0 : capture;
     /* always RW, filtered in the callback: see qlua_counter_mem for why */
     qlua_host.register_vcpu_mem_cb(insn, sync ? mem_cb : queued_mem_cb, QEMU_PLUGIN_CB_NO_REGS,

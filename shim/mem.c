@@ -61,6 +61,13 @@ struct qemu_plugin_hwaddr *qlua_mem_place(qemu_plugin_meminfo_t info, uint64_t v
     return hw;
 }
 
+enum qlua_io_filter qlua_mem_check_io(lua_State *L, int idx)
+{
+    static const char *const names[] = {"any", "only", "skip", NULL};
+    luaL_checktype(L, idx, LUA_TSTRING);
+    return (enum qlua_io_filter)luaL_checkoption(L, idx, NULL, names);
+}
+
 void qlua_mem_capture(qlua_access_extra *x, qemu_plugin_meminfo_t info, uint64_t vaddr, bool phys,
                       bool value)
 {

@@ -37,6 +37,22 @@ unsigned qlua_mem_flags(qemu_plugin_meminfo_t info);
  * mode; vaddr where there is none); returns QEMU's hwaddr, NULL in user mode. */
 struct qemu_plugin_hwaddr *qlua_mem_place(qemu_plugin_meminfo_t info, uint64_t vaddr, bool *io,
                                           uint64_t *phys);
+/* Which accesses an io= option keeps: every one, only those to an I/O device, or the others. */
+enum qlua_io_filter { QLUA_IO_ANY, QLUA_IO_ONLY, QLUA_IO_SKIP };
+/* "any", "only" or "skip" at idx (a string). */
+enum qlua_io_filter qlua_mem_check_io(lua_State *L, int idx);
+/* Does the access of the moment pass filter f? (QLUA_IO_ANY asks QEMU nothing.) */
+static inline bool qlua_mem_io_wanted(enum qlua_io_filter f, qemu_plugin_meminfo_t info,
+                                      uint64_t vaddr)
+{
+    if (f == QLUA_IO_ANY) {
+        return true;
+    }
+    struct qemu_plugin_hwaddr *hw = qlua_host.get_hwaddr ? qlua_host.get_hwaddr(info, vaddr) : NULL;
+    /* not qlua_mem_place: the physical address costs QEMU a RAM block search per access */
+    bool io = hw && qlua_host.hwaddr_is_io && qlua_host.hwaddr_is_io(hw);
+    return io == (f == QLUA_IO_ONLY);
+}
 /* Captures phys/io/device (phys) and the value (value) of the access of the moment into x. */
 void qlua_mem_capture(qlua_access_extra *x, qemu_plugin_meminfo_t info, uint64_t vaddr, bool phys,
                       bool value);

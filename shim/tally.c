@@ -491,10 +491,8 @@ typedef struct {
     uint64_t mask; /* tally_mem: ~(align - 1) */
     enum qemu_plugin_mem_rw rw;
     bool phys;     /* RAM accesses by physical address (system mode) */
-    uint8_t io;    /* FEED_IO_* */
+    enum qlua_io_filter io;
 } feed_site;
-
-enum { FEED_IO_ANY, FEED_IO_ONLY, FEED_IO_SKIP };
 
 static void feed_exec_cb(unsigned int vcpu, void *udata)
 {
@@ -510,16 +508,18 @@ static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t 
         return;
     }
     uint64_t addr = vaddr;
-    if (s->phys || s->io != FEED_IO_ANY) {
+    if (s->phys) {
         bool io;
         uint64_t phys;
         qlua_mem_place(info, vaddr, &io, &phys);
-        if ((s->io == FEED_IO_ONLY && !io) || (s->io == FEED_IO_SKIP && io)) {
+        if (s->io != QLUA_IO_ANY && io != (s->io == QLUA_IO_ONLY)) {
             return;
         }
-        if (s->phys && !io) {
+        if (!io) {
             addr = phys;
         }
+    } else if (!qlua_mem_io_wanted(s->io, info, vaddr)) {
+        return;
     }
     feed(s->t, addr & s->mask, 0, false, vcpu);
 }
@@ -576,16 +576,13 @@ static int tally_insn(lua_State *L)
 /* The memory options at idx.. (rw, align, phys, io) into s. */
 static void mem_options(lua_State *L, int idx, feed_site *s)
 {
-    static const char *const ios[] = {"any", "only", "skip", NULL};
     enum qemu_plugin_mem_rw rw = qlua_mem_check_rw(L, idx);
     uint64_t align = qlua_check_u64(L, idx + 1);
     luaL_argcheck(L, align != 0 && (align & (align - 1)) == 0, idx + 1, "expected a power of two");
-    luaL_checktype(L, idx + 3, LUA_TSTRING);
-    int io = luaL_checkoption(L, idx + 3, NULL, ios);
     s->mask = ~(align - 1);
     s->rw = rw;
     s->phys = lua_toboolean(L, idx + 2);
-    s->io = (uint8_t)io;
+    s->io = qlua_mem_check_io(L, idx + 3);
 }
 
 static void register_mem(struct qemu_plugin_insn *insn, feed_site *s)

@@ -534,17 +534,31 @@ describe("qemu", function()
         local i, f = insn(), function() end
         core.insn_on_mem:clear()
         i:on_mem(f, nil, { rw = rw })
-        assert_call(core.insn_on_mem, i, f, nil, rw, false, false, false)
+        assert_call(core.insn_on_mem, i, f, nil, rw, false, false, false, "any")
       end
     end)
 
     it("passes sync, phys and value on as booleans", function()
       local i, f = insn(), function() end
       i:on_mem(f, 7, { sync = true })
-      assert_call(core.insn_on_mem, i, f, 7, "rw", true, false, false)
+      assert_call(core.insn_on_mem, i, f, 7, "rw", true, false, false, "any")
       core.insn_on_mem:clear()
       i:on_mem(f, nil, { phys = true, value = true, rw = "w" })
-      assert_call(core.insn_on_mem, i, f, nil, "w", false, true, true)
+      assert_call(core.insn_on_mem, i, f, nil, "w", false, true, true, "any")
+    end)
+
+    it("passes opts.io on, and refuses another value with the accepted ones", function()
+      for _, io in ipairs { "any", "only", "skip" } do
+        local i, f = insn(), function() end
+        core.insn_on_mem:clear()
+        i:on_mem(f, nil, { io = io })
+        assert_call(core.insn_on_mem, i, f, nil, "rw", false, false, false, io)
+      end
+      core.insn_on_mem:clear()
+      local err = error_of(function() insn():on_mem(function() end, nil, { io = "devices" }) end)
+      assert.matches('^spec/qemu_spec.lua:%d+: insn:on_mem: option io=devices: expected "any", '
+        .. '"only", "skip"$', err)
+      assert.spy(core.insn_on_mem).was_not.called()
     end)
 
     it("refuses a non-boolean sync, phys or value", function()
@@ -563,7 +577,7 @@ describe("qemu", function()
     it("refuses an unknown option and names the accepted ones", function()
       local err = error_of(function() insn():on_mem(function() end, nil, { counter = true }) end)
       assert.matches("^spec/qemu_spec.lua:%d+: insn:on_mem: unknown option 'counter' %(accepted: "
-        .. "phys, rw, sync, value%)", err)
+        .. "io, phys, rw, sync, value%)", err)
       assert.spy(core.insn_on_mem).was_not.called()
     end)
 
@@ -574,7 +588,7 @@ describe("qemu", function()
 
     it("refuses options that are not a table", function()
       local err = error_of(function() insn():on_mem(function() end, nil, "r") end)
-      assert.matches("insn:on_mem: options must be a table such as { phys = ... }, got string", err, 1, true)
+      assert.matches("insn:on_mem: options must be a table such as { io = ... }, got string", err, 1, true)
     end)
 
     it("refuses a dot call and names the colon form", function()

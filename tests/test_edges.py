@@ -87,7 +87,8 @@ def test_early_exits_are_the_edges_out_of_the_faulting_load():
     r, got, ref, _ = both([guest("mapexec")])
     assert "faults 5" in r.out, f"guest\n{r}"
     early = [e for e in got if e[3]]
-    assert len(early) == 1 and early[0][2] == early[0][3] == 5, f"five faults, one edge: {early}\n{r}"
+    assert len(early) == 1 and early[0][2] == early[0][3] == 5, (
+        f"five faults, one edge: {early}\n{r}")
 
 
 def test_edges_of_8_threads_are_each_counted_once_with_their_vcpus():
@@ -106,8 +107,12 @@ def test_reset_forgets_the_edges_taken_before_it():
     r = run_lua("local e = qemu.edges()\n"
                 "qemu.count_every('branch', e)\n"
                 "local after\n"
-                "qemu.on_syscall(function() if not after then e:reset(); after = e:size() end end)\n"
-                "qemu.on_exit(function() qemu.printf('reset: after=%d end=%d\\n', after, e:size()) end)",
+                "qemu.on_syscall(function()\n"
+                "  if not after then e:reset(); after = e:size() end\n"
+                "end)\n"
+                "qemu.on_exit(function()\n"
+                "  qemu.printf('reset: after=%d end=%d\\n', after, e:size())\n"
+                "end)",
                 [guest("loop"), "5"])
     f = fields(r.log, "reset")
     assert r.status == 0 and f["after"] == "0" and int(f["end"]) > 5, f"{f}\n{r}"

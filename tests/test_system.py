@@ -155,3 +155,33 @@ def test_a_queued_access_without_phys_names_the_option_that_records_it():
     assert r.status == 1 and ("access.phys: this on_mem callback is queued (delivered after the "
                               "access) and was registered without { phys = true }") in r.err, r
     assert "{ sync = true }" in r.err and ".lua:8: access.phys" in r.err, r
+
+
+# insn:on_mem's io filter, in C: the boot guest's accesses all go to RAM, so io="skip" delivers
+# every one of them (as many as a native counter counts) and io="only" none, queued or not.
+IO_FILTER = """
+local all = qemu.counter()
+local n = { skip = 0, only = 0, skip_sync = 0, only_sync = 0 }
+local function counter_of(name) return function() n[name] = n[name] + 1 end end
+qemu.on_translate(function(tb)
+  for insn in tb:insns() do
+    insn:count_mem(all)
+    insn:on_mem(counter_of("skip"), nil, { io = "skip" })
+    insn:on_mem(counter_of("only"), nil, { io = "only", phys = true })
+    insn:on_mem(counter_of("skip_sync"), nil, { io = "skip", sync = true })
+    insn:on_mem(counter_of("only_sync"), nil, { io = "only", sync = true })
+  end
+end)
+qemu.on_exit(function()
+  qemu.printf("io: all=%d skip=%d only=%d skip_sync=%d only_sync=%d\\n", all:sum(), n.skip, n.only,
+    n.skip_sync, n.only_sync)
+end)
+"""
+
+
+@pytest.mark.parametrize("version", ["7.2", "10.2"])
+def test_on_mem_io_filter_keeps_ram_accesses_out_of_io_only(version):
+    r = system_lua(version, IO_FILTER)
+    f = fields(r.log, "io")
+    assert (int(f["all"]) == 2 * LOOPS and f["skip"] == f["skip_sync"] == f["all"]
+            and f["only"] == f["only_sync"] == "0"), f"{f}\n{r}"

@@ -586,7 +586,8 @@ function tb_methods.on_repeat(tb, fn, data, opts, extra)
 end
 
 local MEM_OPTS = { rw = RW }
-local ON_MEM_OPTS = { rw = RW, sync = boolean, phys = boolean, value = boolean }
+local IO = one_of("any", "only", "skip")
+local ON_MEM_OPTS = { rw = RW, sync = boolean, phys = boolean, value = boolean, io = IO }
 --- insn:on_mem(fn [, data] [, opts]): fn(vcpu, access, vaddr, data) per memory access, queued
 -- (delivered in batches, in order, after the fact) unless opts.sync; opts.rw = "r", "w" or "rw"
 -- (the default); a queued access carries its size, kind and address, and with opts.phys = true
@@ -600,7 +601,7 @@ function insn_methods.on_mem(insn, fn, data, opts, extra)
   check_function(fn, "insn:on_mem")
   opts = check_opts(opts, "insn:on_mem", ON_MEM_OPTS)
   core_call(core.insn_on_mem, insn, fn, data, opts.rw or "rw", opts.sync == true,
-    opts.phys == true, opts.value == true)
+    opts.phys == true, opts.value == true, opts.io or "any")
 end
 
 local function check_tally(t, where)
@@ -640,8 +641,7 @@ local function power_of_two(v)
   end
   return ok, "a power of two from 1 to 2^63"
 end
-TALLY_MEM_OPTS = { rw = RW, align = power_of_two, phys = boolean,
-  io = one_of("any", "only", "skip") }
+TALLY_MEM_OPTS = { rw = RW, align = power_of_two, phys = boolean, io = IO }
 --- insn:tally_mem(t [, opts]): per memory access of kind opts.rw, t's count of the address
 -- rounded down to opts.align (default 1) += 1, natively, with the vCPU noted (t:vcpus()).
 -- opts.phys: RAM accesses by physical address (system mode); opts.io: "any" (default), "only"
