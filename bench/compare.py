@@ -227,6 +227,17 @@ def status_and_log(run):
 
 
 # name -> (canonical value, agreement test)
+ANON_REGION = re.compile(r"^anon[0-9a-f]+,")
+
+
+def hwprofile(run):
+    """The device lines (name, address, vCPU masks and counts), in any order: ties in the
+    ranking are listed by address here, in hash order by QEMU. A region QEMU left unnamed is
+    called "anon" and a host pointer, which differs from run to run: masked."""
+    return collections.Counter(ANON_REGION.sub("anon?,", l) for l in run.lines()
+                               if not l.startswith("Device, "))
+
+
 COMPARERS = {
     "exact": (exact, equal),
     "line_set": (line_set, equal),
@@ -241,4 +252,5 @@ COMPARERS = {
     "bbv": (bbv, equal),
     "cflow": (cflow, ranked_same),
     "status": (status_and_log, equal),
+    "hwprofile": (hwprofile, equal),
 }

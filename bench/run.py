@@ -44,6 +44,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import compare  # noqa: E402  (bench/compare.py, beside this file)
+sys.path.insert(0, os.path.join(ROOT, "tests", "guests", "linux"))
+import linux_boot  # noqa: E402  (how the Linux guest of tests/test_linux.py boots)
 
 QEMU_10_2 = os.environ.get("QLUA_QEMU_10_2") or os.path.join(os.path.dirname(ROOT), "shared",
                                                              "qemu-10.2")
@@ -63,7 +65,8 @@ class Row:
     atomics): marked on the 8-thread guest. size: which input of each program the row runs (see
     Workload): "full"; "heavy" for rows whose runs take several times the program's own time (a
     callback per block or instruction, a table per access); "light" for Lua per instruction or
-    access (programs without a light input are skipped). hosts: where QEMU has the plugin."""
+    access (programs without a light input are skipped); "system" for a whole machine (the Linux
+    boot, the only workload with such an input). hosts: where QEMU has the plugin."""
 
     def __init__(self, label, script, args, goal, compare, why=None, racy=(), size="full",
                  hosts=HOSTS):
@@ -94,6 +97,9 @@ SHIPPED = [
         hosts={"10.2"}),
     Row("bbv interval=1000000", "bbv", "interval=1000000,outfile={files}", OTHER, "bbv",
         hosts={"10.2"}),
+    # device accesses exist in system mode only, and QEMU 10.2 reports none to plugins (every
+    # access is RAM there: its own libhwprofile prints only the header), so: 7.2's system mode
+    Row("hwprofile", "hwprofile", "", OTHER, "hwprofile", size="system", hosts={"7.2"}),
 ]
 # For the estimate of a run's duration only: each row's run time over its program's own (both after
 # QEMU's start), for C, qlua under LuaJIT and qlua under Lua 5.4, by program, measured on the
@@ -123,13 +129,15 @@ SHIPPED_COST = {
     "drcov": {"gzip -9": (5.7, 1.7, 1.9), "bzip2 -9": (6.9, 1.4, 1.4), "python3": (1.8, 3, 3.7),
         "sort": (1.9, 3.4, 2.4), "8 threads": (8.3, 2, 1.8)},
     "cache": {"gzip -9": (5.4, 8.1, 29), "sort": (7.6, 14.6, 28), "8 threads": (5.6, 12.5, 26)},
+    "hwprofile": {"Linux boot": (1.3, 1.3, 1.3)},
     "execlog": {"gzip -9": (138, 15.1, 57), "sort": (136, 26, 35), "8 threads": (183, 20, 41)},
 }
 DEFAULT_COST = (2, 2, 2)
 
 NOT_MEASURED = [
-    "hwprofile: QEMU's libhwprofile.so counts device (I/O) accesses, which only system mode has; "
-    "this table runs user mode, so it is left out",
+    "hwprofile: QEMU's libhwprofile.so counts device (I/O) accesses, which only system mode has: "
+    "it runs on a Linux boot (the guest of tests/test_linux.py, -icount) under QEMU 7.2's "
+    "qemu-system-x86_64 only, as QEMU 10.2 reports no device access to plugins",
     "lockstep: needs two QEMUs talking over a socket (not a single run to time); left out",
 ]
 
@@ -196,10 +204,11 @@ def write_text(path, size=None, lines=None):
 class Input:
     """One command line of a workload: its label in the tables, make() -> the command (input
     files are written when first asked for), and ms: how long it runs under QEMU 7.2 without a
-    plugin on the development machine (for the estimate of a run's duration only)."""
+    plugin on the development machine (for the estimate of a run's duration only). system: the
+    command is qemu-system-x86_64's options (a whole machine), not a user-mode program."""
 
-    def __init__(self, label, make, ms):
-        self.label, self.make, self.ms = label, make, ms
+    def __init__(self, label, make, ms, system=False):
+        self.label, self.make, self.ms, self.system = label, make, ms, system
 
 
 class Workload:
@@ -266,7 +275,19 @@ def shipped_workloads(build, tmp):
                  why="8 threads: how many instructions, syscalls and blocks run changes from run "
                      "to run (glibc's thread start and exit take locks and futex waits as timing "
                      "decides)"),
+        Workload("Linux boot", {"system": Input("Debian's kernel to poweroff", lambda: linux(build),
+                                                9000, system=True)}),
     ]
+
+
+def linux(build):
+    """qemu-system-x86_64's options booting the Linux guest (built in the build's tests/ folder
+    as the tests build it) with -icount, so that a slower plugin does not change the boot."""
+    status, kernel, initrd, message = linux_boot.build(os.path.join(build, "tests", "linux-guest"))
+    if status != 0:
+        fail(f"the Linux guest cannot be built: {message} (or leave it out: --only with another "
+             f"row)")
+    return linux_boot.qemu_options(kernel, initrd) + list(linux_boot.ICOUNT)
 
 
 def mechanism_workloads(build, tmp, quick):
@@ -305,9 +326,11 @@ class Variant:
         self.host, self.builds = host, builds
         if host == "7.2":
             self.qemu = os.environ.get("QEMU_X86_64", "qemu-x86_64")
+            self.qemu_system = os.environ.get("QEMU_SYSTEM_72", "qemu-system-x86_64")
             self.plugins = plugins
         else:
             self.qemu = os.path.join(QEMU_10_2, "bin", "qemu-x86_64")
+            self.qemu_system = os.path.join(QEMU_10_2, "bin", "qemu-system-x86_64")
             self.plugins = os.path.join(QEMU_10_2, "plugins")
 
     def c_plugin(self, script):
@@ -335,8 +358,9 @@ def fail(message):
     sys.exit(f"bench: {message}")
 
 
-def shipped_command(v, build, row, program, work, qlua):
-    """(command, prefix of the files it writes, its plugin log) of one side of a row."""
+def shipped_command(v, build, row, program, work, qlua, system=False):
+    """(command, prefix of the files it writes, its plugin log) of one side of a row; system:
+    program is qemu-system-x86_64's options."""
     who = "q" if qlua else "c"
     files, log = os.path.join(work, who), os.path.join(work, who + ".log")
     args = row.args.format(files=files)
@@ -345,14 +369,16 @@ def shipped_command(v, build, row, program, work, qlua):
     else:
         plugin = v.c_plugin(row.script)
     plugin += "," + args if args else ""
-    cmd = NO_ASLR + [v.qemu] + SEED + ["-plugin", plugin, "-d", "plugin", "-D", log] + program
-    return cmd, files, log
+    plugins = ["-plugin", plugin, "-d", "plugin", "-D", log]
+    if system:
+        return [v.qemu_system] + program + plugins, files, log
+    return NO_ASLR + [v.qemu] + SEED + plugins + program, files, log
 
 
-def one_shipped(v, build, row, program, work, qlua):
+def one_shipped(v, build, row, program, work, qlua, system=False):
     """Runs one side of a row once; returns (ms, canonical output or None, None) or, when QEMU
     failed, (ms, None, what happened)."""
-    cmd, files, log = shipped_command(v, build, row, program, work, qlua)
+    cmd, files, log = shipped_command(v, build, row, program, work, qlua, system)
     for old in glob.glob(glob.escape(files) + "*"):
         os.unlink(old)
     ms, status, err = run_qemu(cmd)
@@ -442,7 +468,28 @@ def fmt_ms(ms):
     return f"{ms:.0f}"
 
 
-def shipped_table(variants, rows, workloads, a, work, out):
+CHECK_NOTE = ("check: = the outputs agree (what the two promise alike: counts, rows ranked above "
+              "the ties at the cut, blocks; see bench/compare.py), ≠ they do not; no output: a "
+              "run did not write what the comparison reads; race: QEMU's plugin counts with "
+              "shared unsynchronised adds, inexact with several threads (and the program "
+              "varies, below); vary: the program's output varies from run to run (below), or did "
+              "between rounds; n/c: not comparable (below)")
+RATIO_NOTE = ("qlua/C: the median over the rounds of each round's qlua ms / C ms (the two runs "
+              "made one after the other), not the ratio of the two medians shown: the machine's "
+              "speed drifts over minutes")
+
+
+def paired_ratio(q_times, c_times):
+    """qlua / C for a row: the median of each round's own ratio, its two runs made one after the
+    other. The machine's speed drifts over minutes (both sides of a row slow down together for a
+    while, by half at times): a ratio of medians mixes rounds from different moments, a median of
+    per-round ratios compares runs made at the same moment."""
+    return statistics.median(q / c for q, c in zip(q_times, c_times))
+
+
+def shipped_table(variants, rows, workloads, a, work, out,
+                  title="Shipped scripts vs QEMU's plugins (scripts/NAME.lua vs QEMU's libNAME.so, "
+                        "same arguments)"):
     header = ["script (args)", "workload", "input"]
     for v in variants:
         header += [f"C {v.host} ms"]
@@ -450,8 +497,7 @@ def shipped_table(variants, rows, workloads, a, work, out):
             tag = f"{v.host} {os.path.basename(b)}"
             header += [f"qlua {tag} ms", f"qlua/C {tag}", f"check {tag}"]
     header += ["goal"]
-    out.table("Shipped scripts vs QEMU's plugins (scripts/NAME.lua vs QEMU's libNAME.so, same "
-              "arguments)", header)
+    out.table(title, header)
     for row in rows:
         for w in workloads:
             inp = w.command(a.quick, row.size)
@@ -470,7 +516,7 @@ def shipped_table(variants, rows, workloads, a, work, out):
                         if (v.host, b) in failed:
                             continue
                         ms, canon, why = one_shipped(v, b or v.builds[0], row, cmd, work,
-                                                     qlua=b is not None)
+                                                     qlua=b is not None, system=inp.system)
                         if why:
                             failed[(v.host, b)] = why
                             out.later(f"{row.label}, {w.name}: "
@@ -494,7 +540,7 @@ def shipped_table(variants, rows, workloads, a, work, out):
                         cells += ["failed" if (v.host, b) in failed else fmt_ms(q_ms), "–",
                                   f"{who} failed"]
                         continue
-                    ratio = q_ms / c_ms
+                    ratio = paired_ratio(times[(v.host, b)], times[(v.host, None)])
                     mark = "" if row.goal[1](round(ratio, 2)) else " ✗"
                     check = check_mark(row, v.host, w, outs[(v.host, None)], outs[(v.host, b)])
                     cells += [fmt_ms(q_ms), f"{ratio:.2f}{mark}", check]
@@ -960,23 +1006,33 @@ def main():
         notes = argument_notes(variants, rows)
         if rows:
             workloads = shipped_workloads(builds[0], tmp)
-            shipped_table(variants, rows, workloads, a, work, out)
-            out.flush_later()
-            out.note("check: = the outputs agree (what the two promise alike: counts, rows "
-                     "ranked above the ties at the cut, blocks; see bench/compare.py), ≠ they "
-                     "do not; no output: a run did not write what the comparison reads; race: "
-                     "QEMU's plugin counts with shared unsynchronised adds, inexact with several "
-                     "threads (and the program varies, below); vary: the program's output "
-                     "varies from run to run (below), or did between rounds; n/c: not "
-                     "comparable (below)")
-            for r in rows:
-                if r.why:
-                    out.note(f"{r.script}: n/c: {r.why}")
-            for w in workloads:
-                if w.why and any(v.host in w.varies for v in variants):
-                    out.note(f"vary: {w.why}")
-            for n in notes + NOT_MEASURED:
-                out.note(n)
+            user = [r for r in rows if r.size != "system"]
+            system = [r for r in rows if r.size == "system"]
+            if user:
+                shipped_table(variants, user, workloads, a, work, out)
+                out.flush_later()
+                out.note(CHECK_NOTE)
+                out.note(RATIO_NOTE)
+                for r in user:
+                    if r.why:
+                        out.note(f"{r.script}: n/c: {r.why}")
+                for w in workloads:
+                    if w.why and any(v.host in w.varies for v in variants):
+                        out.note(f"vary: {w.why}")
+                for n in notes + NOT_MEASURED:
+                    out.note(n)
+            if system and not a.quick:
+                shipped_table(variants, system, workloads, a, work, out,
+                              title="Shipped scripts vs QEMU's plugins in system mode (a Linux "
+                                    "boot)")
+                out.flush_later()
+                out.note(CHECK_NOTE)
+                out.note(RATIO_NOTE)
+                out.note("Linux boot: tests/test_linux.py's guest (Debian's kernel, a busybox "
+                         "initramfs whose init runs seq and sha256sum and powers off) under "
+                         "qemu-system-x86_64 with -icount shift=3,sleep=off, so the boot is the "
+                         "same however slow the plugin; QEMU 10.2 reports no device access to "
+                         "plugins, so only 7.2 runs it")
         if sel["pairs"]:
             mechanism_table(variants, sel["pairs"], a, tmp, out)
         if sel["deliveries"]:

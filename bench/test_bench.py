@@ -6,6 +6,7 @@ saying what to do.
 Run: /usr/bin/python3 -m pytest -q bench/test_bench.py (real runs need build/ and the plugins of
 tools/fetch-qemu-plugins.sh; they skip, saying so, without them)."""
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -391,3 +392,27 @@ def test_the_delivery_script_refuses_an_unknown_kind_listing_the_accepted_ones()
     assert p.returncode != 0
     assert ("delivery.lua: kind=on_exec: expected one of exec, exec_data, exec_counter, mem, "
             "trace, trace_mem") in p.stderr
+
+
+def test_a_rows_ratio_is_the_median_of_each_rounds_own_ratio():
+    # round 2 ran while the machine was slow: both sides took twice as long
+    c, q = [100, 200, 100], [110, 220, 120]
+    assert run.paired_ratio(q, c) == pytest.approx(1.1)
+    assert run.paired_ratio(q, c) != pytest.approx(statistics.median(q) / statistics.median(c))
+
+
+def test_hwprofile_device_lines_agree_in_any_order_but_not_with_other_counts():
+    head = "Device, Address, RCPUs, Reads,  WCPUs, Writes\n"
+    a = head + "ioapic, 0x0, 1, 4, 1, 2\napic-msi, 0x0, 1, 3, 0, 0\nanon80a7eee0, 0x0, 1, 9, 0, 0\n"
+    b = head + "anonb14a0e60, 0x0, 1, 9, 0, 0\napic-msi, 0x0, 1, 3, 0, 0\nioapic, 0x0, 1, 4, 1, 2\n"
+    assert agree("hwprofile", a, b), "unnamed regions are named after a host pointer"
+    assert not agree("hwprofile", a, b.replace("1, 4, 1, 2", "1, 5, 1, 2"))
+    assert not agree("hwprofile", a, b.replace("1, 9, 0, 0", "1, 8, 0, 0"))
+
+
+def test_the_linux_boot_runs_qemu_system_with_the_plugin_after_the_machines_options():
+    v = run.Variant("7.2", PLUGINS, [BUILD])
+    row = next(r for r in run.SHIPPED if r.script == "hwprofile")
+    cmd, _, log = run.shipped_command(v, BUILD, row, ["-kernel", "k"], "/tmp/w", True, system=True)
+    assert cmd[0] == v.qemu_system and cmd[1:3] == ["-kernel", "k"] and "-plugin" in cmd
+    assert cmd[cmd.index("-plugin") + 1].endswith("libqlua.so,script=hwprofile") and log in cmd

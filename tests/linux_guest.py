@@ -16,16 +16,11 @@ import pytest
 from qemu_run import (GUESTS, QEMU_SYSTEM, SRC, Run, env_without_preload, system_binary,
                       system_plugins)
 
-BUILDER = os.path.join(SRC, "tests", "guests", "linux", "make-guest.py")
-GUEST_DIR = os.environ.get("QLUA_LINUX_GUEST") or os.path.join(GUESTS, "linux-guest")
+# how the guest boots, shared with bench/run.py (BUILDER and ICOUNT are for the tests)
+sys.path.insert(0, os.path.join(SRC, "tests", "guests", "linux"))
+from linux_boot import BUILDER, ICOUNT, build, qemu_options  # noqa: E402
 
-# The kernel command line. Beyond the console on the serial port, quiet (no boot log: the output is
-# what init prints) and panic=-1 (a panic reboots at once, and -no-reboot ends QEMU), each word
-# makes the boot shorter or steadier, measured under TCG with Debian's 6.1 kernel (instructions
-# from the kernel's entry to poweroff): cryptomgr.notests skips the crypto self-tests (their RSA
-# vectors were 870 of 1520 million), rodata=off the W+X scan of the page tables (130 million);
-# nokaslr puts the kernel at the same addresses every boot.
-KERNEL_ARGS = ("console=ttyS0", "quiet", "panic=-1", "nokaslr", "cryptomgr.notests", "rodata=off")
+GUEST_DIR = os.environ.get("QLUA_LINUX_GUEST") or os.path.join(GUESTS, "linux-guest")
 
 MARKER = "qlua-guest: done status="  # init's last line before poweroff, then the command's status
 
@@ -39,10 +34,6 @@ CRLF, LF = "\r\n", "\n"  # the serial port ends lines in CR LF
 # at each memory access), takes 140 s on an idle machine here and twice that on a busy one
 TIMEOUT = 540
 
-# Guest time that follows the instructions (8 ns each), not the host's clock, for boots that a
-# script slows down: otherwise the slower the run, the more timer ticks the kernel handles (a
-# boot under hotpages.lua made 246 million memory accesses instead of 195). One vCPU at a time.
-ICOUNT = ("-icount", "shift=3,sleep=off")
 
 # QEMU boots the unpacked kernel (see make-guest.py) through its PVH entry, which needs the option
 # ROM pvh.bin. QEMU 10.2's folder of firmware lacks it; the one of Debian's QEMU
@@ -58,12 +49,11 @@ def guest_files():
     kernel or no static busybox, fails it when the build fails otherwise."""
     global _built
     if _built is None:
-        p = subprocess.run([sys.executable, BUILDER, GUEST_DIR], capture_output=True, text=True,
-                           timeout=300, env=env_without_preload())
-        if p.returncode == 3:  # a package is missing: the builder says which
-            pytest.skip(p.stderr.strip())
-        assert p.returncode == 0, f"building the Linux guest failed:\n{p.stderr}"
-        _built = tuple(p.stdout.split())
+        status, kernel, initrd, message = build(GUEST_DIR, env_without_preload())
+        if status == 3:  # a package is missing: the builder says which
+            pytest.skip(message)
+        assert status == 0, f"building the Linux guest failed:\n{message}"
+        _built = (kernel, initrd)
     return _built
 
 
@@ -102,13 +92,7 @@ def linux_command(version, plugin_args, logfile, smp=1, oracle=False, before=(),
         pytest.skip("QLUA_LINUX_BOOTS=0: the Linux boots run in one build (tests/run-all.sh)")
     binary = system_binary(version)
     kernel, initrd = guest_files()
-    append = list(KERNEL_ARGS) + list(kernel_args)
-    if command is not None:
-        assert '"' not in command, "the kernel command line cannot quote a double quote"
-        append.append(f'qlua.run="{command}"')
-    cmd = [binary, "-accel", "tcg", "-smp", str(smp), "-m", "256M", "-nodefaults",
-           "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-           "-kernel", kernel, "-initrd", initrd, "-append", " ".join(append)]
+    cmd = [binary] + qemu_options(kernel, initrd, smp, kernel_args, command)
     cmd += firmware_args(binary, kernel) + list(qemu_args)
     return cmd + system_plugins(plugin_args, logfile, oracle, before, after)
 
