@@ -1007,7 +1007,8 @@ def main():
         if rows:
             workloads = shipped_workloads(builds[0], tmp)
             user = [r for r in rows if r.size != "system"]
-            system = [r for r in rows if r.size == "system"]
+            system = [r for r in rows if r.size == "system"
+                      and any(v.host in r.hosts for v in variants)]
             if user:
                 shipped_table(variants, user, workloads, a, work, out)
                 out.flush_later()
