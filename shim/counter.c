@@ -38,9 +38,10 @@ struct qlua_counter {
 };
 
 /* Scoreboard mode: counters share scoreboards, SB_COUNTERS to one, each a column of the
- * scoreboard's per-vCPU entry. A vCPU's entry is then 512 bytes, whole cache lines, so vCPUs never
- * share a line; a script that keeps a counter per block (thousands) gets them for one QEMU
- * scoreboard per 64, made ~64 times less often, and reads them from consecutive memory. */
+ * scoreboard's per-vCPU entry. A vCPU's entry is then 512 bytes, a multiple of a cache line, so
+ * vCPUs share at most the line at an entry's edge (QEMU does not promise the array's alignment);
+ * a script that keeps a counter per block (thousands) gets them for one QEMU scoreboard per 64,
+ * made ~64 times less often, and reads them from consecutive memory. */
 #define SB_COUNTERS 64
 #define SB_ENTRY (SB_COUNTERS * sizeof(uint64_t))
 
@@ -620,18 +621,18 @@ static int counter_values(lua_State *L)
  * nil, i when list[i] is not a counter (init.lua says so, at the script's line). */
 static int counters_read(lua_State *L)
 {
-    not_queued(L, "qemu.read_counters()");
+    if (qlua_queue_context > 0) {
+        return luaL_error(L, "qemu.read_counters() in a queued callback (on_exec, on_mem) would "
+                             "see the counters as of the batch's delivery, not of the event: "
+                             "read them from a synchronous callback ({ sync = true }, tb:when, "
+                             "on_syscall) or at exit");
+    }
     luaL_checktype(L, 1, LUA_TTABLE);
     unsigned int vcpu = check_vcpu(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_settop(L, 3);
     lua_rawgeti(L, LUA_REGISTRYINDEX, counter_meta); /* 4: compared with each element's */
     bool created = vcpu < known_vcpus(); /* QEMU's entries exist: in_scoreboard, once */
-    /* The vCPU's entry of the scoreboard last read: counters made one after another share one
-     * (SB_COUNTERS), so most reads are a load beside the previous one. Valid during this call:
-     * QEMU moves entries only when it grows its scoreboards, with every vCPU stopped. */
-    struct qemu_plugin_scoreboard *sb = NULL;
-    const char *entry = NULL;
     size_t n = lua_rawlen(L, 1);
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, (lua_Integer)i);
@@ -644,14 +645,11 @@ static int counters_read(lua_State *L)
         }
         lua_pop(L, 2);
         qlua_counter *k = *c;
-        uint64_t v = slot_value(k, vcpu);
-        if (k->sb && created) {
-            if (k->sb != sb) {
-                sb = k->sb;
-                entry = qlua_host.scoreboard_find(sb, vcpu);
-            }
-            v += __atomic_load_n((const uint64_t *)(entry + k->sb_offset), __ATOMIC_RELAXED);
-        }
+        /* one u64_get each, no entry address kept across the loop: in user mode QEMU can grow
+         * (move) its scoreboards while this thread runs Lua outside guest code (a syscall
+         * callback), as another thread starts */
+        uint64_t v = slot_value(k, vcpu) +
+                     (k->sb && created ? qlua_host.u64_get(sb_entry(k), vcpu) : 0);
         qlua_push_u64(L, v);
         lua_rawseti(L, 3, (lua_Integer)i);
     }

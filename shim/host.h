@@ -55,7 +55,6 @@
     X(end_code, uint64_t, (void))                                                                   \
     X(entry_code, uint64_t, (void))                                                                 \
     X(scoreboard_new, struct qemu_plugin_scoreboard *, (size_t))                                    \
-    X(scoreboard_find, void *, (struct qemu_plugin_scoreboard *, unsigned int))                     \
     X(u64_add, void, (qemu_plugin_u64, unsigned int, uint64_t))                                     \
     X(u64_get, uint64_t, (qemu_plugin_u64, unsigned int))                                           \
     X(u64_set, void, (qemu_plugin_u64, unsigned int, uint64_t))                                     \

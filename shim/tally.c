@@ -338,7 +338,8 @@ static void set_u64_field(lua_State *L, const char *name, uint64_t v)
 static int edges_items(lua_State *L)
 {
     qlua_tally *t = check_edges(L, 1);
-    first_slot *order = g_new(first_slot, MAX(t->used, 1));
+    /* a Lua userdata, not g_new: an error while the table is built (memory) must not leak it */
+    first_slot *order = lua_newuserdata(L, sizeof *order * MAX(t->used, 1));
     size_t n = 0;
     for (size_t i = 0; i < ((size_t)1 << t->bits); i++) {
         if (!slot_free(t, i)) {
@@ -357,7 +358,6 @@ static int edges_items(lua_State *L)
         set_u64_field(L, "vcpus", t->vcpus[i]);
         lua_rawseti(L, -2, (int)(k + 1));
     }
-    g_free(order);
     return 1;
 }
 
@@ -620,7 +620,10 @@ static const qlua_rule_ops rule_ops = {rule_apply, rule_free};
  * start). A block that starts anywhere but `after` was reached by a transfer: a conditional
  * callback, native where QEMU has them, feeds the edge (after, start), early when the previous
  * block was left before its end (after != block_end), and moves `after` to the start; the block's
- * own ops then run from there. Nothing runs on straight-line flow. */
+ * own ops then run from there. On QEMU >= 9.1 (inline stores, native conditions) nothing but the
+ * adds runs on straight-line flow; older QEMU runs two small C callbacks per block (the test of
+ * the condition and the store). Blocks translated before the rule was added take no part: the
+ * rule is meant to be made when the script loads (see docs/api.md). */
 typedef struct {
     qlua_tally *t;
     qlua_counter *after;

@@ -322,7 +322,8 @@ qemu.on_exit(function() for _, s in ipairs(said) do qemu.print(s) end end)
         "qemu.read_counters: into: expected a table to fill, got string",
         "qemu.read_counters(list, vcpu [, into]) takes three arguments (got a fourth: extra)",
         "ok",
-        "qemu.read_counters() in a queued callback (on_exec, on_mem) would see the counter",
+        "qemu.read_counters() in a queued callback (on_exec, on_mem) would see the counters as "
+        "of the batch's delivery, not of the event: read them from a synchronous callback",
     ]
     lines = r.log.splitlines()
     assert r.status == 0 and len(lines) == len(expected), f"run\n{r}"
