@@ -329,6 +329,10 @@ qemu.on_exit(function() for _, s in ipairs(said) do qemu.print(s) end end)
     assert r.status == 0 and len(lines) == len(expected), f"run\n{r}"
     for line, want in zip(lines, expected):
         assert want in line, f"{want!r} not in {line!r}\n{r}"
+
+
+@pytest.mark.exits_qemu
+def test_read_counters_blames_the_scripts_line():
     r = run_lua("qemu.read_counters({ 1 }, 0)")
     assert r.status == 1 and re.search(r"\.lua:1: qemu.read_counters: list\[1\] is number", r.err), (
         f"blamed on the script's line\n{r}")

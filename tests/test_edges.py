@@ -3,6 +3,8 @@ against a reference that follows each instruction in Lua; early exits; the order
 vCPU sets; clear errors for bad arguments."""
 import re
 
+import pytest
+
 from qemu_run import fields, guest, run_lua
 
 # The script under test and, in the same run, a plain reference: a queued callback on every
@@ -166,6 +168,10 @@ def test_bad_arguments_to_edges_say_what_is_accepted():
     assert r.status == 0 and len(lines) == len(expected), f"run\n{r}"
     for line, want in zip(lines, expected):
         assert re.search(want, line) or want in line, f"{want!r} not in {line!r}\n{r}"
+
+
+@pytest.mark.exits_qemu
+def test_a_bad_branch_rule_is_blamed_on_the_scripts_line():
     r = run_lua("qemu.count_every('branch', qemu.counter())")
     assert r.status == 1 and re.search(r"\.lua:1: qemu.count_every: \"branch\" counts", r.err), (
         f"blamed on the script's line\n{r}")
