@@ -148,11 +148,13 @@ static bool is_exit(lua_State *L, int idx)
 
 void qlua_gate_exit_now(void)
 {
-    static bool ending; /* the handlers' own unlocks come back here: the outer call goes on */
-    if (!qlua_gate_exit_requested() || ending) {
+    /* Once, by the first thread to get here. The handlers' own unlocks come back here: the outer
+     * call goes on. Another thread's outermost unlock (a vCPU that translated while a REPL chunk
+     * asked for the exit) returns to QEMU too: two threads in exit() at once is undefined. */
+    static int ending;
+    if (!qlua_gate_exit_requested() || __atomic_exchange_n(&ending, 1, __ATOMIC_ACQ_REL)) {
         return;
     }
-    ending = true;
     if (!qlua.finished && !qlua.in_exit_handlers && qlua_hooks.quit) {
         qlua_hooks.quit(); /* the handlers, then back here with qlua.finished set */
     }

@@ -237,10 +237,40 @@ def system_plugins(plugin_args, logfile, oracle=False, before=(), after=()):
 
 # ---- runs ----
 
+def stacks(pid):
+    """Every thread's backtrace in process `pid` (by gdb, when installed), for the message of a
+    test whose QEMU hung: a hang seen once in CI is otherwise gone without a trace."""
+    if not shutil.which("gdb"):
+        return "(no gdb: no backtraces)"
+    try:
+        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt 30"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return "(gdb did not attach within 60 s)"
+    return "\n".join(line for line in r.stdout.splitlines()
+                     if line.startswith(("Thread ", "#"))) or r.stderr[-2000:]
+
+
+def communicate_or_stacks(proc, timeout):
+    """proc.communicate(timeout): (stdout, stderr), or, when the process outlives the timeout,
+    its threads' stacks taken, the process killed, and the test failed with both."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        where = stacks(proc.pid)
+        proc.kill()
+        out, err = proc.communicate()
+        if isinstance(err, bytes):
+            err = err.decode("utf-8", "replace")
+        pytest.fail(f"QEMU did not end within {timeout} s: {proc.args!r}\n--- stderr tail\n"
+                    f"{(err or '')[-2000:]}\n--- its threads when killed\n{where}")
+
+
 def _run(cmd, logfile, timeout, env=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = communicate_or_stacks(p, timeout)
     text = open(logfile).read() if logfile and os.path.exists(logfile) else ""
-    return Run(p.returncode, p.stdout, p.stderr, text)
+    return Run(p.returncode, out, err, text)
 
 
 def qemu_scripts(scripts, program, oracle=False, log=True, env=None, timeout=300, binary=None):

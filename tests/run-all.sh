@@ -32,6 +32,19 @@ print(ok, bad, skipped)
 PY
 }
 
+failures() { # meson's testlog JSON, label -> each failed test's name and the end of its output
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["result"] in ("OK", "EXPECTEDFAIL", "SKIP"):
+        continue
+    out = (r.get("stdout") or "").rstrip().splitlines()
+    print(f"--- {sys.argv[2]}: {r['name']} ({r['result']}, {r.get('duration', 0):.1f} s); its output ends:")
+    print("\n".join(out[-40:]))
+PY
+}
+
 build() { # dir, meson options...
     dir=$1; shift
     if [ ! -f "$dir/build.ninja" ]; then
@@ -63,6 +76,7 @@ for variant in "build" "build-lua54 -Dlua=lua54" "build-asan -Dsanitize=address,
         >"$results/$dir.test.log" 2>&1 || status=1
     tail -n 12 "$results/$dir.test.log"
     count "$dir/meson-logs/testlog.json" >"$results/$dir.count"
+    failures "$dir/meson-logs/testlog.json" "$dir" >>"$results/failures.txt"
     [ "$dir" = build ] || continue
     # The same libqlua.so with user mode on QEMU 10.2: meson's qemu102 setup leaves out the tests
     # marked user_host_independent (system mode, no QEMU). Once, with LuaJIT: the Lua 5.4 and
@@ -77,6 +91,7 @@ for variant in "build" "build-lua54 -Dlua=lua54" "build-asan -Dsanitize=address,
         >"$results/$dir-qemu102.test.log" 2>&1 || status=1
     tail -n 12 "$results/$dir-qemu102.test.log"
     count "$dir/meson-logs/testlog-qemu102.json" >"$results/$dir-qemu102.count"
+    failures "$dir/meson-logs/testlog-qemu102.json" "$dir on QEMU 10.2" >>"$results/failures.txt"
 done
 
 for lua in luajit lua5.4; do
@@ -89,6 +104,11 @@ for lua in luajit lua5.4; do
     echo "$ok $bad 0" >"$results/busted-$lua.count"
 done
 
+# what failed, last, where a CI log's tail shows it (the meson logs above are on the machine only)
+if [ -s "$results/failures.txt" ]; then
+    echo "== failures"
+    cat "$results/failures.txt"
+fi
 cat "$results"/*.count | awk '{p += $1; f += $2; s += $3} END {printf "%d passed, %d failed, %d skipped\n", p, f, s; exit (f > 0)}' || status=1
 rm -rf "$results"
 exit $status

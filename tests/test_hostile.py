@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from qemu_run import Run, guest, lua_file, script, system_command, user_command
+from qemu_run import Run, guest, lua_file, script, stacks, system_command, user_command
 
 SEED = 20240607
 API = script("hostile_api.lua")
@@ -52,17 +52,20 @@ class Hang(AssertionError):
 def run(cmd, timeout, logfile=None, **kw):
     """Runs cmd (a command line from qemu_run's builders) with a timeout; bytes are decoded with
     replacement (hostile values are echoed in messages). A timeout is a hang: an assertion."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
     try:
-        p = subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired as e:
-        err = (e.stderr or b"").decode("utf-8", "replace")
-        raise Hang(f"hang: no end within {timeout} s: {cmd!r}\n--- stderr tail\n{err[-2000:]}")
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        where = stacks(p.pid)
+        p.kill()
+        err = p.communicate()[1].decode("utf-8", "replace")
+        raise Hang(f"hang: no end within {timeout} s: {cmd!r}\n--- stderr tail\n{err[-2000:]}\n"
+                   f"--- its threads when killed\n{where}")
     log = ""
     if logfile and os.path.exists(logfile):
         with open(logfile, "rb") as f:
             log = f.read().decode("utf-8", "replace")
-    return Run(p.returncode, p.stdout.decode("utf-8", "replace"),
-               p.stderr.decode("utf-8", "replace"), log)
+    return Run(p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), log)
 
 
 def tail(text, n=12):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from qemu_run import (_run, env_without_preload, guest, lua_file, qemu, qemu_10_2_plugin,
-                      run_lua, system_command, user_command)
+from qemu_run import (_run, communicate_or_stacks, env_without_preload, guest, lua_file, qemu,
+                      qemu_10_2_plugin, run_lua, system_command, user_command)
 
 # A line every 20th translation, and one at exit: a guest running for a while prints steadily.
 PRINTER = """
@@ -55,12 +55,7 @@ def signalled(proc, path, sig, wait=1.0, timeout=30, first=None):
 
 
 def finish(proc, timeout=30):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"QEMU did not end within {timeout} s\n{err}")
+    out, err = communicate_or_stacks(proc, timeout)
     return proc.returncode, out, err
 
 
