@@ -4,8 +4,11 @@
 -- Arguments:
 --   inline=on|off (default off)  on: each block adds to a native counter of its own; off: each
 --                                execution adds to a native tally (tb:tally), where the original
---                                takes a lock in a callback. Neither runs Lua at execution time;
---                                both print the same numbers.
+--                                calls back into C per execution. Neither runs Lua at execution
+--                                time; both print the same numbers. On QEMU >= 9 (counters in
+--                                QEMU's scoreboards, qemu.counter_mode() "scoreboard") off takes
+--                                the counters too: a per-vCPU inline add costs less than any
+--                                callback, and there the original's callback takes no lock.
 --   format=text|json (default text)  json: the same report as one JSON object on one line:
 --                                {"report":"hotblocks","entries":N,"rows":[{"pc":"0x%016x",
 --                                "tcount":T,"icount":I,"ecount":E}, ...]} (rows as the text's;
@@ -69,6 +72,9 @@ local blocks = keys.new(2)
 local tcounts, names, counters = {}, {}, {}
 
 local execs = qemu.tally()
+-- Per-block counters where they are exact per vCPU without a retranslation when a thread starts
+-- (QEMU's scoreboards), or when asked for; a tally fed from a C callback otherwise.
+local per_block = args.inline or qemu.counter_mode() == "scoreboard"
 
 qemu.on_translate(function(tb)
   local pc = tb.vaddr
@@ -76,11 +82,11 @@ qemu.on_translate(function(tb)
   if new then
     tcounts[id] = 1
     if named then names[id] = symbolize.format(qemu.symbolize(pc)) end
-    if args.inline then counters[id] = qemu.counter() end
+    if per_block then counters[id] = qemu.counter() end
   else
     tcounts[id] = tcounts[id] + 1
   end
-  if args.inline then
+  if per_block then
     tb:count(counters[id])
   else
     tb:tally(execs, id)
@@ -90,10 +96,10 @@ end)
 qemu.on_exit(function()
   local n = blocks.n
   local pcs, icounts, ids = blocks[1], blocks[2], {}
-  local ecounts = args.inline and {} or execs:items() -- one copy, not a call per entry
+  local ecounts = per_block and {} or execs:items() -- one copy, not a call per entry
   for id = 1, n do
     ids[id] = id
-    if args.inline then
+    if per_block then
       ecounts[id] = counters[id]:sum()
     elseif ecounts[id] == nil then
       ecounts[id] = 0 -- translated, never executed
