@@ -107,6 +107,14 @@ describe("qemu.report", function()
         assert.are.equal(2, #top)
       end
     end)
+    it("lets in a count of 2^63 or more met after the heap is full", function()
+      if not math.mininteger then return end -- LuaJIT's numbers have no such count
+      local big = math.mininteger
+      local recs = { { pc = 1, n = 5 }, { pc = 2, n = 7 }, { pc = 3, n = 1 }, { pc = 4, n = big },
+        { pc = 5, n = big + 1 }, { pc = 6, n = 6 } }
+      local top = report.top(recs, 2, "n", "pc")
+      assert.are.same({ 5, 4 }, { top[1].pc, top[2].pc })
+    end)
   end)
 
   describe("sort_by", function()

@@ -91,11 +91,17 @@ function M.top(records, limit, count, key)
   if limit <= 0 then return heap end
   for i = 1, limit do heap[i] = records[i] end
   for i = math.floor(limit / 2), 1, -1 do sift_down(i) end
+  -- Most records rank after the worst kept on their count alone: a plain comparison of two
+  -- counts in [0, 2^63) passes them over without the full order (u64 and key compares).
+  local count_of = getter(count)
+  local worst = count_of(heap[1])
   for i = limit + 1, n do
     local r = records[i]
-    if before(r, heap[1]) then
+    local c = count_of(r)
+    if not (c < worst and c >= 0) and before(r, heap[1]) then
       heap[1] = r
       sift_down(1)
+      worst = count_of(heap[1])
     end
   end
   table.sort(heap, before)
