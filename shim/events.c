@@ -183,6 +183,7 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
         }
         qlua_out_flush();
     }
+    qlua_tally_syscall(vcpu, num); /* before the handlers: they see their thread's adds */
     const uint64_t a[8] = {a1, a2, a3, a4, a5, a6, a7, a8};
     qlua_vcpu_context++;
     DISPATCH(EV_SYSCALL, 10, {
@@ -198,6 +199,7 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
 static void syscall_ret_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, int64_t ret)
 {
     (void)id;
+    qlua_tally_syscall_ret(vcpu, num, ret);
     qlua_vcpu_context++;
     DISPATCH(EV_SYSCALL_RET, 3, {
         lua_pushinteger(L, vcpu);
@@ -353,9 +355,11 @@ static void register_all(void)
         /* user mode: syscalls, to flush output before an execve replaces the process (and for
          * watch= and repl= to poll) */
         bool syscalls = ev == EV_SYSCALL && !qlua_host.system;
+        bool syscall_rets = ev == EV_SYSCALL_RET && qlua_tally_syscall_rets_wanted();
         bool translation = ev == EV_TRANSLATE && translation_wanted();
         if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
-            translation || handlers[ev]->len > 0 || polls || syscalls || want_register[ev]) {
+            translation || handlers[ev]->len > 0 || polls || syscalls || syscall_rets ||
+            want_register[ev]) {
             want_register[ev] = false;
             register_event((enum event)ev);
         }
@@ -386,7 +390,8 @@ void qlua_events_register_wanted(void)
 
 struct qlua_handler_set {
     GPtrArray *handlers[EV_COUNT];
-    void *rules; /* the count_every rules travel with the handlers */
+    void *rules;    /* the count_every rules travel with the handlers */
+    void *syscalls; /* and the syscall tallies */
 };
 
 qlua_handler_set *qlua_events_take_handlers(void)
@@ -397,6 +402,7 @@ qlua_handler_set *qlua_events_take_handlers(void)
         handlers[ev] = g_ptr_array_new();
     }
     taken->rules = qlua_counter_take_rules();
+    taken->syscalls = qlua_tally_take_syscalls();
     return taken;
 }
 
@@ -407,12 +413,14 @@ void qlua_events_put_handlers(qlua_handler_set *given)
         handlers[ev] = given->handlers[ev];
     }
     qlua_counter_put_rules(given->rules);
+    qlua_tally_put_syscalls(given->syscalls);
     g_free(given);
 }
 
 void qlua_events_drop_handlers(qlua_handler_set *dropped)
 {
     qlua_counter_drop_rules(dropped->rules);
+    qlua_tally_drop_syscalls(dropped->syscalls);
     for (int ev = 0; ev < EV_COUNT; ev++) {
         for (guint i = 0; i < dropped->handlers[ev]->len; i++) {
             free_fn(qlua.L, g_ptr_array_index(dropped->handlers[ev], i));

@@ -741,6 +741,100 @@ static void rule_free(void *rule)
     g_free(rule);
 }
 
+/* ---- syscall tallies: qemu.count_every("syscall" | "syscall_ret" | "syscall_error", t) ---- */
+
+/* The tallies the syscall callbacks feed, read by vCPU threads without the Lua lock while Lua
+ * may add one (or a reload swap the set): each entry is one word (the tally's address, its low
+ * two bits the event: a tally is aligned to 8), stored before the count that makes it visible.
+ * The words live in this static array for the plugin's life, so a reader never holds freed
+ * memory; the tallies are pinned (never collected). */
+#define MAX_SYSCALL_TALLIES 16
+
+enum { ON_CALL, ON_RETURN, ON_ERROR, EVENT_BITS = 3 };
+
+static uintptr_t syscall_words[MAX_SYSCALL_TALLIES];
+static unsigned int syscall_count;
+static bool syscall_rets_wanted; /* some tally counts returns: syscall_ret is needed */
+
+typedef struct {
+    uintptr_t words[MAX_SYSCALL_TALLIES];
+    unsigned int count;
+    bool rets;
+} syscall_set;
+
+static void syscall_feed(unsigned int vcpu, int64_t num, bool ret, bool error)
+{
+    unsigned int n = __atomic_load_n(&syscall_count, __ATOMIC_ACQUIRE);
+    for (unsigned int i = 0; i < n; i++) {
+        uintptr_t w = __atomic_load_n(&syscall_words[i], __ATOMIC_RELAXED);
+        unsigned int on = (unsigned int)(w & EVENT_BITS);
+        if (ret ? (on == ON_RETURN || (on == ON_ERROR && error)) : on == ON_CALL) {
+            feed((qlua_tally *)(w & ~(uintptr_t)EVENT_BITS), (uint64_t)num, 0, false, vcpu);
+        }
+    }
+}
+
+void qlua_tally_syscall(unsigned int vcpu, int64_t num)
+{
+    syscall_feed(vcpu, num, false, false);
+}
+
+void qlua_tally_syscall_ret(unsigned int vcpu, int64_t num, int64_t ret)
+{
+    syscall_feed(vcpu, num, true, ret < 0);
+}
+
+bool qlua_tally_syscall_rets_wanted(void)
+{
+    return syscall_rets_wanted;
+}
+
+/* core.tally_syscalls(tally, on): on "call", "return" or "error"; under the Lua lock (the one
+ * writer). */
+static int tally_syscalls(lua_State *L)
+{
+    static const char *const ons[] = {"call", "return", "error", NULL};
+    qlua_tally *t = fed_tally(L, 1);
+    uintptr_t on = (uintptr_t)luaL_checkoption(L, 2, NULL, ons);
+    unsigned int n = syscall_count;
+    if (n == MAX_SYSCALL_TALLIES) {
+        return luaL_error(L, "at most %d tallies count syscalls", MAX_SYSCALL_TALLIES);
+    }
+    g_assert(((uintptr_t)t & EVENT_BITS) == 0);
+    __atomic_store_n(&syscall_words[n], (uintptr_t)t | on, __ATOMIC_RELAXED);
+    __atomic_store_n(&syscall_count, n + 1, __ATOMIC_RELEASE);
+    syscall_rets_wanted |= on != ON_CALL;
+    return 0;
+}
+
+void *qlua_tally_take_syscalls(void)
+{
+    syscall_set *taken = g_new(syscall_set, 1);
+    taken->count = syscall_count;
+    taken->rets = syscall_rets_wanted;
+    memcpy(taken->words, syscall_words, sizeof syscall_words);
+    __atomic_store_n(&syscall_count, 0, __ATOMIC_RELEASE);
+    syscall_rets_wanted = false;
+    return taken;
+}
+
+void qlua_tally_put_syscalls(void *given)
+{
+    syscall_set *set = given;
+    __atomic_store_n(&syscall_count, 0, __ATOMIC_RELEASE);
+    for (unsigned int i = 0; i < set->count; i++) {
+        __atomic_store_n(&syscall_words[i], set->words[i], __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&syscall_count, set->count, __ATOMIC_RELEASE);
+    syscall_rets_wanted = set->rets;
+    g_free(set);
+}
+
+void qlua_tally_drop_syscalls(void *dropped)
+{
+    g_free(dropped);
+}
+
 void qlua_tally_open(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"add", tally_add_l},     {"get", tally_get},
@@ -757,7 +851,8 @@ void qlua_tally_open(lua_State *L)
     static const luaL_Reg core[] = {{"tally_new", tally_new},     {"tally_add", tally_add_l},
                                     {"tb_tally", tally_tb},       {"insn_tally", tally_insn},
                                     {"insn_tally_mem", tally_mem}, {"tally_rule", tally_rule_new},
-                                    {"edges_new", edges_new},     {NULL, NULL}};
+                                    {"edges_new", edges_new},
+                                    {"tally_syscalls", tally_syscalls}, {NULL, NULL}};
     tally_meta = qlua_meta_new(L, TALLY_META);
     luaL_setfuncs(L, metamethods, 0);
     luaL_newlib(L, methods);

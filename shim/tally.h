@@ -17,6 +17,17 @@ void qlua_tally_release_mine(void);
 /* At vCPU init: a reused user-mode vCPU index starts with no previous instruction (edges). */
 void qlua_tally_vcpu_init(unsigned int vcpu);
 
+/* qemu.count_every("syscall" | "syscall_ret" | "syscall_error", t): the syscall callbacks feed
+ * the tallies by
+ * syscall number (any thread, no Lua lock); syscall_ret is needed while rets_wanted. The set
+ * travels with a reload's handlers (take, then put back or drop). */
+void qlua_tally_syscall(unsigned int vcpu, int64_t num);
+void qlua_tally_syscall_ret(unsigned int vcpu, int64_t num, int64_t ret);
+bool qlua_tally_syscall_rets_wanted(void);
+void *qlua_tally_take_syscalls(void);
+void qlua_tally_put_syscalls(void *given);
+void qlua_tally_drop_syscalls(void *dropped);
+
 /* core.tally_new, core.tally_add_ptr (the FFI entry) and the tally metatable. */
 void qlua_tally_open(lua_State *L);
 

@@ -1165,7 +1165,8 @@ describe("qemu", function()
       for _, kind in ipairs { "insns", 1 } do
         local err = error_of(function() qemu.count_every(kind, counter()) end)
         assert.matches("^spec/qemu_spec.lua:%d+: qemu%.count_every: kind " .. kind .. ": expected one of "
-          .. '"insn", "block", "block_insns", "mem", "branch"$', err)
+          .. '"insn", "block", "block_insns", "mem", "branch", "syscall", "syscall_ret", '
+          .. '"syscall_error"$', err)
       end
       assert.matches("kind nil", error_of(qemu.count_every), 1, true)
       assert.spy(core.want).was_not.called()
@@ -1215,6 +1216,47 @@ describe("qemu", function()
         error_of(function() qemu.count_every("branch", e, {}) end), 1, true)
       assert.spy(core.tally_rule).was_not.called()
       assert.spy(core.count_every_rule).was_not.called()
+    end)
+
+    it("hands syscall tallies to the core with the event each counts; returns need syscall_ret", function()
+      local t = qemu.tally()
+      local raw = core.last_tally_raw
+      qemu.count_every("syscall", t)
+      assert_call(core.tally_syscalls, raw, "call")
+      assert.spy(core.want).was_not.called()
+      for kind, on in pairs { syscall_ret = "return", syscall_error = "error" } do
+        core.tally_syscalls:clear(); core.want:clear()
+        qemu.count_every(kind, t)
+        assert_call(core.tally_syscalls, raw, on)
+        assert_call(core.want, "syscall_ret")
+      end
+      assert.spy(core.count_every_rule).was.called(0)
+    end)
+
+    it("refuses syscall kinds without a tally, with options, past the core's limit and in system mode", function()
+      core.tally_syscalls:clear()
+      for _, case in ipairs {
+        { counter(), 'qemu.count_every: kind "syscall" counts by syscall number: expected a tally '
+          .. "from qemu.tally(), got a counter" },
+        { nil, "got nil" },
+        { qemu.edges(), 'count kind "branch" only, not "syscall"' },
+      } do
+        local err = error_of(function() qemu.count_every("syscall", case[1]) end)
+        assert.matches("^spec/qemu_spec.lua:%d+: ", err)
+        assert.matches(case[2], err, 1, true)
+      end
+      assert.matches('qemu.count_every: only "mem" takes options',
+        error_of(function() qemu.count_every("syscall_error", qemu.tally(), {}) end), 1, true)
+      assert.spy(core.tally_syscalls).was_not.called()
+      core.tally_syscalls = spy.new(function() error("at most 16 tallies count syscalls", 0) end)
+      assert.matches("^spec/qemu_spec.lua:%d+: qemu%.count_every: at most 16 tallies count syscalls$",
+        error_of(function() qemu.count_every("syscall", qemu.tally()) end))
+      load({ system = true })
+      local err = error_of(function() qemu.count_every("syscall_ret", qemu.tally()) end)
+      assert.matches('^spec/qemu_spec.lua:%d+: qemu%.count_every: kind "syscall_ret": syscall events '
+        .. "exist only in user mode %(qemu%-ARCH%), not in system emulation; check "
+        .. 'qemu%.has%("syscalls"%) first$', err)
+      assert.spy(core.tally_syscalls).was_not.called()
     end)
 
     it("refuses block_insns and options other than mem's with a tally", function()

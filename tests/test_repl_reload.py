@@ -108,17 +108,15 @@ def test_handlers_added_after_a_retranslation_are_registered_with_qemu():
     assert r.status == 0 and m and int(m.group(1)) > 0, f"the late handler ran\n{r}"
 
 
-def test_watch_reloads_an_edited_script_while_the_guest_runs():
-    version_a = ("qemu.persist.gen = (qemu.persist.gen or 0) + 1\n"
-                 "local gen, translated = qemu.persist.gen, 0\n"
-                 "qemu.on_translate(function(tb) translated = translated + 1 end)\n"
-                 "qemu.on_exit(function() qemu.printf('gen %d translated %d version A\\n', gen, translated) end)\n")
+def reloaded_twice(version_a, version_b, program, settle=0.0):
+    """Runs `program` under version_a with watch=on, writes version_b in place while the guest
+    runs, waits for the reload, waits `settle` seconds, appends a syntax error (a reload that
+    fails) and waits for QEMU's end. Returns (status, plugin log, stderr)."""
     path = lua_file(version_a)
     with tempfile.TemporaryDirectory() as tmp:
         log, err = os.path.join(tmp, "plugin.log"), os.path.join(tmp, "stderr")
         with open(err, "w") as errf:
-            proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]],
-                                                 [guest("loop"), "400000"], log),
+            proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]], program, log),
                                     stdout=subprocess.DEVNULL, stderr=errf, env=env_without_preload())
 
         def wait_for(text):
@@ -131,8 +129,9 @@ def test_watch_reloads_an_edited_script_while_the_guest_runs():
         try:
             time.sleep(0.3)
             with open(path, "w") as f:  # a new version, written in place
-                f.write(version_a.replace("version A", "version B"))
+                f.write(version_b)
             wait_for("qlua: reloaded")
+            time.sleep(settle)
             with open(path, "a") as f:
                 f.write("this is not Lua (\n")
             wait_for("failed; the previous version keeps running")
@@ -140,8 +139,39 @@ def test_watch_reloads_an_edited_script_while_the_guest_runs():
         finally:
             proc.kill()
             os.unlink(path)
-        text = open(log).read()
-        m = re.search(r"^gen (\d+) translated (\d+) version (\w)$", text, re.M)
-        assert status == 0 and m is not None, f"exit report: {status} {text}"
-        assert m.group(1) == "2" and m.group(3) == "B", "qemu.persist survived; version B reported"
-        assert int(m.group(2)) > 0, "blocks were translated again under version B"
+        return status, open(log).read(), open(err).read()
+
+
+def test_watch_reloads_an_edited_script_while_the_guest_runs():
+    version_a = ("qemu.persist.gen = (qemu.persist.gen or 0) + 1\n"
+                 "local gen, translated = qemu.persist.gen, 0\n"
+                 "qemu.on_translate(function(tb) translated = translated + 1 end)\n"
+                 "qemu.on_exit(function() qemu.printf('gen %d translated %d version A\\n', gen, translated) end)\n")
+    status, text, _ = reloaded_twice(version_a, version_a.replace("version A", "version B"),
+                                     [guest("loop"), "400000"])
+    m = re.search(r"^gen (\d+) translated (\d+) version (\w)$", text, re.M)
+    assert status == 0 and m is not None, f"exit report: {status} {text}"
+    assert m.group(1) == "2" and m.group(3) == "B", "qemu.persist survived; version B reported"
+    assert int(m.group(2)) > 0, "blocks were translated again under version B"
+
+
+def test_syscall_tallies_go_with_the_version_that_added_them():
+    # Version A's tally and B's are each checked against a Lua count of the same syscalls made
+    # while that version ran: A's stops counting when B replaces it (its rules are dropped), B's
+    # keeps counting through a reload that fails (its rules are put back).
+    version_a = ("qemu.persist.a = qemu.persist.a or { t = qemu.tally(), n = 0 }\n"
+                 "local a = qemu.persist.a\n"
+                 "qemu.count_every('syscall', a.t)\n"
+                 "qemu.on_syscall(function() a.n = a.n + 1 end)\n")
+    version_b = ("local a, t, n = qemu.persist.a, qemu.tally(), 0\n"
+                 "qemu.count_every('syscall', t)\n"
+                 "qemu.on_syscall(function() n = n + 1 end)\n"
+                 "local function total(x) local s = 0; for _, c in pairs(x:items()) do s = s + c end; return s end\n"
+                 "qemu.on_exit(function() qemu.printf('A %d %d B %d %d\\n', total(a.t), a.n, total(t), n) end)\n")
+    status, text, err = reloaded_twice(version_a, version_b, [guest("ends"), "exit", "3000"],
+                                       settle=0.3)
+    m = re.search(r"^A (\d+) (\d+) B (\d+) (\d+)$", text, re.M)
+    assert status == 0 and m is not None, f"exit report: {status} {text}\n{err}"
+    a_tally, a_lua, b_tally, b_lua = map(int, m.groups())
+    assert a_lua > 0 and a_tally == a_lua, f"A's tally counts what A's handler saw, no more: {m.groups()}"
+    assert b_lua > 0 and b_tally == b_lua, f"B's tally counted through the failed reload: {m.groups()}"

@@ -286,7 +286,9 @@ end
 -- qemu.count_every("branch", e): e:items(), e:get(from, to), e:size(), e:reset().
 qemu.edges = core.edges_new
 
-local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem", "branch")
+local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem", "branch", "syscall",
+  "syscall_ret", "syscall_error")
+local SYSCALL_KINDS = { syscall = "call", syscall_ret = "return", syscall_error = "error" }
 --- qemu.count_every(kind, counter [, opts]): qlua adds the counting ops to every block it
 -- translates itself, with no Lua at translation time (the cheapest way to count everything):
 --   "insn"        every instruction that starts executing (exact, like insn:count in each insn)
@@ -296,6 +298,9 @@ local COUNT_KINDS = one_of("insn", "block", "block_insns", "mem", "branch")
 -- With a tally from qemu.tally() instead of a counter, each event adds 1 to the tally's count of
 -- a key, natively ([fed tallies]): "block" the block's address, "insn" the instruction's, "mem"
 -- the accessed address rounded down to opts.align, with insn:tally_mem's options.
+-- User mode, tallies only: "syscall" adds 1 to the syscall number's count at each syscall,
+-- "syscall_ret" at each return, "syscall_error" at each return of a negative value (an error),
+-- from C with no Lua lock.
 local TALLY_KINDS = one_of("insn", "block", "mem")
 local TALLY_MEM_OPTS -- (below, with insn:tally_mem)
 function qemu.count_every(kind, c, opts, extra)
@@ -309,6 +314,22 @@ function qemu.count_every(kind, c, opts, extra)
         or tally_raw(c) and "a tally" or type(c))
     end
     fail(2, "qemu.count_every: edges from qemu.edges() count kind \"branch\" only, not %q", kind)
+  end
+  if SYSCALL_KINDS[kind] then
+    if system then
+      fail(2, "qemu.count_every: kind %q: syscall events exist only in user mode (qemu-ARCH), "
+        .. "not in system emulation; check qemu.has(\"syscalls\") first", kind)
+    end
+    local raw = tally_raw(c)
+    if not raw then
+      fail(2, "qemu.count_every: kind %q counts by syscall number: expected a tally from "
+        .. "qemu.tally(), got %s", kind, is("qlua.counter", c) and "a counter" or type(c))
+    end
+    if opts ~= nil then fail(2, "qemu.count_every: only \"mem\" takes options") end
+    local added, why = pcall(core.tally_syscalls, raw, SYSCALL_KINDS[kind])
+    if not added then fail(2, "qemu.count_every: %s", why) end
+    if kind ~= "syscall" then core.want("syscall_ret") end
+    return
   end
   if kind == "branch" then
     if opts ~= nil then fail(2, "qemu.count_every: only \"mem\" takes options") end

@@ -167,6 +167,7 @@ function M.new(opts)
   core.tb_when = spy.new(function() end)
   core.insn_when = spy.new(function() end)
   core.count_every_rule = spy.new(function() end)
+  core.tally_syscalls = spy.new(function() end)
 
   -- Tracers: ids from 0, as shim/buffer.c hands them out; core.tracers[id + 1] keeps what
   -- tracer_new got ({ wrapper, batch, fn }), so specs can call the wrapper as C would.
