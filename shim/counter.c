@@ -108,24 +108,6 @@ static unsigned int chunk_limit(qlua_counter *c)
     return __atomic_load_n(&c->far, __ATOMIC_ACQUIRE) ? MAX_CHUNKS : NEAR_CHUNKS;
 }
 
-static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
-{
-    unsigned int k = vcpu / CHUNK_VCPUS;
-    if (G_UNLIKELY(k >= MAX_CHUNKS)) {
-        g_error("qlua: vCPU index %u is beyond qlua's limit of %d", vcpu,
-                MAX_CHUNKS * CHUNK_VCPUS);
-    }
-    uint64_t *chunk = k < NEAR_CHUNKS ? __atomic_load_n(&c->near[k], __ATOMIC_ACQUIRE) : NULL;
-    if (G_UNLIKELY(chunk == NULL)) {
-        uint64_t **ref = chunk_ref(c, k, true);
-        chunk = __atomic_load_n(ref, __ATOMIC_ACQUIRE);
-        if (chunk == NULL) {
-            chunk = install_zeroed((void **)ref, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
-        }
-    }
-    return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
-}
-
 /* vCPU vcpu's own slot if it was ever made, else NULL (reads need not make one). */
 static inline uint64_t *slot_peek(qlua_counter *c, unsigned int vcpu)
 {
@@ -133,6 +115,26 @@ static inline uint64_t *slot_peek(qlua_counter *c, unsigned int vcpu)
     uint64_t *chunk = k < NEAR_CHUNKS ? __atomic_load_n(&c->near[k], __ATOMIC_ACQUIRE)
                                       : (k < MAX_CHUNKS ? chunk_get(c, k) : NULL);
     return chunk ? &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE] : NULL;
+}
+
+/* vCPU vcpu's own slot, made (zeroed) on first use. */
+static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
+{
+    uint64_t *p = slot_peek(c, vcpu);
+    if (G_LIKELY(p != NULL)) {
+        return p;
+    }
+    unsigned int k = vcpu / CHUNK_VCPUS;
+    if (G_UNLIKELY(k >= MAX_CHUNKS)) {
+        g_error("qlua: vCPU index %u is beyond qlua's limit of %d", vcpu,
+                MAX_CHUNKS * CHUNK_VCPUS);
+    }
+    uint64_t **ref = chunk_ref(c, k, true);
+    uint64_t *chunk = __atomic_load_n(ref, __ATOMIC_ACQUIRE);
+    if (chunk == NULL) {
+        chunk = install_zeroed((void **)ref, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
+    }
+    return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
 }
 
 static inline uint64_t slot_value(qlua_counter *c, unsigned int vcpu)
@@ -365,14 +367,16 @@ static bool in_scoreboard(qlua_counter *c, unsigned int vcpu)
     return c->sb && vcpu < known_vcpus();
 }
 
-static uint64_t sb_part(qlua_counter *c, unsigned int vcpu)
+/* The value of a counter for vcpu: qlua's slot, plus QEMU's entry once QEMU has created the
+ * vCPU (`created`: vcpu < known_vcpus(), which a loop over many counters asks once). */
+static uint64_t value_of(qlua_counter *c, unsigned int vcpu, bool created)
 {
-    return in_scoreboard(c, vcpu) ? qlua_host.u64_get(sb_entry(c), vcpu) : 0;
+    return slot_value(c, vcpu) + (c->sb && created ? qlua_host.u64_get(sb_entry(c), vcpu) : 0);
 }
 
 uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu)
 {
-    return sb_part(c, vcpu) + slot_value(c, vcpu);
+    return value_of(c, vcpu, vcpu < known_vcpus());
 }
 
 uint64_t qlua_counter_value_mine(qlua_counter *c, unsigned int vcpu)
@@ -648,9 +652,7 @@ static int counters_read(lua_State *L)
         /* one u64_get each, no entry address kept across the loop: in user mode QEMU can grow
          * (move) its scoreboards while this thread runs Lua outside guest code (a syscall
          * callback), as another thread starts */
-        uint64_t v = slot_value(k, vcpu) +
-                     (k->sb && created ? qlua_host.u64_get(sb_entry(k), vcpu) : 0);
-        qlua_push_u64(L, v);
+        qlua_push_u64(L, value_of(k, vcpu, created));
         lua_rawseti(L, 3, (lua_Integer)i);
     }
     lua_settop(L, 3);
