@@ -166,12 +166,7 @@ void qlua_buffer_release_mine(void)
     qlua_lock();
     drain_thread(mine);
     g_mutex_lock(&all_lock);
-    for (thread_buffers **p = &all_buffers; *p; p = &(*p)->next) {
-        if (*p == mine) {
-            *p = mine->next;
-            break;
-        }
-    }
+    QLUA_LIST_UNLINK(all_buffers, mine);
     g_mutex_unlock(&all_lock);
     for (int t = 0; t < MAX_TRACERS; t++) {
         g_free(mine->events[t]);

@@ -412,12 +412,7 @@ void qlua_exec_release_mine(void)
     qlua_tally_release_mine();
     if (mine) {
         g_mutex_lock(&all_lock);
-        for (thread_queue **p = &all_queues; *p; p = &(*p)->next) {
-            if (*p == mine) {
-                *p = mine->next;
-                break;
-            }
-        }
+        QLUA_LIST_UNLINK(all_queues, mine);
         g_mutex_unlock(&all_lock);
         g_free(mine->records);
         g_free(mine->counts);

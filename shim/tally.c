@@ -471,12 +471,7 @@ void qlua_tally_release_mine(void)
     }
     fold(my_feed);
     g_mutex_lock(&feeds_lock);
-    for (thread_feed **p = &all_feeds; *p; p = &(*p)->next) {
-        if (*p == my_feed) {
-            *p = my_feed->next;
-            break;
-        }
-    }
+    QLUA_LIST_UNLINK(all_feeds, my_feed);
     g_mutex_unlock(&feeds_lock);
     g_free(my_feed->recs);
     g_free(my_feed);
