@@ -591,7 +591,12 @@ static int counter_set(lua_State *L)
 static int counter_reset(lua_State *L)
 {
     not_queued(L, "counter:reset()");
-    qlua_counter *c = qlua_counter_check(L, 1);
+    qlua_counter_reset(qlua_counter_check(L, 1));
+    return 0;
+}
+
+void qlua_counter_reset(qlua_counter *c)
+{
     if (c->sb) {
         for (unsigned int v = 0; v < known_vcpus(); v++) {
             qlua_host.u64_set(sb_entry(c), v, 0);
@@ -603,7 +608,6 @@ static int counter_reset(lua_State *L)
             memset(chunk, 0, sizeof(uint64_t) * SLOT_STRIDE * CHUNK_VCPUS);
         }
     }
-    return 0;
 }
 
 /* c:values() -> { [0] = n0, n1, ... } up to the highest vCPU index seen. */

@@ -13,6 +13,8 @@ qlua_counter *qlua_counter_new(void);
 uint64_t qlua_counter_value(qlua_counter *c, unsigned int vcpu);
 /* Sets vCPU vcpu's value: from that vCPU's own callback, or while it does not run. */
 void qlua_counter_set(qlua_counter *c, unsigned int vcpu, uint64_t v);
+/* Every vCPU's value to 0 (c:reset()). */
+void qlua_counter_reset(qlua_counter *c);
 /* The same from the executing vCPU's own execution callback (QEMU has created its entry): no
  * check of which vCPUs exist, for callbacks on hot paths. */
 uint64_t qlua_counter_value_mine(qlua_counter *c, unsigned int vcpu);

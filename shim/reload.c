@@ -19,6 +19,7 @@
 #include "events.h"
 #include "gate.h"
 #include "host.h"
+#include "tally.h"
 
 /* Whether one of our resets is under way: QEMU ignores a reset asked for during another, so
  * requests made meanwhile wait (deferred again). */
@@ -55,6 +56,7 @@ void qlua_reload_start(void)
 static void after_reset(qemu_plugin_id_t id)
 {
     (void)id;
+    qlua_tally_code_flushed(); /* before any vCPU runs the fresh code */
     lua_State *L = qlua_lock();
     if (L == NULL || qlua.finished || !(requested & QLUA_DEFER_RELOAD)) {
         qlua_unlock();

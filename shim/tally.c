@@ -617,32 +617,53 @@ static const qlua_rule_ops rule_ops = {rule_apply, rule_free};
  * block was left before its end (after != block_end), and moves `after` to the start; the block's
  * own ops then run from there. On QEMU >= 9.1 (inline stores, native conditions) nothing but the
  * adds runs on straight-line flow; older QEMU runs two small C callbacks per block (the test of
- * the condition and the store). Blocks translated before the rule was added take no part: the
- * rule is meant to be made when the script loads (see docs/api.md). */
+ * the condition and the store). Blocks translated before the rule was added do not keep
+ * `after`: a rule added while the guest runs asks for a retranslation and feeds nothing until
+ * that reset has flushed them (qlua_tally_code_flushed), then starts every vCPU afresh. */
 typedef struct {
     qlua_tally *t;
     qlua_counter *after;
     qlua_counter *block_end;
-    uint64_t start; /* a site's: its block's start */
+    uint64_t start;       /* a site's: its block's start */
+    unsigned int arm_at;  /* feeds once code_flushes reaches it (0: made at load) */
 } branch_site;
+
+static unsigned int code_flushes; /* resets seen (qlua_tally_code_flushed) */
 
 static void branch_cb(unsigned int vcpu, void *udata)
 {
     const branch_site *b = udata;
     uint64_t from = qlua_counter_value_mine(b->after, vcpu);
-    if (from != 0) { /* 0: the vCPU's first block, with no instruction before it */
+    /* from 0: the vCPU's first block, with no instruction before it */
+    if (from != 0 && __atomic_load_n(&code_flushes, __ATOMIC_RELAXED) >= b->arm_at) {
         feed(b->t, from, b->start, from != qlua_counter_value_mine(b->block_end, vcpu), vcpu);
     }
     qlua_counter_set_mine(b->after, vcpu, b->start);
 }
 
-/* Every branch rule's `after` counter, for qlua_tally_vcpu_init. */
-static GPtrArray *branch_afters;
+/* Every branch rule's `after` counter and when it arms, for vcpu_init and code_flushed. */
+typedef struct {
+    qlua_counter *after;
+    unsigned int arm_at;
+} branch_state;
+
+static GArray *branch_states;
 
 void qlua_tally_vcpu_init(unsigned int vcpu)
 {
-    for (guint i = 0; branch_afters && i < branch_afters->len; i++) {
-        qlua_counter_set(g_ptr_array_index(branch_afters, i), vcpu, 0);
+    for (guint i = 0; branch_states && i < branch_states->len; i++) {
+        qlua_counter_set(g_array_index(branch_states, branch_state, i).after, vcpu, 0);
+    }
+}
+
+void qlua_tally_code_flushed(void)
+{
+    unsigned int now = __atomic_add_fetch(&code_flushes, 1, __ATOMIC_RELAXED);
+    for (guint i = 0; branch_states && i < branch_states->len; i++) {
+        const branch_state *st = &g_array_index(branch_states, branch_state, i);
+        if (st->arm_at == now) { /* armed by this reset: what `after` held came from old code */
+            qlua_counter_reset(st->after);
+        }
     }
 }
 
@@ -668,11 +689,17 @@ static int tally_rule_new(lua_State *L)
     r->site = (feed_site){.mask = UINT64_MAX, .rw = QEMU_PLUGIN_MEM_RW};
     if (r->kind == 'e') {
         qlua_tally *t = pin(L, 2, check_edges(L, 2));
-        r->branch = (branch_site){t, qlua_counter_new(), qlua_counter_new(), 0};
-        if (branch_afters == NULL) {
-            branch_afters = g_ptr_array_new();
+        /* made while the guest runs: code translated before it must go first */
+        unsigned int arm_at = 0;
+        if (!qlua.loading) {
+            arm_at = __atomic_load_n(&code_flushes, __ATOMIC_RELAXED) + 1;
+            qlua_defer(QLUA_DEFER_RETRANSLATE);
         }
-        g_ptr_array_add(branch_afters, r->branch.after);
+        r->branch = (branch_site){t, qlua_counter_new(), qlua_counter_new(), 0, arm_at};
+        if (branch_states == NULL) {
+            branch_states = g_array_new(FALSE, FALSE, sizeof(branch_state));
+        }
+        g_array_append_val(branch_states, ((branch_state){r->branch.after, arm_at}));
         lua_pushlightuserdata(L, r);
         return 1;
     }

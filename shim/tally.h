@@ -16,6 +16,9 @@ void qlua_tally_release_mine(void);
 
 /* At vCPU init: a reused user-mode vCPU index starts with no previous instruction (edges). */
 void qlua_tally_vcpu_init(unsigned int vcpu);
+/* After a reset has flushed all translated code (every vCPU stopped): branch rules added while
+ * the guest ran start counting, from no previous instruction. */
+void qlua_tally_code_flushed(void);
 
 /* qemu.count_every("syscall" | "syscall_ret" | "syscall_error", t): the syscall callbacks feed
  * the tallies by

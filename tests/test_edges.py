@@ -120,6 +120,40 @@ def test_reset_forgets_the_edges_taken_before_it():
     assert r.status == 0 and f["after"] == "0" and int(f["end"]) > 5, f"{f}\n{r}"
 
 
+LATE = """
+local early, late, n = qemu.edges(), nil, 0
+qemu.count_every("branch", early)
+qemu.on_translate(function(tb)
+  n = n + 1
+  if n == AT then
+    late = qemu.edges()
+    qemu.count_every("branch", late)
+  end
+end)
+qemu.on_exit(function()
+  for _, it in ipairs(early:items()) do qemu.printf("early %x %x %d %d\\n", it.from, it.to, it.count, it.early) end
+  for _, it in ipairs(late:items()) do qemu.printf("late %x %x %d %d\\n", it.from, it.to, it.count, it.early) end
+end)
+"""
+
+
+@pytest.mark.parametrize("program", [[guest("loop"), "30"], [guest("threads")]], ids=["loop", "8_threads"])
+def test_a_branch_rule_added_while_the_guest_runs_counts_only_true_edges(program):
+    # Added at the 300th translation, the late rule has qlua retranslate everything and counts
+    # from that reset on: each of its edges is one the rule made at load counted too, no more
+    # often. (Without the retranslation, blocks translated before it would not move its
+    # per-vCPU "last instruction", and it would join blocks that never follow each other.)
+    r = run_lua(LATE.replace("AT", "300"), program)
+    assert r.status == 0, f"run\n{r}"
+    early = {(f, t): (n, e) for f, t, n, e in edges_of(r, "early")}
+    late = edges_of(r, "late")
+    assert len(late) > 10, f"the late rule counted the edges after the reset\n{r}"
+    false = [(hex(f), hex(t)) for f, t, n, e in late if (f, t) not in early]
+    assert not false, f"edges no full-run rule saw: {false[:5]}\n{r}"
+    over = [(hex(f), hex(t)) for f, t, n, e in late if n > early[(f, t)][0]]
+    assert not over, f"counted more often than by the rule made at load: {over[:5]}\n{r}"
+
+
 HOSTILE = """
 local e, t, c = qemu.edges(), qemu.tally(), qemu.counter()
 local said = {}
