@@ -44,6 +44,7 @@ typedef struct {
     uint64_t max_vcpus;
     bool pinned; /* fed natively: kept alive for good, as translated code may name it */
     bool edges;
+    bool signed_keys; /* keys read and shown as signed 64-bit numbers (syscall numbers) */
 } qlua_tally;
 
 static int tally_meta, edges_meta;
@@ -230,12 +231,34 @@ static int tally_add_l(lua_State *L)
     return 0;
 }
 
+static void fold_syscall_feeds(void); /* (below, with the feeds) */
+
+/* A tally's key at idx: a whole number from 0 to 2^64-1, or, for a tally of syscall numbers,
+ * from -2^63 to 2^63-1. */
+static uint64_t check_key(lua_State *L, const qlua_tally *t, int idx)
+{
+    if (t->signed_keys && lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) < 0) {
+        return (uint64_t)(int64_t)luaL_checkinteger(L, idx);
+    }
+    return qlua_check_u64(L, idx);
+}
+
+static void push_key(lua_State *L, const qlua_tally *t, uint64_t key)
+{
+    if (t->signed_keys) {
+        lua_pushinteger(L, (lua_Integer)(int64_t)key);
+    } else {
+        qlua_push_u64(L, key);
+    }
+}
+
 /* t:get(key) -> count (0 for a key never added) */
 static int tally_get(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
+    fold_syscall_feeds();
     uint64_t early;
-    qlua_push_u64(L, tally_count(t, qlua_check_u64(L, 2), 0, &early));
+    qlua_push_u64(L, tally_count(t, check_key(L, t, 2), 0, &early));
     return 1;
 }
 
@@ -245,13 +268,13 @@ static int push_map(lua_State *L, const qlua_tally *t, const uint64_t *column, u
     lua_createtable(L, 0, (int)MIN(t->used + 1, (size_t)INT_MAX));
     for (size_t i = 0; i < ((size_t)1 << t->bits); i++) {
         if (t->keys[i] != EMPTY) {
-            qlua_push_u64(L, t->keys[i]);
+            push_key(L, t, t->keys[i]);
             qlua_push_u64(L, column[i]);
             lua_rawset(L, -3);
         }
     }
     if (t->has_max) {
-        qlua_push_u64(L, EMPTY);
+        push_key(L, t, EMPTY);
         qlua_push_u64(L, max);
         lua_rawset(L, -3);
     }
@@ -262,6 +285,7 @@ static int push_map(lua_State *L, const qlua_tally *t, const uint64_t *column, u
 static int tally_items(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
+    fold_syscall_feeds();
     return push_map(L, t, t->counts, t->max_count);
 }
 
@@ -269,6 +293,7 @@ static int tally_items(lua_State *L)
 static int tally_vcpus(lua_State *L)
 {
     qlua_tally *t = check_tally(L, 1);
+    fold_syscall_feeds();
     return push_map(L, t, t->vcpus, t->max_vcpus);
 }
 
@@ -280,6 +305,7 @@ static size_t map_size(const qlua_tally *t)
 static void map_reset(qlua_tally *t)
 {
     qlua_tally_fold_mine(); /* adds made before the reset are forgotten with the rest */
+    fold_syscall_feeds();
     tally_free(t);
     t->has_max = false;
     t->max_count = t->max_vcpus = t->added = 0;
@@ -289,7 +315,9 @@ static void map_reset(qlua_tally *t)
 /* t:size() -> number of distinct keys */
 static int tally_size(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)map_size(check_tally(L, 1)));
+    qlua_tally *t = check_tally(L, 1);
+    fold_syscall_feeds();
+    lua_pushinteger(L, (lua_Integer)map_size(t));
     return 1;
 }
 
@@ -414,14 +442,89 @@ static thread_feed *new_feed(void)
 }
 
 /* Under the Lua lock. */
-static void fold(thread_feed *f)
+static void fold_recs(const feed_rec *recs, size_t *n)
 {
-    for (size_t i = 0; i < f->n; i++) {
-        const feed_rec *r = &f->recs[i];
+    for (size_t i = 0; i < *n; i++) {
+        const feed_rec *r = &recs[i];
         tally_put(r->t, r->key, r->to, r->n, r->early,
                   r->vcpu < VCPU_BITS ? UINT64_C(1) << r->vcpu : 0);
     }
-    f->n = 0;
+    *n = 0;
+}
+
+static void fold(thread_feed *f)
+{
+    fold_recs(f->recs, &f->n);
+}
+
+/* Syscall tallies are fed from syscall callbacks, which run outside translated code: QEMU's
+ * exclusive sections (a flush) do not stop them, and another thread (the REPL, a flush) may fold
+ * while they add. So each thread's syscall adds go to a feed of their own, under that feed's
+ * mutex (uncontended but for a fold), and readers of a tally fold them all first. Lock order:
+ * the Lua lock, feeds_lock, a feed's mutex. */
+#define SYSCALL_BATCH 256
+
+typedef struct syscall_feed {
+    GMutex lock;
+    feed_rec recs[SYSCALL_BATCH];
+    size_t n;
+    struct syscall_feed *next;
+} syscall_feed;
+
+static QLUA_TLS syscall_feed *my_syscall_feed;
+static syscall_feed *all_syscall_feeds; /* under feeds_lock */
+
+static void syscall_add(qlua_tally *t, uint64_t key, unsigned int vcpu)
+{
+    syscall_feed *f = my_syscall_feed;
+    if (G_UNLIKELY(f == NULL)) {
+        f = my_syscall_feed = g_new0(syscall_feed, 1);
+        g_mutex_init(&f->lock);
+        g_mutex_lock(&feeds_lock);
+        f->next = all_syscall_feeds;
+        all_syscall_feeds = f;
+        g_mutex_unlock(&feeds_lock);
+    }
+    g_mutex_lock(&f->lock);
+    /* a syscall feeds up to one record per tally kind: a run is looked for a few back */
+    for (size_t i = f->n; i > 0 && i + 4 > f->n; i--) {
+        feed_rec *r = &f->recs[i - 1];
+        if (r->t == t && r->key == key && r->vcpu == vcpu) {
+            r->n++;
+            g_mutex_unlock(&f->lock);
+            return;
+        }
+    }
+    f->recs[f->n++] = (feed_rec){t, key, 0, 1, vcpu, false};
+    bool full = f->n == SYSCALL_BATCH;
+    g_mutex_unlock(&f->lock);
+    if (G_UNLIKELY(full)) {
+        qlua_lock();
+        g_mutex_lock(&f->lock);
+        fold_recs(f->recs, &f->n);
+        g_mutex_unlock(&f->lock);
+        qlua_unlock();
+    }
+}
+
+static void fold_syscall_feed(syscall_feed *f)
+{
+    g_mutex_lock(&f->lock);
+    fold_recs(f->recs, &f->n);
+    g_mutex_unlock(&f->lock);
+}
+
+/* Every thread's syscall adds into their tallies, for a reader (under the Lua lock). */
+static void fold_syscall_feeds(void)
+{
+    if (__atomic_load_n(&all_syscall_feeds, __ATOMIC_RELAXED) == NULL) {
+        return;
+    }
+    g_mutex_lock(&feeds_lock);
+    for (syscall_feed *f = all_syscall_feeds; f; f = f->next) {
+        fold_syscall_feed(f);
+    }
+    g_mutex_unlock(&feeds_lock);
 }
 
 static inline void feed(qlua_tally *t, uint64_t key, uint64_t to, bool early, unsigned int vcpu)
@@ -445,13 +548,17 @@ static inline void feed(qlua_tally *t, uint64_t key, uint64_t to, bool early, un
 
 bool qlua_tally_pending_mine(void)
 {
-    return my_feed && my_feed->n;
+    return (my_feed && my_feed->n) ||
+           (my_syscall_feed && __atomic_load_n(&my_syscall_feed->n, __ATOMIC_RELAXED));
 }
 
 void qlua_tally_fold_mine(void)
 {
     if (my_feed) {
         fold(my_feed);
+    }
+    if (my_syscall_feed) {
+        fold_syscall_feed(my_syscall_feed);
     }
 }
 
@@ -461,21 +568,32 @@ void qlua_tally_fold_all(void)
     for (thread_feed *f = all_feeds; f; f = f->next) {
         fold(f);
     }
+    for (syscall_feed *f = all_syscall_feeds; f; f = f->next) {
+        fold_syscall_feed(f);
+    }
     g_mutex_unlock(&feeds_lock);
 }
 
 void qlua_tally_release_mine(void)
 {
-    if (my_feed == NULL) {
-        return;
+    if (my_feed) {
+        fold(my_feed);
+        g_mutex_lock(&feeds_lock);
+        QLUA_LIST_UNLINK(all_feeds, my_feed);
+        g_mutex_unlock(&feeds_lock);
+        g_free(my_feed->recs);
+        g_free(my_feed);
+        my_feed = NULL;
     }
-    fold(my_feed);
-    g_mutex_lock(&feeds_lock);
-    QLUA_LIST_UNLINK(all_feeds, my_feed);
-    g_mutex_unlock(&feeds_lock);
-    g_free(my_feed->recs);
-    g_free(my_feed);
-    my_feed = NULL;
+    if (my_syscall_feed) {
+        g_mutex_lock(&feeds_lock); /* out of the list first: no fold can be on it after */
+        QLUA_LIST_UNLINK(all_syscall_feeds, my_syscall_feed);
+        g_mutex_unlock(&feeds_lock);
+        fold_syscall_feed(my_syscall_feed);
+        g_mutex_clear(&my_syscall_feed->lock);
+        g_free(my_syscall_feed);
+        my_syscall_feed = NULL;
+    }
 }
 
 /* What a fed site adds: a constant key (tb:tally, insn:tally), or the access's address rounded
@@ -765,96 +883,124 @@ static void rule_free(void *rule)
 
 /* ---- syscall tallies: qemu.count_every("syscall" | "syscall_ret" | "syscall_error", t) ---- */
 
-/* The tallies the syscall callbacks feed, read by vCPU threads without the Lua lock while Lua
- * may add one (or a reload swap the set): each entry is one word (the tally's address, its low
- * two bits the event: a tally is aligned to 8), stored before the count that makes it visible.
- * The words live in this static array for the plugin's life, so a reader never holds freed
- * memory; the tallies are pinned (never collected). */
+/* The tallies the syscall callbacks feed, as a list read by vCPU threads without the Lua lock.
+ * Each entry is one word: the tally's address, its low two bits the event (a tally is aligned to
+ * 8). Lua appends to the list in use (the entry, then the count that makes it visible). A reload
+ * builds the new version's list aside (qlua_tally_take_syscalls) while the old one keeps
+ * counting, and swaps lists at the end, so no syscall goes uncounted in between. A list that was
+ * in use is freed only at the next swap: a reader holds it for a few instructions. */
 #define MAX_SYSCALL_TALLIES 16
 
 enum { ON_CALL, ON_RETURN, ON_ERROR, EVENT_BITS = 3 };
 
-static uintptr_t syscall_words[MAX_SYSCALL_TALLIES];
-static unsigned int syscall_count;
-static bool syscall_rets_wanted; /* some tally counts returns: syscall_ret is needed */
-
 typedef struct {
     uintptr_t words[MAX_SYSCALL_TALLIES];
     unsigned int count;
-    bool rets;
-} syscall_set;
+    bool rets; /* some tally counts returns: syscall_ret is needed */
+} syscall_list;
 
-static void syscall_feed(unsigned int vcpu, int64_t num, bool ret, bool error)
+static syscall_list first_list;
+static syscall_list *live_list = &first_list; /* what the callbacks read */
+static syscall_list *building = &first_list;  /* what the script's count_every appends to */
+static syscall_list *retired;                 /* the list in use before the last swap */
+
+static void feed_syscall_event(unsigned int vcpu, int64_t num, bool ret, bool error)
 {
-    unsigned int n = __atomic_load_n(&syscall_count, __ATOMIC_ACQUIRE);
+    const syscall_list *l = __atomic_load_n(&live_list, __ATOMIC_ACQUIRE);
+    unsigned int n = __atomic_load_n(&l->count, __ATOMIC_ACQUIRE);
     for (unsigned int i = 0; i < n; i++) {
-        uintptr_t w = __atomic_load_n(&syscall_words[i], __ATOMIC_RELAXED);
+        uintptr_t w = __atomic_load_n(&l->words[i], __ATOMIC_RELAXED);
         unsigned int on = (unsigned int)(w & EVENT_BITS);
         if (ret ? (on == ON_RETURN || (on == ON_ERROR && error)) : on == ON_CALL) {
-            feed((qlua_tally *)(w & ~(uintptr_t)EVENT_BITS), (uint64_t)num, 0, false, vcpu);
+            syscall_add((qlua_tally *)(w & ~(uintptr_t)EVENT_BITS), (uint64_t)num, vcpu);
         }
     }
 }
 
 void qlua_tally_syscall(unsigned int vcpu, int64_t num)
 {
-    syscall_feed(vcpu, num, false, false);
+    feed_syscall_event(vcpu, num, false, false);
 }
 
 void qlua_tally_syscall_ret(unsigned int vcpu, int64_t num, int64_t ret)
 {
-    syscall_feed(vcpu, num, true, ret < 0);
+    feed_syscall_event(vcpu, num, true, ret < 0);
 }
 
 bool qlua_tally_syscall_rets_wanted(void)
 {
-    return syscall_rets_wanted;
+    return __atomic_load_n(&live_list, __ATOMIC_ACQUIRE)->rets || building->rets;
 }
 
 /* core.tally_syscalls(tally, on): on "call", "return" or "error"; under the Lua lock (the one
- * writer). */
+ * writer). A tally given to a syscall kind reads its keys as signed numbers. */
 static int tally_syscalls(lua_State *L)
 {
     static const char *const ons[] = {"call", "return", "error", NULL};
+    static const char *const kinds[] = {"syscall", "syscall_ret", "syscall_error"};
     qlua_tally *t = fed_tally(L, 1);
     uintptr_t on = (uintptr_t)luaL_checkoption(L, 2, NULL, ons);
-    unsigned int n = syscall_count;
-    if (n == MAX_SYSCALL_TALLIES) {
-        return luaL_error(L, "at most %d tallies count syscalls", MAX_SYSCALL_TALLIES);
-    }
+    syscall_list *l = building;
     g_assert(((uintptr_t)t & EVENT_BITS) == 0);
-    __atomic_store_n(&syscall_words[n], (uintptr_t)t | on, __ATOMIC_RELAXED);
-    __atomic_store_n(&syscall_count, n + 1, __ATOMIC_RELEASE);
-    syscall_rets_wanted |= on != ON_CALL;
+    uintptr_t word = (uintptr_t)t | on;
+    for (unsigned int i = 0; i < l->count; i++) {
+        if (l->words[i] == word) {
+            return luaL_error(L, "this tally already counts kind \"%s\" (each event would be "
+                                 "counted twice)", kinds[on]);
+        }
+    }
+    if (l->count == MAX_SYSCALL_TALLIES) {
+        return luaL_error(L, "a script counts syscalls into at most %d (tally, kind) pairs",
+                          MAX_SYSCALL_TALLIES);
+    }
+    t->signed_keys = true;
+    __atomic_store_n(&l->words[l->count], word, __ATOMIC_RELAXED);
+    __atomic_store_n(&l->count, l->count + 1, __ATOMIC_RELEASE);
+    l->rets |= on != ON_CALL;
     return 0;
+}
+
+/* The handler set of a reload (events.c): take starts the new version's list aside; put gives
+ * the taken list back to the script (a failed reload: the swap, if any, is undone); drop
+ * retires a taken list, and when that is the one in use, the script's own list replaces it. */
+static void swap_in(syscall_list *l)
+{
+    syscall_list *old = live_list;
+    if (old == l) {
+        return;
+    }
+    __atomic_store_n(&live_list, l, __ATOMIC_RELEASE);
+    if (retired && retired != &first_list && retired != l) {
+        g_free(retired);
+    }
+    retired = old;
 }
 
 void *qlua_tally_take_syscalls(void)
 {
-    syscall_set *taken = g_new(syscall_set, 1);
-    taken->count = syscall_count;
-    taken->rets = syscall_rets_wanted;
-    memcpy(taken->words, syscall_words, sizeof syscall_words);
-    __atomic_store_n(&syscall_count, 0, __ATOMIC_RELEASE);
-    syscall_rets_wanted = false;
+    syscall_list *taken = building;
+    building = g_new0(syscall_list, 1);
     return taken;
 }
 
 void qlua_tally_put_syscalls(void *given)
 {
-    syscall_set *set = given;
-    __atomic_store_n(&syscall_count, 0, __ATOMIC_RELEASE);
-    for (unsigned int i = 0; i < set->count; i++) {
-        __atomic_store_n(&syscall_words[i], set->words[i], __ATOMIC_RELAXED);
+    syscall_list *l = given, *unused = building;
+    building = l;
+    swap_in(l);
+    if (unused != live_list && unused != retired && unused != &first_list) {
+        g_free(unused); /* never read by a callback */
     }
-    __atomic_store_n(&syscall_count, set->count, __ATOMIC_RELEASE);
-    syscall_rets_wanted = set->rets;
-    g_free(set);
 }
 
 void qlua_tally_drop_syscalls(void *dropped)
 {
-    g_free(dropped);
+    syscall_list *l = dropped;
+    if (l == live_list) {
+        swap_in(building);
+    } else if (l != retired && l != &first_list) {
+        g_free(l); /* never in use */
+    }
 }
 
 void qlua_tally_open(lua_State *L)

@@ -8,9 +8,11 @@ with QLUA_USER_HOST=10.2 (below); UserHost tells the tests what that host offers
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -264,6 +266,31 @@ def communicate_or_stacks(proc, timeout):
             err = err.decode("utf-8", "replace")
         pytest.fail(f"QEMU did not end within {timeout} s: {proc.args!r}\n--- stderr tail\n"
                     f"{(err or '')[-2000:]}\n--- its threads when killed\n{where}")
+
+
+def repl_connect(sock):
+    """A client of the REPL at socket path `sock`, once the plugin listens (6 s at most)."""
+    for _ in range(300):
+        try:
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.connect(sock)
+            return c
+        except OSError:
+            time.sleep(0.02)
+    pytest.fail("no REPL socket")
+
+
+def repl_ask(c, text):
+    """Sends `text` (bytes: a chunk and its newline) and returns the answer up to its end marker
+    (\\x04\\n, end of transmission), or what came before the REPL closed."""
+    c.sendall(text)
+    data = b""
+    while not data.endswith(b"\x04\n"):
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _run(cmd, logfile, timeout, env=None):

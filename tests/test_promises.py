@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,7 +13,8 @@ import time
 import pytest
 
 from qemu_run import (_run, communicate_or_stacks, env_without_preload, guest, lua_file, qemu,
-                      qemu_10_2_plugin, run_lua, system_command, user_command)
+                      qemu_10_2_plugin, repl_ask as ask, repl_connect as connect, run_lua,
+                      system_command, user_command)
 
 # A line every 20th translation, and one at exit: a guest running for a while prints steadily.
 PRINTER = """
@@ -216,28 +216,6 @@ def repl_session():
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-
-
-def connect(sock):
-    for _ in range(300):
-        try:
-            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            c.connect(sock)
-            return c
-        except OSError:
-            time.sleep(0.02)
-    pytest.fail("no REPL socket")
-
-
-def ask(c, text):
-    c.sendall(text)
-    data = b""
-    while not data.endswith(b"\x04\n"):
-        chunk = c.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @pytest.mark.exits_qemu  # QEMU refuses the plugin: exit() deadlocks under ASan

@@ -325,7 +325,9 @@ function qemu.count_every(kind, c, opts, extra)
       fail(2, "qemu.count_every: kind %q counts by syscall number: expected a tally from "
         .. "qemu.tally(), got %s", kind, is("qlua.counter", c) and "a counter" or type(c))
     end
-    if opts ~= nil then fail(2, "qemu.count_every: only \"mem\" takes options") end
+    if opts ~= nil and (type(opts) ~= "table" or next(opts) ~= nil) then
+      fail(2, "qemu.count_every: kind %q takes no options (only \"mem\" does)", kind)
+    end
     local added, why = pcall(core.tally_syscalls, raw, SYSCALL_KINDS[kind])
     if not added then fail(2, "qemu.count_every: %s", why) end
     if kind ~= "syscall" then core.want("syscall_ret") end
