@@ -568,10 +568,8 @@ void qlua_tally_fold_all(void)
     for (thread_feed *f = all_feeds; f; f = f->next) {
         fold(f);
     }
-    for (syscall_feed *f = all_syscall_feeds; f; f = f->next) {
-        fold_syscall_feed(f);
-    }
     g_mutex_unlock(&feeds_lock);
+    fold_syscall_feeds();
 }
 
 void qlua_tally_release_mine(void)

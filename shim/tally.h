@@ -21,9 +21,8 @@ void qlua_tally_vcpu_init(unsigned int vcpu);
 void qlua_tally_code_flushed(void);
 
 /* qemu.count_every("syscall" | "syscall_ret" | "syscall_error", t): the syscall callbacks feed
- * the tallies by
- * syscall number (any thread, no Lua lock); syscall_ret is needed while rets_wanted. The set
- * travels with a reload's handlers (take, then put back or drop). */
+ * the tallies by syscall number (any thread, no Lua lock); syscall_ret is needed while
+ * rets_wanted. The set travels with a reload's handlers (take, then put back or drop). */
 void qlua_tally_syscall(unsigned int vcpu, int64_t num);
 void qlua_tally_syscall_ret(unsigned int vcpu, int64_t num, int64_t ret);
 bool qlua_tally_syscall_rets_wanted(void);
