@@ -774,6 +774,21 @@ void qlua_counter_drop_rules(void *dropped)
     g_ptr_array_free(dropped, TRUE);
 }
 
+/* Whether an earlier rule of the same file took `foreign` in (qlua_rule_ops.absorb). */
+static bool absorbed(void *foreign)
+{
+    const qlua_rule_ops *ops = *(const qlua_rule_ops **)foreign;
+    GPtrArray *list = rule_list();
+    for (guint r = 0; ops->absorb && r < list->len; r++) {
+        const count_rule *had = g_ptr_array_index(list, r);
+        if (had->foreign && *(const qlua_rule_ops **)had->foreign == ops &&
+            ops->absorb(had->foreign, foreign)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* core.count_every(kind, counter, rw): kind "insn", "block", "block_insns" or "mem"; or
  * core.count_every(kind, rule) with another file's rule (core.tally_rule), which knows its kind. */
 static int counter_count_every(lua_State *L)
@@ -787,6 +802,10 @@ static int counter_count_every(lua_State *L)
         rule->kind = (enum rule_kind)luaL_checkoption(L, 1, NULL, kinds);
         rule->counter = qlua_counter_check(L, 2);
         rule->rw = qlua_mem_check_rw(L, 3);
+    }
+    if (rule->foreign && absorbed(rule->foreign)) {
+        g_free(rule);
+        return 0;
     }
     g_ptr_array_add(rule_list(), rule);
     return 0;

@@ -49,6 +49,9 @@ void qlua_counter_free_all(void);
 typedef struct qlua_rule_ops {
     void (*apply)(const void *rule, struct qemu_plugin_tb *tb);
     void (*free)(void *rule);
+    /* NULL, or: takes `other` into `rule` (rule's apply then does other's work too, and its free
+     * frees other) and returns true; false leaves other a rule of its own. */
+    bool (*absorb)(void *rule, void *other);
 } qlua_rule_ops;
 
 /* qemu.count_every's rules, applied to every translated block; swapped as a whole by a reload. */

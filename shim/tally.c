@@ -596,13 +596,17 @@ void qlua_tally_release_mine(void)
 
 /* What a fed site adds: a constant key (tb:tally, insn:tally), or the access's address rounded
  * down (insn:tally_mem). */
-typedef struct {
+typedef struct feed_site {
     qlua_tally *t;
     uint64_t key;  /* tb:tally, insn:tally */
     uint64_t mask; /* tally_mem: ~(align - 1) */
     enum qemu_plugin_mem_rw rw;
     bool phys;     /* RAM accesses by physical address (system mode) */
     enum qlua_io_filter io;
+    /* tally_mem sites only: the next site the same callback feeds (count_every("mem") rules an
+     * earlier one absorbed: one callback per access for them all), appended while callbacks may
+     * walk the list */
+    const struct feed_site *next;
 } feed_site;
 
 static void feed_exec_cb(unsigned int vcpu, void *udata)
@@ -614,25 +618,35 @@ static void feed_exec_cb(unsigned int vcpu, void *udata)
 static void feed_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
                         void *udata)
 {
-    const feed_site *s = udata;
-    if (!qlua_mem_wanted(s->rw, info)) {
-        return;
-    }
-    uint64_t addr = vaddr;
-    if (s->phys) {
-        bool io;
-        uint64_t phys;
-        qlua_mem_place(info, vaddr, &io, &phys);
-        if (s->io != QLUA_IO_ANY && io != (s->io == QLUA_IO_ONLY)) {
-            return;
+    int store = -1; /* asked of QEMU once, when a site needs it */
+    bool placed = false, io = false;
+    uint64_t phys = 0;
+    for (const feed_site *s = udata; s; s = __atomic_load_n(&s->next, __ATOMIC_ACQUIRE)) {
+        if (s->rw != QEMU_PLUGIN_MEM_RW) {
+            if (store < 0) {
+                store = qlua_host.mem_is_store(info);
+            }
+            if ((s->rw == QEMU_PLUGIN_MEM_W) != store) {
+                continue;
+            }
         }
-        if (!io) {
-            addr = phys;
+        uint64_t addr = vaddr;
+        if (s->phys) {
+            if (!placed) {
+                qlua_mem_place(info, vaddr, &io, &phys);
+                placed = true;
+            }
+            if (s->io != QLUA_IO_ANY && io != (s->io == QLUA_IO_ONLY)) {
+                continue;
+            }
+            if (!io) {
+                addr = phys;
+            }
+        } else if (!qlua_mem_io_wanted(s->io, info, vaddr)) {
+            continue;
         }
-    } else if (!qlua_mem_io_wanted(s->io, info, vaddr)) {
-        return;
+        feed(s->t, addr & s->mask, 0, false, vcpu);
     }
-    feed(s->t, addr & s->mask, 0, false, vcpu);
 }
 
 /* The tally at idx, pinned: translated code and feed records may name it at any time, so a fed
@@ -709,7 +723,7 @@ static void register_mem(struct qemu_plugin_insn *insn, feed_site *s)
 static int tally_mem(lua_State *L)
 {
     struct qemu_plugin_insn *insn = qlua_insn_check(L, 1);
-    feed_site options;
+    feed_site options = {0};
     mem_options(L, 3, &options);
     feed_site *s = site_new(L, 2);
     options.t = s->t;
@@ -722,7 +736,8 @@ static int tally_mem(lua_State *L)
 
 static void rule_apply(const void *rule, struct qemu_plugin_tb *tb);
 static void rule_free(void *rule);
-static const qlua_rule_ops rule_ops = {rule_apply, rule_free};
+static bool rule_absorb(void *rule, void *other);
+static const qlua_rule_ops rule_ops = {rule_apply, rule_free, rule_absorb};
 
 /* counter.c keeps it with the other count_every rules, and calls it through its ops */
 /* qemu.count_every("branch", edges): per vCPU, `after` holds the address right after the last
@@ -783,12 +798,13 @@ void qlua_tally_code_flushed(void)
     }
 }
 
-typedef struct {
+typedef struct tally_rule {
     const qlua_rule_ops *ops; /* first: see qlua_rule_ops */
     char kind;         /* 'b': block executions by the block's address, 'i': instructions by
                         * theirs, 'm': accesses by theirs rounded down, 'e': edges (branches) */
     feed_site site;    /* 'm': the one site of every access; else the template */
     branch_site branch; /* 'e': the template */
+    struct tally_rule *absorbed; /* 'm': the rules this one took in, last first (freed with it) */
 } tally_rule;
 
 /* core.tally_rule(kind, tally, rw, align, phys, io) -> the rule (a light userdata), for
@@ -874,9 +890,33 @@ static void rule_apply(const void *rule, struct qemu_plugin_tb *tb)
     }
 }
 
+/* Every count_every("mem", tally) rule after the first joins the first one's site list: one
+ * callback per access feeds them all (hotpages counts reads and writes: one callback, not two).
+ * Blocks translated before a rule joins feed it too, from then on. */
+static bool rule_absorb(void *rule, void *other)
+{
+    tally_rule *r = rule, *o = other;
+    if (r->kind != 'm' || o->kind != 'm') {
+        return false;
+    }
+    const feed_site **end = &r->site.next;
+    while (*end) {
+        end = (const feed_site **)&(*end)->next;
+    }
+    o->absorbed = r->absorbed;
+    r->absorbed = o;
+    __atomic_store_n(end, &o->site, __ATOMIC_RELEASE); /* o complete before a callback sees it */
+    return true;
+}
+
 static void rule_free(void *rule)
 {
-    g_free(rule);
+    tally_rule *r = rule;
+    while (r) {
+        tally_rule *more = r->absorbed;
+        g_free(r);
+        r = more;
+    }
 }
 
 /* ---- syscall tallies: qemu.count_every("syscall" | "syscall_ret" | "syscall_error", t) ---- */

@@ -175,3 +175,32 @@ def test_syscall_tallies_go_with_the_version_that_added_them():
     a_tally, a_lua, b_tally, b_lua = map(int, m.groups())
     assert a_lua > 0 and a_tally == a_lua, f"A's tally counts what A's handler saw, no more: {m.groups()}"
     assert b_lua > 0 and b_tally == b_lua, f"B's tally counted through the failed reload: {m.groups()}"
+
+
+def test_mem_tallies_go_with_the_version_that_added_them():
+    # Each version counts reads and writes with two count_every("mem") rules (one callback per
+    # access feeds both) and with insn:tally_mem from its on_translate: the rules stop with A's
+    # code and B's run on through a reload that fails; the rules' lists are freed with A.
+    counting = ("local function total(x) local s = 0; for _, c in pairs(x:items()) do s = s + c end; return s end\n"
+                "local function count(v)\n"
+                "  qemu.count_every('mem', v.r, { rw = 'r', align = 64 })\n"
+                "  qemu.count_every('mem', v.w, { rw = 'w' })\n"
+                "  qemu.on_translate(function(tb) for insn in tb:insns() do\n"
+                "    insn:tally_mem(v.hr, { rw = 'r', align = 64 }); insn:tally_mem(v.hw, { rw = 'w' })\n"
+                "  end end)\n"
+                "end\n"
+                "local function tallies() return { r = qemu.tally(), w = qemu.tally(), hr = qemu.tally(), hw = qemu.tally() } end\n")
+    version_a = counting + ("qemu.persist.a = qemu.persist.a or tallies()\n"
+                            "count(qemu.persist.a)\n")
+    version_b = counting + ("local a, b = qemu.persist.a, tallies()\n"
+                            "count(b)\n"
+                            "qemu.on_exit(function() qemu.printf('A %d %d %d %d B %d %d %d %d\\n',\n"
+                            "  total(a.r), total(a.hr), total(a.w), total(a.hw),\n"
+                            "  total(b.r), total(b.hr), total(b.w), total(b.hw)) end)\n")
+    status, text, err = reloaded_twice(version_a, version_b, [guest("ends"), "exit", "3000"],
+                                       settle=0.3)
+    m = re.search(r"^A (\d+) (\d+) (\d+) (\d+) B (\d+) (\d+) (\d+) (\d+)$", text, re.M)
+    assert status == 0 and m is not None, f"exit report: {status} {text}\n{err}"
+    ar, ahr, aw, ahw, br, bhr, bw, bhw = map(int, m.groups())
+    assert ar == ahr > 0 and aw == ahw > 0, f"A's rules count what A's sites counted: {m.groups()}"
+    assert br == bhr > 0 and bw == bhw > 0, f"B's rules counted through the failed reload: {m.groups()}"

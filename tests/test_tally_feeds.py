@@ -77,16 +77,23 @@ def test_fed_tallies_on_a_real_program():
 # qemu.count_every with tallies: the same counts as the per-handle methods, with no Lua at
 # translation time.
 EVERY = """
-local eb, ei, em, hb, hi, hm = qemu.tally(), qemu.tally(), qemu.tally(), qemu.tally(), qemu.tally(),
-  qemu.tally()
+local eb, ei, hb, hi = qemu.tally(), qemu.tally(), qemu.tally(), qemu.tally()
 qemu.count_every("block", eb)
 qemu.count_every("insn", ei)
-qemu.count_every("mem", em, { rw = "w", align = 64 })
+-- Several mem rules share one callback per access (the first absorbs the others): each must still
+-- count only its own kind, at its own alignment.
+local MEM = { { rw = "w", align = 64 }, { rw = "r", align = 4096 }, { rw = "rw", align = 1 },
+  { rw = "r", align = 8 } }
+local em, hm = {}, {}
+for i, opts in ipairs(MEM) do
+  em[i], hm[i] = qemu.tally(), qemu.tally()
+  qemu.count_every("mem", em[i], opts)
+end
 qemu.on_translate(function(tb)
   tb:tally(hb, tb.vaddr)
   for insn in tb:insns() do
     insn:tally(hi, insn.vaddr)
-    insn:tally_mem(hm, { rw = "w", align = 64 })
+    for i, opts in ipairs(MEM) do insn:tally_mem(hm[i], opts) end
   end
 end)
 local function same(a, b)
@@ -96,7 +103,9 @@ local function same(a, b)
   return n
 end
 qemu.on_exit(function()
-  qemu.printf("every: block=%s insn=%s mem=%s\\n", same(eb, hb), same(ei, hi), same(em, hm))
+  local mem = {}
+  for i in ipairs(MEM) do mem[i] = string.format("mem%d=%s", i, same(em[i], hm[i])) end
+  qemu.printf("every: block=%s insn=%s %s\\n", same(eb, hb), same(ei, hi), table.concat(mem, " "))
 end)
 """
 
@@ -105,7 +114,49 @@ def test_count_every_with_a_tally_counts_what_the_methods_count():
     for program in ([guest("loop"), "50"], [guest("threads"), "50"]):
         r = run_lua(EVERY, program)
         f = fields(r.log, "every")
-        assert r.status == 0 and all(v.isdigit() and int(v) > 10 for v in f.values()), f"{f}\n{r}"
+        assert r.status == 0 and len(f) == 6, f"{f}\n{r}"
+        assert all(v.isdigit() and int(v) > 10 for v in f.values()), f"{f}\n{r}"
+
+
+# Mem rules added while 8 threads run join the first one's list as its callbacks walk it: each
+# counts from its start on (at most what the whole-run rule counts), none disturbs the first.
+LATE_MEM = """
+local first, whole = qemu.tally(), qemu.tally()
+qemu.count_every("mem", first, { align = 4096 })
+qemu.on_translate(function(tb)
+  for insn in tb:insns() do insn:tally_mem(whole, { align = 4096 }) end
+end)
+local late, n = {}, 0
+qemu.on_syscall(function()
+  if n < 12 then
+    n = n + 1
+    late[n] = qemu.tally()
+    qemu.count_every("mem", late[n], { rw = n % 2 == 0 and "r" or "rw" })
+  end
+end)
+local function total(t)
+  local s = 0
+  for _, v in pairs(t:items()) do s = s + v end
+  return s
+end
+qemu.on_exit(function()
+  local over, counted = 0, 0
+  for i = 1, n do
+    local v = total(late[i])
+    if v > total(whole) then over = over + 1 end
+    if v > 0 then counted = counted + 1 end
+  end
+  qemu.printf("late: rules=%d counted=%d over=%d first=%d whole=%d\\n", n, counted, over,
+    total(first), total(whole))
+end)
+"""
+
+
+def test_mem_rules_added_while_threads_run_each_count_from_then_on():
+    r = run_lua(LATE_MEM, [guest("threads"), "300"])
+    f = fields(r.log, "late")
+    assert r.status == 0 and f["rules"] == "12" and f["over"] == "0", f"{f}\n{r}"
+    assert f["counted"] == "12" and f["first"] == f["whole"] != "0", f"{f}\n{r}"
 
 
 # A synchronous callback sees every add its thread made before it.
