@@ -149,20 +149,30 @@ def test_a_reload_loses_no_syscall_of_a_tally_both_versions_count():
                ).replace("GETPPID", str(GETPPID))
     path = lua_file(version)
     with tempfile.TemporaryDirectory() as tmp:
-        log = os.path.join(tmp, "plugin.log")
-        proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]],
-                                             [guest("sysnums"), "4", "5000000", "0", str(GETPPID)], log),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env_without_preload())
+        log, errpath = os.path.join(tmp, "plugin.log"), os.path.join(tmp, "stderr")
+        with open(errpath, "w") as errf:
+            proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]],
+                                                 [guest("sysnums"), "4", "5000000", "0", str(GETPPID)], log),
+                                    stdout=subprocess.DEVNULL, stderr=errf, env=env_without_preload())
         try:
-            for i in range(8):  # reloads while the threads make their syscalls
-                time.sleep(0.1)
+            # Edits until three reloads while the threads make their syscalls: an edit made before
+            # QEMU's start (slow under load or ASan) reloads nothing, so each waits for its reload.
+            edits = 0
+            while proc.poll() is None and open(errpath).read().count("reloaded") < 3:
+                seen = open(errpath).read().count("reloaded")
                 with open(path, "a") as f:
-                    f.write(f"-- edit {i}\n")
-            _, err = communicate_or_stacks(proc, 120)
+                    f.write(f"-- edit {edits}\n")
+                edits += 1
+                for _ in range(25):
+                    if proc.poll() is not None or open(errpath).read().count("reloaded") > seen:
+                        break
+                    time.sleep(0.02)
+            communicate_or_stacks(proc, 120)
         finally:
+            proc.kill()
             os.unlink(path)
         text = open(log).read() if os.path.exists(log) else ""
+        err = open(errpath).read()
     assert proc.returncode == 0 and err.count("reloaded") >= 2, f"{proc.returncode}\n{err}\n{text}"
     assert re.search(r"^calls 20000000$", text, re.M), f"4 x 5000000 getppid, reloads or not\n{text}\n{err}"
 
