@@ -12,6 +12,7 @@
 #include "gate.h"
 #include "handle.h"
 #include "host.h"
+#include "quiesce.h"
 #include "tally.h"
 #include "tb.h"
 #include "value.h"
@@ -143,6 +144,7 @@ static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
     qlua_out_flush();
     qlua_unlock();
     qlua_exec_release_mine(); /* the thread ends: its buffers go (guests may make threads without end) */
+    qlua_quiesce_release_mine();
 }
 
 static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
@@ -168,6 +170,7 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
                        uint64_t a7, uint64_t a8)
 {
     (void)id;
+    qlua_quiesce_entered();
     if (qlua.polls) {
         qlua_gate_poll();
     }
@@ -194,11 +197,15 @@ static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
         }
     });
     qlua_vcpu_context--;
+    if (!__atomic_load_n(&registered[EV_SYSCALL_RET], __ATOMIC_RELAXED)) {
+        qlua_quiesce_done(); /* QEMU will not hand us the return: its records are behind us */
+    }
 }
 
 static void syscall_ret_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, int64_t ret)
 {
     (void)id;
+    qlua_quiesce_done();
     qlua_tally_syscall_ret(vcpu, num, ret);
     qlua_vcpu_context++;
     DISPATCH(EV_SYSCALL_RET, 3, {
@@ -271,6 +278,7 @@ static void compact_handlers(lua_State *L)
 static void flush_cb(qemu_plugin_id_t id)
 {
     (void)id;
+    qlua_quiesce_wait(); /* a reset we asked for: before QEMU frees its records (quiesce.c) */
     /* queued callbacks name their functions and data by references the reclaim frees: deliver
      * them first, in one hold of the lock, so a thread outside translated code (exiting, in a
      * syscall callback) cannot run old records after the reclaim */

@@ -19,6 +19,7 @@
 #include "events.h"
 #include "gate.h"
 #include "host.h"
+#include "quiesce.h"
 #include "tally.h"
 
 /* Whether one of our resets is under way: QEMU ignores a reset asked for during another, so
@@ -96,6 +97,7 @@ void qlua_reload_run(int bits)
         qlua_defer(bits);
         return;
     }
+    qlua_quiesce_arm();
     if (bits & QLUA_DEFER_UNINSTALL) {
         qlua_host.uninstall(qlua.id, qlua_events_uninstalled); /* in_flight stays set: the end */
     } else {

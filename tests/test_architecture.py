@@ -9,7 +9,7 @@ pytestmark = pytest.mark.user_host_independent  # reads the source, runs no QEMU
 
 SHIM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shim")
 LAYERS = {  # lower number: lower layer; a file may include only its own layer's or lower ones
-    "base": 0, "host": 0, "value": 0, "handle": 0, "output": 0, "gate": 1, "arena": 2,
+    "base": 0, "host": 0, "value": 0, "handle": 0, "output": 0, "quiesce": 0, "gate": 1, "arena": 2,
     "tb": 3, "insn": 3, "mem": 3, "counter": 3, "tally": 3, "vcpu": 3, "symbols": 3,
     "buffer": 4, "exec": 5, "events": 6,
     "profile": 7, "repl": 7, "reload": 7, "signals": 7,
