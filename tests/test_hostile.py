@@ -161,7 +161,7 @@ def test_api_fuzzer_system_mode():
 
 def test_core_primitives_called_directly_raise_lua_errors():
     # docs/architecture.md: "a script that calls qlua.core directly gets an error, never a crash"
-    # (core.event takes a raw pointer and is tested on its own below)
+    # (core.events_fill takes a raw pointer and is tested on its own below)
     r = user(["script=" + API, f"seed={SEED + 3}", "calls=1000", "core=on"], [guest("loop"), "3"])
     assert_clean(r, "core fuzzer")
     assert_summary(r, "core fuzzer")
@@ -469,14 +469,23 @@ def test_tally_whose_fields_a_script_overwrote():
         assert "add\t" in r.log, describe(r, "t:add returned or raised")
 
 
-def test_core_event_with_a_pointer_that_is_not_a_buffer():
-    # core.event(ptr, i) reads record i at any light userdata: core.tally_new's second value
+def test_core_events_fill_with_a_pointer_that_is_not_a_buffer():
+    # core.events_fill(view, pool, ptr, n) decodes n records at ptr: it must refuse any pointer
+    # but the batch being delivered (here core.tally_new's second value, or none, once a real
+    # tracer has delivered its batches), and views that are not tables
     code = ("local core = require 'qlua.core'\n"
-            "qemu.on_exit(function() local _, p = core.tally_new() "
-            "qemu.print('event', pcall(core.event, p, 2^40)) end)\n")
+            "local fill = core.events_fill\n"
+            "local tr = qemu.tracer{ batch = 4, fn = function(events, n) end }\n"
+            "qemu.on_translate(function(tb) tb:trace(tr) end)\n"
+            "qemu.on_exit(function() local _, p = core.tally_new()\n"
+            "  qemu.print('bogus', pcall(fill, {}, {}, p, 2^40))\n"
+            "  qemu.print('null', pcall(fill, {}, {}, nil, 1))\n"
+            "  qemu.print('notable', pcall(fill, 1, {}, p, 1)) end)\n")
     r = lua_run(code)
-    assert_clean(r, "core.event on a bogus pointer")
-    assert "event\tfalse" in r.log, describe(r, "core.event refused the pointer")
+    assert_clean(r, "core.events_fill on a bogus pointer")
+    for what in ("bogus", "null", "notable"):
+        assert f"{what}\tfalse" in r.log, describe(r, f"core.events_fill refused ({what})")
+    assert "not the batch being delivered" in r.log, describe(r, "the error says what was wrong")
 
 
 def test_tracer_events_read_out_of_range():

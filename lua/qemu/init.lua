@@ -760,7 +760,7 @@ insn_methods.trace_mem = trace_method("insn", "insn:trace_mem", TRACE_MEM_OPTS, 
 --- qemu.tracer{ fn = function(events, n) ... end, batch = 4096 } -> tracer. events[1 .. n] have
 -- addr, pc, tag, vcpu, size, kind (qemu.EVENT), flags (1 signed, 2 big-endian); they are valid
 -- only during fn (the buffer is reused: copy what you keep). LuaJIT: FFI records, no allocation;
--- Lua 5.4: a table per event read.
+-- Lua 5.4: tables C fills once per batch, reused by the next batch.
 local TRACER_SPEC = { fn = function(v) return type(v) == "function", "a function" end,
   batch = function(v)
     return type(v) == "number" and v >= 1 and v <= core.tracer_max_batch and v % 1 == 0,
@@ -791,13 +791,10 @@ function qemu.tracer(spec)
     local ptr_t, cast, view_t = ffi.typeof("const qlua_event *"), ffi.cast, events_t
     wrapper = function(p, n) return fn(view_t(cast(ptr_t, p), n), n) end
   else
-    local event, current, count = core.event, nil, 0
-    local view = setmetatable({}, { __index = function(_, i)
-      if type(i) ~= "number" or i < 1 or i > count or i % 1 ~= 0 then return nil end
-      local addr, pc, tag, vcpu, size, kind, flags = event(current, i - 1)
-      return { addr = addr, pc = pc, tag = tag, vcpu = vcpu, size = size, kind = kind, flags = flags }
-    end, __len = function() return count end })
-    wrapper = function(p, n) current, count = p, n; return fn(view, n) end
+    -- C decodes the batch into tables reused from batch to batch (pool) and lists them in view
+    -- (1 .. n, nothing past it), so the script's loop reads plain tables
+    local fill, view, pool = core.events_fill, {}, {}
+    wrapper = function(p, n) return fn(fill(view, pool, p, n), n) end
   end
   local t = setmetatable({}, tracer_mt)
   tracers[t] = core.tracer_new(wrapper, batch, fn)

@@ -6,7 +6,7 @@
 --
 -- Under LuaJIT the `qemu` module always takes its FFI paths (qemu.native finds the ffi module), so
 -- the fake then offers what those need (queued_cdef, tally_add_ptr, event_cdef, ...); under Lua 5.4
--- it offers the classic C API's counterparts (core.event, core.tally_add).
+-- it offers the classic C API's counterparts (core.events_fill, core.tally_add).
 --
 -- Loading this file also puts the repository's lua/ folder on package.path (busted runs from the
 -- repository root).
@@ -182,13 +182,24 @@ function M.new(opts)
   core.insn_trace_mem = spy.new(function() end)
   core.event_cdef = M.EVENT_CDEF
   core.event_size = M.EVENT_SIZE
-  -- core.event(ptr, i) (Lua 5.4): record i, from 0, of a fake buffer: a table whose [i] are
-  -- { addr=, pc=, tag=, vcpu=, size=, kind=, flags= }. Reading a record that is not there is an
-  -- error, where C would read past the buffer.
-  core.event = spy.new(function(ptr, i)
-    local e = ptr[i]
-    if e == nil then error("fake core.event: no record " .. tostring(i), 0) end
-    return e.addr, e.pc, e.tag, e.vcpu, e.size, e.kind, e.flags
+  -- core.events_fill(view, pool, ptr, n) (Lua 5.4), as C does it: records 0 .. n - 1 of a fake
+  -- buffer (a table whose [i] are { addr=, pc=, tag=, vcpu=, size=, kind=, flags= }) copied into
+  -- pool[1 .. n], tables kept from call to call, listed in view[1 .. n], view's entries past n
+  -- cleared; returns view. Reading a record that is not there is an error, where C would read past
+  -- the buffer.
+  local FIELDS = { "addr", "pc", "tag", "vcpu", "size", "kind", "flags" }
+  core.events_fill = spy.new(function(view, pool, ptr, n)
+    for i = 1, n do
+      local e = ptr[i - 1]
+      if e == nil then error("fake core.events_fill: no record " .. tostring(i - 1), 0) end
+      local t = pool[i] or {}
+      pool[i] = t
+      for _, k in ipairs(FIELDS) do t[k] = e[k] end
+      view[i] = t
+    end
+    for i = n + 1, pool.shown or 0 do view[i] = nil end
+    pool.shown = n
+    return view
   end)
 
   -- Tallies: tally_new() -> raw object, its address; core.tally_adds gets { key, n } per native

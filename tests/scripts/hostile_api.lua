@@ -7,7 +7,7 @@
 -- Arguments (read before the fuzz, which calls qemu.script with garbage):
 --   seed=N       fixed random seed           calls=N   random calls per site
 --   raising=on   the pool's functions include ones that raise (for onerror=warn runs)
---   core=on      also fuzz the C core (require "qlua.core") directly, but core.event (which takes
+--   core=on      also fuzz the C core (require "qlua.core") directly, but core.events_fill (which takes
 --                a raw pointer: tests/test_hostile.py tests it on its own) and core.uninstall
 local qemu = require "qemu"
 local A = {}
@@ -176,7 +176,7 @@ end
 phase.top = #top
 
 local core = package.loaded["qlua.core"]
-local CORE_SKIP = { event = true, uninstall = true }
+local CORE_SKIP = { events_fill = true, uninstall = true }
 local function fuzz_core(n, ...)
   if not CORE then return end
   for _, name in ipairs(sorted_functions(core, CORE_SKIP)) do
