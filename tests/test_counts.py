@@ -235,6 +235,45 @@ def test_native_counts_stay_exact_while_threads_come_and_go():
     expect_equal_counts(r, c, ["tbs", "insns"])
 
 
+# Counters made one after the other share cache lines (shim/counter.c: the chunks of 8 counters
+# are interleaved), and blocks of 1024 chunks: a counter per block, over 8 threads, must keep its
+# own count through adds, sets and resets of its neighbours.
+NEIGHBOURS = """
+local per_block, block_insns, tbs = {}, qemu.counter(), qemu.counter()
+qemu.count_every("block_insns", block_insns)
+qemu.count_every("block", tbs)
+qemu.on_translate(function(tb)
+  local c = qemu.counter()
+  per_block[#per_block + 1] = c
+  tb:count(c, #tb)
+end)
+qemu.on_exit(function()
+  local sum, before = 0, {}
+  for i, c in ipairs(per_block) do before[i] = c:sum(); sum = sum + before[i] end
+  local bad = 0
+  for i = 1, #per_block, 2 do per_block[i]:reset() end
+  for i = 2, #per_block, 4 do per_block[i]:set(7, 0) end
+  for i, c in ipairs(per_block) do
+    if i % 2 == 1 and c:sum() ~= 0 then bad = bad + 1 end
+    if i % 4 == 2 and c:get(0) ~= 7 then bad = bad + 1 end
+    if i % 4 == 0 and c:sum() ~= before[i] then bad = bad + 1 end
+  end
+  qemu.printf("neighbours: counters=%d bad=%d tbs=%d block_insns=%d summed=%d\\n", #per_block,
+    bad, tbs:sum(), block_insns:sum(), sum)
+end)
+"""
+
+
+def test_counters_made_together_keep_their_own_counts():
+    r = run_lua(NEIGHBOURS, [guest("threads"), "100"], oracle=True)
+    assert r.status == 0 and "threads 8 total" in r.out, f"guest\n{r}"
+    n = fields(r.log, "neighbours")
+    assert int(n["counters"]) > 1024, f"more counters than one block of chunks holds\n{r}"
+    assert n["bad"] == "0", f"a reset or set reached another counter's slots\n{r}"
+    assert n["summed"] == n["block_insns"], f"the per-block counters do not add up\n{r}"
+    expect_equal_counts(r, n, ["tbs"])
+
+
 # qemu.read_counters: a counter per block, read all at once, gives what each counter's get gives
 # (mid-run from a synchronous callback, and at exit for every vCPU), across the scoreboards that
 # counters share on QEMU >= 9 (64 to one) and with a value added from Lua before any vCPU existed.
