@@ -56,6 +56,17 @@ HOSTS = ("7.2", "10.2")
 COUNTS = ("<= 1.05", lambda r: r <= 1.05)
 OTHER = ("<= 1.5", lambda r: r <= 1.5)
 AHEAD = ("< 1.0 (ahead)", lambda r: r < 1.0)
+# Those are LuaJIT's goals. Issue 14 sets one goal for the Lua 5.4 build, whatever the row: at most
+# 3x QEMU's plugin (or the C reference), so a Lua 5.4 column is marked against that.
+LUA54_GOAL = 3.0
+GOAL_NOTE = f"goal: LuaJIT's; a Lua 5.4 build's ratios are marked against <= {LUA54_GOAL:g}"
+
+
+def meets_goal(build, ratio, luajit_goal):
+    """Whether a build's qlua / C meets its goal: luajit_goal(ratio) for LuaJIT builds, LUA54_GOAL
+    for Lua 5.4 builds (ratios rounded to the 2 decimals shown)."""
+    r = round(ratio, 2)
+    return r <= LUA54_GOAL if lua_of(build) == "lua54" else luajit_goal(r)
 
 
 class Row:
@@ -541,7 +552,7 @@ def shipped_table(variants, rows, workloads, a, work, out,
                                   f"{who} failed"]
                         continue
                     ratio = paired_ratio(times[(v.host, b)], times[(v.host, None)])
-                    mark = "" if row.goal[1](round(ratio, 2)) else " ✗"
+                    mark = "" if meets_goal(b, ratio, row.goal[1]) else " ✗"
                     check = check_mark(row, v.host, w, outs[(v.host, None)], outs[(v.host, b)])
                     cells += [fmt_ms(q_ms), f"{ratio:.2f}{mark}", check]
             cells.append(row.goal[0])
@@ -645,8 +656,9 @@ def mechanism_table(variants, pairs, a, tmp, out):
         m = {k: statistics.median(x) for k, x in times.items()}
         cells = [w.name, inp.label, p.label, fmt_ms(m["none"]), fmt_ms(m["C"])]
         for b in v.builds:
-            r = m[b] / m["C"]
-            cells += [fmt_ms(m[b]), f"{r:.2f}{'' if round(r, 2) <= p.target else ' ✗'}"]
+            r = paired_ratio(times[b], times["C"])
+            mark = "" if meets_goal(b, r, lambda x: x <= p.target) else " ✗"
+            cells += [fmt_ms(m[b]), f"{r:.2f}{mark}"]
         out.row(cells + [f"<= {p.target}"])
 
 
@@ -1014,6 +1026,7 @@ def main():
                 out.flush_later()
                 out.note(CHECK_NOTE)
                 out.note(RATIO_NOTE)
+                out.note(GOAL_NOTE)
                 for r in user:
                     if r.why:
                         out.note(f"{r.script}: n/c: {r.why}")
@@ -1029,6 +1042,7 @@ def main():
                 out.flush_later()
                 out.note(CHECK_NOTE)
                 out.note(RATIO_NOTE)
+                out.note(GOAL_NOTE)
                 out.note("Linux boot: tests/test_linux.py's guest (Debian's kernel, a busybox "
                          "initramfs whose init runs seq and sha256sum and powers off) under "
                          "qemu-system-x86_64 with -icount shift=3,sleep=off, so the boot is the "
@@ -1036,6 +1050,8 @@ def main():
                          "plugins, so only 7.2 runs it")
         if sel["pairs"]:
             mechanism_table(variants, sel["pairs"], a, tmp, out)
+            out.note(RATIO_NOTE)
+            out.note(GOAL_NOTE)
         if sel["deliveries"]:
             delivery_table(variants, sel["deliveries"], a, work, out)
             out.note("ns/event: the qlua run's time minus the C run's on the same input, over "

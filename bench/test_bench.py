@@ -257,6 +257,21 @@ def test_a_builds_lua_is_read_from_its_meson_options():
         assert run.lua_of(tmp) == "lua54"
 
 
+
+def test_a_lua54_builds_ratio_is_marked_against_its_own_goal():
+    # issue 14: LuaJIT's goals per row, <= 3x for every Lua 5.4 row
+    with tempfile.TemporaryDirectory() as lj, tempfile.TemporaryDirectory() as l54:
+        os.mkdir(os.path.join(l54, "meson-info"))
+        with open(os.path.join(l54, "meson-info", "intro-buildoptions.json"), "w") as f:
+            f.write('[{"name": "lua", "value": "lua54"}]')
+        counts = run.COUNTS[1]
+        assert run.meets_goal(lj, 1.05, counts) and not run.meets_goal(lj, 1.06, counts)
+        assert run.meets_goal(l54, 1.06, counts) and run.meets_goal(l54, 3.0, counts)
+        assert not run.meets_goal(l54, 3.01, counts)
+        assert run.meets_goal(lj, 1.054, counts), "ratios are judged as shown, to 2 decimals"
+        assert not run.meets_goal(l54, 3.006, run.AHEAD[1])
+
+
 # ---- the estimate ----
 
 def test_a_runs_estimate_multiplies_only_what_follows_qemus_start():

@@ -104,6 +104,25 @@ for lua in luajit lua5.4; do
     echo "$ok $bad 0" >"$results/busted-$lua.count"
 done
 
+# the benchmark's own machinery (bench/test_bench.py: its comparisons, goals, arithmetic; its real
+# runs skip, saying why, without build/ or tools/fetch-qemu-plugins.sh's plugins)
+echo "== bench/test_bench.py"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider -rs bench/test_bench.py --junitxml="$results/bench.xml" \
+    >"$results/bench.log" 2>&1 || status=1
+tail -n 3 "$results/bench.log"
+python3 - "$results/bench.xml" >"$results/bench.count" <<'PY'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+s = root if root.tag == "testsuite" else root.find("testsuite")
+tests, bad = int(s.get("tests")), int(s.get("failures")) + int(s.get("errors"))
+skipped = int(s.get("skipped"))
+print(tests - bad - skipped, bad, skipped)
+PY
+grep -q "^0 0 0$" "$results/bench.count" && { echo "bench/test_bench.py ran nothing"; echo "0 1 0" >"$results/bench.count"; }
+if ! grep -q "^[0-9]* 0 " "$results/bench.count"; then
+    { echo "--- bench/test_bench.py failed; its output ends:"; tail -n 40 "$results/bench.log"; } >>"$results/failures.txt"
+fi
+
 # what failed, last, where a CI log's tail shows it (the meson logs above are on the machine only)
 if [ -s "$results/failures.txt" ]; then
     echo "== failures"
