@@ -56,17 +56,19 @@ HOSTS = ("7.2", "10.2")
 COUNTS = ("<= 1.05", lambda r: r <= 1.05)
 OTHER = ("<= 1.5", lambda r: r <= 1.5)
 AHEAD = ("< 1.0 (ahead)", lambda r: r < 1.0)
-# Those are LuaJIT's goals. Issue 14 sets one goal for the Lua 5.4 build, whatever the row: at most
-# 3x QEMU's plugin (or the C reference), so a Lua 5.4 column is marked against that.
+# Those are LuaJIT's goals. Issue 14 sets one goal for the Lua 5.4 build: at most 3x QEMU's plugin
+# (or the C reference), so a Lua 5.4 column is marked against that, or against the row's own goal
+# where that is looser (the mechanism rows of Lua per event: 4x).
 LUA54_GOAL = 3.0
-GOAL_NOTE = f"goal: LuaJIT's; a Lua 5.4 build's ratios are marked against <= {LUA54_GOAL:g}"
+GOAL_NOTE = (f"goal: LuaJIT's; a Lua 5.4 build's ratios are marked against <= {LUA54_GOAL:g} "
+             "where the row's goal is stricter")
 
 
 def meets_goal(build, ratio, luajit_goal):
-    """Whether a build's qlua / C meets its goal: luajit_goal(ratio) for LuaJIT builds, LUA54_GOAL
-    for Lua 5.4 builds (ratios rounded to the 2 decimals shown)."""
+    """Whether a build's qlua / C meets its goal: luajit_goal(ratio) for LuaJIT builds, that or
+    LUA54_GOAL for Lua 5.4 builds (ratios rounded to the 2 decimals shown)."""
     r = round(ratio, 2)
-    return r <= LUA54_GOAL if lua_of(build) == "lua54" else luajit_goal(r)
+    return luajit_goal(r) or (lua_of(build) == "lua54" and r <= LUA54_GOAL)
 
 
 class Row:

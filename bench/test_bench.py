@@ -270,6 +270,7 @@ def test_a_lua54_builds_ratio_is_marked_against_its_own_goal():
         assert not run.meets_goal(l54, 3.01, counts)
         assert run.meets_goal(lj, 1.054, counts), "ratios are judged as shown, to 2 decimals"
         assert not run.meets_goal(l54, 3.006, run.AHEAD[1])
+        assert run.meets_goal(l54, 3.9, lambda r: r <= 4.0), "a looser row goal stands"
 
 
 # ---- the estimate ----

@@ -233,14 +233,38 @@ static int tally_add_l(lua_State *L)
 
 static void fold_syscall_feeds(void); /* (below, with the feeds) */
 
-/* A tally's key at idx: a whole number from 0 to 2^64-1, or, for a tally of syscall numbers,
- * from -2^63 to 2^63-1. */
+/* A tally's key at idx for t:get: a whole number from 0 to 2^64-1 (under Lua 5.4 any integer, as
+ * its 64-bit pattern), or, for a tally of syscall numbers, from -2^63. Anything else is
+ * an error naming the method and what it accepts, at the script's line (through qemu's wrapper,
+ * luaL_argerror could only say "bad argument #2 to '?'"). */
 static uint64_t check_key(lua_State *L, const qlua_tally *t, int idx)
 {
-    if (t->signed_keys && lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) < 0) {
-        return (uint64_t)(int64_t)luaL_checkinteger(L, idx);
+    if (lua_type(L, idx) == LUA_TNUMBER) {
+#if LUA_VERSION_NUM >= 503
+        if (lua_isinteger(L, idx)) {
+            return (uint64_t)lua_tointeger(L, idx);
+        }
+#endif
+        lua_Number n = lua_tonumber(L, idx);
+        if (qlua_whole_u64((double)n)) {
+            return (uint64_t)n;
+        }
+        if (t->signed_keys && n < 0 && n >= -9223372036854775808.0 && n == (lua_Number)(int64_t)n) {
+            return (uint64_t)(int64_t)n;
+        }
     }
-    return qlua_check_u64(L, idx);
+    const char *shown = luaL_typename(L, idx);
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        shown = lua_pushfstring(L, "'%s'", lua_tostring(L, idx));
+    } else if (lua_type(L, idx) == LUA_TNUMBER) {
+        shown = lua_pushfstring(L, "%f", lua_tonumber(L, idx));
+    }
+    /* blamed on the script's line: level 1 is qemu's wrapper of t:get, level 2 its caller */
+    luaL_where(L, 2);
+    lua_pushfstring(L, "tally:get: the key must be a whole number from %s to 2^64-1, got %s",
+                    t->signed_keys ? "-2^63" : "0", shown);
+    lua_concat(L, 2);
+    return (uint64_t)lua_error(L);
 }
 
 static void push_key(lua_State *L, const qlua_tally *t, uint64_t key)

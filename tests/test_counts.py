@@ -141,6 +141,15 @@ def test_tally_refuses_keys_it_cannot_hold():
         assert (r.status == 1 and (f"the {what} must be a whole number from 0 to 2^64-1" in r.err
                                    or "expected a non-negative integer" in r.err
                                    or "number expected, got string" in r.err)), f"{expr}\n{r}"
+    gets = [("t:get('x')", "got 'x'"), ("t:get(1.5)", "got 1.5"), ("t:get(nil)", "got nil"),
+            ("t:get(2^64)", "got 1.844674407")]
+    if "LuaJIT" in run_lua("qemu.print(qemu.info.lua)").log:
+        gets.append(("t:get(-1)", "got -1"))
+    for expr, got in gets:
+        r = run_lua(f"local t = qemu.tally()\nqemu.on_exit(function()\n{expr} end)")
+        m = re.search(r"\.lua:3: tally:get: the key must be a whole number from 0 to 2\^64-1, "
+                      r"(got .*)", r.err)
+        assert r.status == 1 and m and m.group(1).startswith(got), f"{expr}: at the line\n{r}"
     r = run_lua("local t = qemu.tally()\nt:add(2^53); t:add(0, 3); t:add(7, 0)\n"
                 "qemu.print(t:get(2^53), t:get(0), t:get(7), t:size(), tostring(t))")
     assert "1\t3\t0\t3\ttally (3 keys)" in r.log, f"edge keys\n{r}"

@@ -250,7 +250,8 @@ do
     methods[name] = function(self, ...)
       check(self, name)
       local raw = raws[self]
-      return raw[name](raw, ...)
+      -- not a tail call: C blames its errors on level 2, the script's line (each returns one value)
+      return (raw[name](raw, ...))
     end
   end
   if ffi_add then
