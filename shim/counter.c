@@ -515,7 +515,7 @@ static bool cond_holds(enum qemu_plugin_cond cond, uint64_t v, uint64_t imm)
 static void cond_cb(unsigned int vcpu, void *udata)
 {
     cond_rec *r = udata;
-    if (cond_holds(r->cond, qlua_counter_value(r->c, vcpu), r->imm)) {
+    if (cond_holds(r->cond, qlua_counter_value_mine(r->c, vcpu), r->imm)) {
         r->cb(vcpu, r->udata);
     }
 }

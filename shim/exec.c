@@ -442,7 +442,7 @@ static void sync_cb(unsigned int vcpu, void *udata)
         return;
     }
     int nargs = push_args(L, vcpu, r->data_ref, r->count != NULL,
-                          r->count ? qlua_counter_value(r->count, vcpu) : 0);
+                          r->count ? qlua_counter_value_mine(r->count, vcpu) : 0);
     qlua_vcpu_context++;
     qlua_gate_call(r->fn, nargs);
     qlua_vcpu_context--;
@@ -461,7 +461,7 @@ static void queued_cb(unsigned int vcpu, void *udata)
     rec->vcpu = vcpu;
     rec->kind = r->count != NULL ? QUEUED_COUNT : 0;
     if (r->count) {
-        q->counts[q->n] = (qlua_event_num)qlua_counter_value(r->count, vcpu);
+        q->counts[q->n] = (qlua_event_num)qlua_counter_value_mine(r->count, vcpu);
     }
     if (G_UNLIKELY(++q->n == QUEUE_BATCH)) {
         drain_thread(q);
@@ -606,7 +606,7 @@ static void repeat_cb(unsigned int vcpu, void *udata)
     if (st == NULL) {
         return;
     }
-    uint64_t now = qlua_counter_value(s->count, vcpu);
+    uint64_t now = qlua_counter_value_mine(s->count, vcpu);
     if (st->prev) {
         uint64_t ran = now - st->prev_count;
         if (ran >= 1 && ran <= st->prev->n) {
