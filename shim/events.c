@@ -147,22 +147,46 @@ static void vcpu_exit_cb(qemu_plugin_id_t id, unsigned int vcpu)
     qlua_quiesce_release_mine();
 }
 
-static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
+/* Per vCPU, whether the last transition reported was to idle. QEMU reports each vCPU's idle and
+ * resume in pairs from the vCPU's own thread, but not while our callbacks are unregistered, and a
+ * reset of ours (dropping translations, hot reload, qemu.retranslate()) unregisters them while
+ * waking every halted vCPU: QEMU updates each vCPU's event mask by queueing work on it, which
+ * kicks it out of its halt, so its resume (and the idle when it halts again) can come in the
+ * window before we register again. A transition missed that way is delivered just before the
+ * next one, so handlers see idle, resume, idle, ... for each vCPU, as QEMU promises. */
+static bool *vcpu_idle;
+static unsigned int vcpu_idle_len;
+
+static void vcpu_idleness(unsigned int vcpu, bool idle)
 {
-    (void)id;
     if (qlua.polls) {
         qlua_gate_poll();
     }
-    DISPATCH(EV_VCPU_IDLE, 1, lua_pushinteger(L, vcpu));
+    qlua_lock(); /* also guards vcpu_idle: vCPU threads report concurrently */
+    if (vcpu >= vcpu_idle_len) {
+        unsigned int len = MAX(vcpu + 1, 2 * vcpu_idle_len);
+        vcpu_idle = g_renew(bool, vcpu_idle, len);
+        memset(vcpu_idle + vcpu_idle_len, 0, (len - vcpu_idle_len) * sizeof *vcpu_idle);
+        vcpu_idle_len = len; /* a vCPU starts running: its first report is an idle */
+    }
+    if (vcpu_idle[vcpu] == idle) { /* the opposite transition came while we were unregistered */
+        DISPATCH(idle ? EV_VCPU_RESUME : EV_VCPU_IDLE, 1, lua_pushinteger(L, vcpu));
+    }
+    vcpu_idle[vcpu] = idle;
+    DISPATCH(idle ? EV_VCPU_IDLE : EV_VCPU_RESUME, 1, lua_pushinteger(L, vcpu));
+    qlua_unlock();
+}
+
+static void vcpu_idle_cb(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    (void)id;
+    vcpu_idleness(vcpu, true);
 }
 
 static void vcpu_resume_cb(qemu_plugin_id_t id, unsigned int vcpu)
 {
     (void)id;
-    if (qlua.polls) {
-        qlua_gate_poll();
-    }
-    DISPATCH(EV_VCPU_RESUME, 1, lua_pushinteger(L, vcpu));
+    vcpu_idleness(vcpu, false);
 }
 
 static void syscall_cb(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1,
@@ -365,8 +389,11 @@ static void register_all(void)
         bool syscalls = ev == EV_SYSCALL && !qlua_host.system;
         bool syscall_rets = ev == EV_SYSCALL_RET && qlua_tally_syscall_rets_wanted();
         bool translation = ev == EV_TRANSLATE && translation_wanted();
+        /* idle and resume together: each keeps the other's pairing (vcpu_idleness) */
+        bool idleness = (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME) &&
+                        handlers[EV_VCPU_IDLE]->len + handlers[EV_VCPU_RESUME]->len > 0;
         if (ev == EV_EXIT || ev == EV_VCPU_INIT || ev == EV_VCPU_EXIT || ev == EV_FLUSH ||
-            translation || handlers[ev]->len > 0 || polls || syscalls || syscall_rets ||
+            translation || handlers[ev]->len > 0 || polls || syscalls || syscall_rets || idleness ||
             want_register[ev]) {
             want_register[ev] = false;
             register_event((enum event)ev);
@@ -470,6 +497,9 @@ static int events_on(lua_State *L)
     fn->filter = filter;
     g_ptr_array_add(handlers[ev], fn);
     need_event(ev);
+    if (ev == EV_VCPU_IDLE || ev == EV_VCPU_RESUME) {
+        need_event(ev == EV_VCPU_IDLE ? EV_VCPU_RESUME : EV_VCPU_IDLE); /* see vcpu_idleness */
+    }
     return 0;
 }
 

@@ -337,11 +337,11 @@ def run_lua(text, program=None, extra=(), **kw):
         os.unlink(path)
 
 
-def system_lua(version, text, **kw):
+def system_lua(version, text, extra=(), **kw):
     """Runs the Lua source `text` as the script on a bare-metal guest in system mode."""
     path = lua_file(text)
     try:
-        return system_qemu(version, ["script=" + path], **kw)
+        return system_qemu(version, ["script=" + path] + list(extra), **kw)
     finally:
         os.unlink(path)
 
