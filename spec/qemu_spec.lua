@@ -905,7 +905,7 @@ describe("qemu", function()
       it("is decoded by one call into the core per delivery, not per event read", function()
         deliver(5, function(events) for i = 1, 5 do local _ = events[i].addr end end)
         assert.spy(core.events_fill).was.called(1)
-        assert.equal(5, fake_core.args_of(core.events_fill)[4])
+        assert.equal(5, fake_core.args_of(core.events_fill)[3])
       end)
 
       it("answers nil past either end, and for keys that are not whole numbers", function()
@@ -933,6 +933,21 @@ describe("qemu", function()
         assert.same({ n = 2, len = 2, addr = 0x1001 }, core.seen)
         wrapper(buffer(3), 3)
         assert.same({ n = 3, len = 3, addr = 0x1002 }, core.seen)
+      end)
+
+      it("is not changed by what fn did to the previous one: entries past n, a metatable", function()
+        local seen
+        qemu.tracer { fn = function(events, n)
+          seen = { n = n, len = #events, past = events[n + 1], mt = getmetatable(events),
+                   emt = getmetatable(events[1]) }
+          events[n + 1], events[n + 2] = { addr = 1 }, { addr = 2 }
+          setmetatable(events, { __index = function() return "stale" end })
+          setmetatable(events[1], { __index = function() return "stale" end })
+        end }
+        local wrapper = core.tracers[1].wrapper
+        wrapper(buffer(2), 2)
+        wrapper(buffer(2), 2)
+        assert.same({ n = 2, len = 2 }, seen)
       end)
 
       it("reuses its tables from one delivery to the next, as LuaJIT reuses its buffer", function()
@@ -1000,6 +1015,18 @@ describe("qemu", function()
         assert.is_nil(before)
         assert.is_nil(after)
         assert.equal(2, len)
+      end)
+
+      it("answers nil for keys that are not whole numbers, and refuses writes saying why", function()
+        local a = records(3)
+        local got, err
+        qemu.tracer { fn = function(events)
+          got = { events.addr, events[1.5], events[true], events["1"], n = 4 }
+          err = select(2, pcall(function() events[4] = 1 end))
+        end }
+        core.tracers[2].wrapper(a, 3)
+        for i = 1, got.n do assert.is_nil(got[i]) end
+        assert.matches("events[4] = ...: a tracer's events are read-only", err, 1, true)
       end)
 
       it("returns what fn returns", function()

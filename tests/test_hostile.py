@@ -470,17 +470,17 @@ def test_tally_whose_fields_a_script_overwrote():
 
 
 def test_core_events_fill_with_a_pointer_that_is_not_a_buffer():
-    # core.events_fill(view, pool, ptr, n) decodes n records at ptr: it must refuse any pointer
-    # but the batch being delivered (here core.tally_new's second value, or none, once a real
-    # tracer has delivered its batches), and views that are not tables
+    # core.events_fill(pool, ptr, n) decodes n records at ptr: it must refuse any pointer but the
+    # batch being delivered (here core.tally_new's second value, or none, once a real tracer has
+    # delivered its batches), and pools that are not tables
     code = ("local core = require 'qlua.core'\n"
             "local fill = core.events_fill\n"
             "local tr = qemu.tracer{ batch = 4, fn = function(events, n) end }\n"
             "qemu.on_translate(function(tb) tb:trace(tr) end)\n"
             "qemu.on_exit(function() local _, p = core.tally_new()\n"
-            "  qemu.print('bogus', pcall(fill, {}, {}, p, 2^40))\n"
-            "  qemu.print('null', pcall(fill, {}, {}, nil, 1))\n"
-            "  qemu.print('notable', pcall(fill, 1, {}, p, 1)) end)\n")
+            "  qemu.print('bogus', pcall(fill, {}, p, 2^40))\n"
+            "  qemu.print('null', pcall(fill, {}, nil, 1))\n"
+            "  qemu.print('notable', pcall(fill, 1, p, 1)) end)\n")
     r = lua_run(code)
     assert_clean(r, "core.events_fill on a bogus pointer")
     for what in ("bogus", "null", "notable"):

@@ -37,19 +37,26 @@ def test_tracers_deliver_everything_before_fork_and_exit():
 
 
 def test_tracer_views_hold_exactly_each_batch_even_when_a_script_writes_into_them():
-    # Batches end early at each syscall, so n varies; under Lua 5.4 the view and its tables are
+    # Batches end early at each syscall, so n varies; under Lua 5.4 the records' tables are
     # reused from batch to batch (LuaJIT: the buffer), so each delivery must show its own n
-    # events and nothing past them, whatever the script wrote into the previous ones.
-    r = run_lua("local bad, batches, seen, pcs = 0, 0, {}, qemu.counter()\n"
+    # events and nothing past them, whatever the script wrote into the previous ones or their
+    # view (entries past n, other keys, metatables).
+    r = run_lua("local bad, batches, seen, pcs, mt = 0, 0, {}, qemu.counter()\n"
                 "local t = qemu.tracer{ batch = 64, fn = function(ev, n)\n"
                 "  batches = batches + 1\n"
                 "  if #ev ~= n or ev[n + 1] ~= nil or ev[0] ~= nil then bad = bad + 1 end\n"
                 "  for i = 1, n do local e = ev[i]\n"
                 "    if type(e.addr) ~= 'number' or e.kind ~= qemu.EVENT.tb or e.size < 1 then\n"
                 "      bad = bad + 1 end\n"
+                "    if type(getmetatable(e)) == 'table' then bad = bad + 1 end\n"
                 "    seen[#seen + 1] = e.addr\n"
                 "    pcall(function() e.addr = 'junk'; e.extra = true end)\n"
+                "    pcall(setmetatable, e, { __index = function() return 'stale' end })\n"
                 "  end\n"
+                "  if batches == 1 then mt = getmetatable(ev) end -- LuaJIT: the view's own\n"
+                "  if getmetatable(ev) ~= mt then bad = bad + 1 end\n"
+                "  pcall(function() ev[n + 1], ev[n + 2] = { addr = 0 }, { addr = 0 } end)\n"
+                "  pcall(setmetatable, ev, { __index = function() return { addr = 0 } end })\n"
                 "end }\n"
                 "qemu.on_translate(function(tb) tb:trace(t); tb:count(pcs) end)\n"
                 "qemu.on_exit(function() qemu.printf('views %d %d %d %d\\n', bad, batches, #seen,"

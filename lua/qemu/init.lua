@@ -777,14 +777,19 @@ function qemu.tracer(spec)
   if ffi then
     native.cdef_once("qlua_event", core.event_cdef)
     assert(ffi.sizeof("qlua_event") == core.event_size, "qlua_event layout mismatch")
-    -- events[i] is record i - 1 of the batch, for i from 1 to n, as in any Lua array; outside,
-    -- nil (a raw pointer would read whatever memory lies there)
+    -- events[i] is record i - 1 of the batch, for i from 1 to n, as in any Lua array; any other
+    -- key, nil (a raw pointer would read whatever memory lies there), as under Lua 5.4. The
+    -- type and whole-number checks cost nothing once compiled (measured: 4096-event loops).
     native.cdef_once("qlua_events", "typedef struct { const qlua_event *p; int32_t n; } qlua_events;")
     if not events_t then
       events_t = ffi.metatype("qlua_events", {
         __index = function(v, i)
-          if i >= 1 and i <= v.n then return v.p[i - 1] end
+          if type(i) == "number" and i >= 1 and i <= v.n and i % 1 == 0 then return v.p[i - 1] end
           return nil
+        end,
+        __newindex = function(_, k)
+          error(("events[%s] = ...: a tracer's events are read-only (under LuaJIT a view of the "
+            .. "native records); copy what you keep into a table of your own"):format(tostring(k)), 2)
         end,
         __len = function(v) return v.n end,
       })
@@ -792,10 +797,10 @@ function qemu.tracer(spec)
     local ptr_t, cast, view_t = ffi.typeof("const qlua_event *"), ffi.cast, events_t
     wrapper = function(p, n) return fn(view_t(cast(ptr_t, p), n), n) end
   else
-    -- C decodes the batch into tables reused from batch to batch (pool) and lists them in view
-    -- (1 .. n, nothing past it), so the script's loop reads plain tables
-    local fill, view, pool = core.events_fill, {}, {}
-    wrapper = function(p, n) return fn(fill(view, pool, p, n), n) end
+    -- C decodes the batch into tables reused from batch to batch (pool) and lists them in a new
+    -- table for each delivery (1 .. n), so the script's loop reads plain tables
+    local fill, pool = core.events_fill, {}
+    wrapper = function(p, n) return fn(fill(pool, p, n), n) end
   end
   local t = setmetatable({}, tracer_mt)
   tracers[t] = core.tracer_new(wrapper, batch, fn)

@@ -182,23 +182,27 @@ function M.new(opts)
   core.insn_trace_mem = spy.new(function() end)
   core.event_cdef = M.EVENT_CDEF
   core.event_size = M.EVENT_SIZE
-  -- core.events_fill(view, pool, ptr, n) (Lua 5.4), as C does it: records 0 .. n - 1 of a fake
-  -- buffer (a table whose [i] are { addr=, pc=, tag=, vcpu=, size=, kind=, flags= }) copied into
-  -- pool[1 .. n], tables kept from call to call, listed in view[1 .. n], view's entries past n
-  -- cleared; returns view. Reading a record that is not there is an error, where C would read past
-  -- the buffer.
+  -- core.events_fill(pool, ptr, n) (Lua 5.4), as C does it: records 0 .. n - 1 of a fake buffer
+  -- (a table whose [i] are { addr=, pc=, tag=, vcpu=, size=, kind=, flags= }) copied into
+  -- pool[1 .. n], tables kept from call to call (a metatable on one removed), listed in the view
+  -- kept at pool[0] (a new one if the script gave it a metatable), cleared past n; returns the
+  -- view. Reading a record that is not there is an error, where C would read past the buffer.
   local FIELDS = { "addr", "pc", "tag", "vcpu", "size", "kind", "flags" }
-  core.events_fill = spy.new(function(view, pool, ptr, n)
+  core.events_fill = spy.new(function(pool, ptr, n)
+    local view = pool[0]
+    if type(view) ~= "table" or getmetatable(view) ~= nil then view = {}; pool[0] = view end
     for i = 1, n do
       local e = ptr[i - 1]
       if e == nil then error("fake core.events_fill: no record " .. tostring(i - 1), 0) end
       local t = pool[i] or {}
       pool[i] = t
+      setmetatable(t, nil)
       for _, k in ipairs(FIELDS) do t[k] = e[k] end
       view[i] = t
     end
-    for i = n + 1, pool.shown or 0 do view[i] = nil end
-    pool.shown = n
+    while #view > n do
+      for i = n + 1, #view do view[i] = nil end
+    end
     return view
   end)
 
