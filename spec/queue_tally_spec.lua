@@ -1,7 +1,7 @@
 -- Specs for lua/qemu/init.lua's fast paths and qemu.tally's wrapper, against a fake `qlua.core`:
 -- the LuaJIT loop that delivers queued on_exec records (Lua 5.4 delivers them from C: pending
 -- there), and qemu.tally's wrapper, whose checks are shared and whose add goes through the FFI
--- pointer under LuaJIT and core.tally_add under Lua 5.4.
+-- pointer under LuaJIT and core.tally_adder's C method under Lua 5.4.
 local fake_core = require "spec.helpers.fake_core"
 local error_of = fake_core.error_of
 local has_ffi = fake_core.ffi ~= nil
@@ -299,7 +299,7 @@ describe("qemu.tally", function()
 
   describe("under LuaJIT", function()
     if not has_ffi then
-      pending("LuaJIT only (Lua 5.4 adds through core.tally_add)")
+      pending("LuaJIT only (Lua 5.4 adds through core.tally_adder's C method)")
       return
     end
     local ffi = require "ffi"
@@ -308,7 +308,7 @@ describe("qemu.tally", function()
       local t = qemu.tally()
       t:add(1)
       assert.equal(0x1000, tonumber(ffi.cast("uintptr_t", core.tally_adds[1].ptr)))
-      assert.spy(core.tally_add).was_not.called()
+      assert.spy(core.tally_adder).was_not.called()
     end)
 
     it("names the key or the amount the native add refused", function()
@@ -328,7 +328,7 @@ describe("qemu.tally", function()
       return
     end
 
-    it("adds through core.tally_add with the raw tally, the key and the amount (C reads whole floats as integers)", function()
+    it("adds through core.tally_adder's method with the raw tally, the key and the amount", function()
       local t = qemu.tally()
       t:add(4096.0, 2.0)
       assert.equal(1, #core.tally_adds)

@@ -155,6 +155,39 @@ def test_tally_refuses_keys_it_cannot_hold():
     assert "1\t3\t0\t3\ttally (3 keys)" in r.log, f"edge keys\n{r}"
 
 
+ADD_PROBE = """local t = qemu.tally()
+local function try(f) local ok, e = pcall(f); qemu.print(ok and "ok" or e) end
+try(function() t:add("x") end)
+try(function() t:add(1, "y") end)
+try(function() t:add(1.5) end)
+try(function() t:add(1, -1) end)
+try(function() t:add(1, 0.5) end)
+try(function() t:add() end)
+try(function() t.add("x", 5) end)
+try(function() t.add({}, 5) end)
+try(function() t:add(2^64) end)
+t:add(4096); t:add(4096, 2); t:add(8192.0, 3.0); t:add(0, 0); t:add(2^53)
+qemu.printf("get %d %d %d %d size %d\\n", t:get(4096), t:get(8192), t:get(0), t:get(2^53), t:size())
+"""
+
+
+def test_tally_add_says_what_it_refuses_at_the_scripts_line_under_both_luas():
+    # Under Lua 5.4 t:add is a C method (core.tally_adder), under LuaJIT an FFI call behind Lua
+    # checks: the same messages, blamed on the line that called t:add.
+    r = run_lua(ADD_PROBE)
+    key = "tally:add: the key must be a whole number from 0 to 2^64-1, got "
+    amount = "tally:add: the amount must be a whole number from 0 to 2^64-1, got "
+    self_ = "tally:add: expected a tally from qemu.tally() as self, got {} (call it with a colon: t:add(...))"
+    expected = [(3, key + "x"), (4, amount + "y"), (5, key + "1.5"), (6, amount + "-1"),
+                (7, amount + "0.5"), (8, key + "nil"), (9, self_.format("string")),
+                (10, self_.format("table")), (11, key + "1.844674407")]
+    lines = [l for l in r.log.splitlines() if "tally:add" in l or l == "ok"]
+    assert len(lines) == len(expected), f"one refusal per bad call\n{r}"
+    for got, (line, message) in zip(lines, expected):
+        assert f".lua:{line}: {message}" in got, f"line {line}: {message}\n{r}"
+    assert "get 3 3 0 1 size 4" in r.log, f"what was added\n{r}"
+
+
 def check_when(r, blocks=None):
     w = fields(r.log, "when")
     assert w["bad"] == "0" and int(w["hits"]) > 0, f"conditional callbacks fired wrongly\n{r}"

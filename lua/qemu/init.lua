@@ -230,7 +230,6 @@ do
   local ffi = native.ffi
   local ffi_add = ffi and core.tally_add_ptr
     and ffi.cast("int (*)(void *, double, double)", core.tally_add_ptr)
-  local raw_add = core.tally_add
   local WHAT = { "key", "amount" }
   local function bad(rc, key, n)
     fail(3, "tally:add: the %s must be a whole number from 0 to 2^64-1, got %s", WHAT[rc],
@@ -264,13 +263,8 @@ do
       if rc ~= 0 then bad(rc, key, n) end
     end
   else
-    -- Lua 5.4: keys and amounts checked here (is_u64), read by C
-    function methods.add(self, key, n)
-      check(self, "add")
-      if not is_u64(key) then bad(1, key, n) end
-      if n ~= nil and not is_u64(n, true) then bad(2, key, n) end
-      raw_add(raws[self], key, n or 1)
-    end
+    -- Lua 5.4: the method is C (core.tally_adder), with the checks and messages above
+    methods.add = core.tally_adder(raws)
   end
   local mt = { __index = methods, __tostring = function(self) return tostring(raws[self]) end,
     __metatable = "qlua.tally", __newindex = function() error("a tally has no fields to set", 2) end }

@@ -6,7 +6,7 @@
 --
 -- Under LuaJIT the `qemu` module always takes its FFI paths (qemu.native finds the ffi module), so
 -- the fake then offers what those need (queued_cdef, tally_add_ptr, event_cdef, ...); under Lua 5.4
--- it offers the classic C API's counterparts (core.events_fill, core.tally_add).
+-- it offers the classic C API's counterparts (core.events_fill, core.tally_adder).
 --
 -- Loading this file also puts the repository's lua/ folder on package.path (busted runs from the
 -- repository root).
@@ -207,7 +207,7 @@ function M.new(opts)
   end)
 
   -- Tallies: tally_new() -> raw object, its address; core.tally_adds gets { key, n } per native
-  -- add (the FFI pointer under LuaJIT, core.tally_add under Lua 5.4).
+  -- add (the FFI pointer under LuaJIT, core.tally_adder's method under Lua 5.4).
   core.tally_adds = {}
   core.tally_rc = 0 -- what the FFI add returns (1: bad key, 2: bad amount)
   core.tally_new = spy.new(function()
@@ -228,8 +228,27 @@ function M.new(opts)
     end
     return into
   end)
-  core.tally_add = spy.new(function(raw, key, n)
-    core.tally_adds[#core.tally_adds + 1] = { key, n, raw = raw }
+  -- Lua 5.4's t:add is C (core.tally_adder(raws) -> the method): this stands for it, with its
+  -- checks and messages (tests/test_counts.py holds the real one to them in QEMU)
+  core.tally_adder = spy.new(function(raws)
+    local function ok(v, amount)
+      if math.type(v) == "integer" then return not amount or v >= 0 end
+      return type(v) == "number" and v >= 0 and v < 2^64 and v % 1 == 0
+    end
+    return function(self, key, n)
+      local raw = raws[self]
+      if raw == nil then
+        error(("tally:add: expected a tally from qemu.tally() as self, got %s (call it with a "
+          .. "colon: t:add(...))"):format(type(self)), 2)
+      end
+      if not ok(key) then
+        error("tally:add: the key must be a whole number from 0 to 2^64-1, got " .. tostring(key), 2)
+      end
+      if n ~= nil and not ok(n, true) then
+        error("tally:add: the amount must be a whole number from 0 to 2^64-1, got " .. tostring(n), 2)
+      end
+      core.tally_adds[#core.tally_adds + 1] = { key, n or 1, raw = raw }
+    end
   end)
   if M.ffi then -- the LuaJIT fast paths: queued callbacks and qemu.tally's add
     core.queued_cdef = "typedef struct { int32_t fn; int32_t data; uint32_t vcpu; "
