@@ -351,17 +351,48 @@ static const char *const event_keys[] = {"addr", "pc", "tag", "vcpu", "size", "k
         lua_rawset(L, -3);                                                                        \
     } while (0)
 
+/* Lua 5.4's `events` is a plain table, reused from batch to batch, that refuses writes as
+ * LuaJIT's FFI view does: its metatable's __newindex runs for every key it does not hold (0,
+ * negatives, past n, names), and __metatable keeps the metatable in place. So #events, ipairs and
+ * pairs stay plain table operations and reads are raw hits: an empty table per delivery reading
+ * through __index cost 7 ns more per read and made a tracer loop on gzip 11% slower. Replacing an
+ * entry 1 .. n is not refused; the next batch overwrites it. */
+static int events_newindex(lua_State *L)
+{
+#if LUA_VERSION_NUM >= 502
+    const char *key = luaL_tolstring(L, 2, NULL);
+#else /* (LuaJIT's own events are FFI views: core.events_fill is there only for the fuzzer) */
+    const char *key = lua_isstring(L, 2) ? lua_tostring(L, 2) : luaL_typename(L, 2);
+#endif
+    luaL_where(L, 1);
+    lua_pushfstring(L, "events[%s] = ...: a tracer's events are read-only (the batch's records are "
+                       "reused); copy what you keep into a table of your own",
+                    key);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* Pushes the metatable of Lua 5.4's views. */
+static void events_meta_new(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, events_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "qlua.events");
+    lua_setfield(L, -2, "__metatable");
+}
+
 /* core.events_fill(pool, ptr, n) -> events: Lua 5.4's events for a tracer's function. Each
  * record i (from 0) is decoded into the table pool[i + 1], reused from batch to batch, and
  * events[i + 1] is that table, so that events[i].addr in the script is two plain table reads.
- * One C call per batch, where a metamethod, a C call and a new table per event read cost 300 ns
- * per event: now 100 with the script's loop. `events` is kept in pool[0] and reused too: a new
- * one per delivery made Lua 5.4's collector take 5% more on gzip (4096-event batches of 64 KiB
- * each). Whatever lies past n in it (a larger earlier batch, or entries the script added) is
- * cleared until #events == n; a metatable the script gave it, or a length no batch can have,
- * gets the script a new table; a pooled record given a metatable loses it. A delivery inside
- * another one (a tracer's function that makes a flush or exit drain other threads) gets new
- * tables, so that the outer function's events do not change under it. */
+ * One C call per batch, where a metatable, a C call and a new table per event read cost 300 ns
+ * per event: now about 100 with the script's loop. `events` (pool[0]) and its metatable
+ * (pool[-1]) are made on the first call (pool is init.lua's, out of the script's reach); the
+ * entries past n, left by a larger earlier batch, are cleared, until #events == n (a rawset
+ * past n is the script's own doing: past any batch's length it gets the script a new table
+ * rather than so long a clearing). A pooled record given a metatable loses it; a field added to
+ * one stays. A delivery inside another one (a tracer's function that makes a flush or exit drain
+ * other threads) gets new tables, so that the outer function's events do not change under it. */
 static int buffer_events_fill(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -376,18 +407,26 @@ static int buffer_events_fill(lua_State *L)
     for (int k = 0; k < N_EVENT_KEYS; k++) {
         lua_pushvalue(L, lua_upvalueindex(k + 1));
     }
-    if (!fresh) {
-        lua_rawgeti(L, pool, 0);
-        if (!lua_istable(L, -1) || lua_getmetatable(L, -1) || lua_rawlen(L, -1) > MAX_BATCH) {
-            lua_settop(L, KEY_SLOT - 1 + N_EVENT_KEYS);
-            lua_createtable(L, (int)n, 0);
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, pool, 0);
-        }
-    } else {
+    const int view = KEY_SLOT + N_EVENT_KEYS, meta = view + 1;
+    lua_rawgeti(L, pool, 0);
+    lua_rawgeti(L, pool, -1);
+    if (!lua_istable(L, view) || !lua_istable(L, meta)) { /* the first call */
+        lua_settop(L, view - 1);
         lua_createtable(L, (int)n, 0);
+        events_meta_new(L);
+        lua_pushvalue(L, view);
+        lua_rawseti(L, pool, 0);
+        lua_pushvalue(L, meta);
+        lua_rawseti(L, pool, -1);
+        lua_pushvalue(L, meta);
+        lua_setmetatable(L, view);
     }
-    int view = lua_gettop(L);
+    if (fresh) {
+        lua_createtable(L, (int)n, 0);
+        lua_pushvalue(L, meta);
+        lua_setmetatable(L, -2);
+        lua_replace(L, view);
+    }
     for (lua_Integer i = 1; i <= n; i++) {
         if (!fresh) {
             lua_rawgeti(L, pool, (int)i);
@@ -417,8 +456,7 @@ static int buffer_events_fill(lua_State *L)
         lua_rawseti(L, view, (int)i);
     }
     /* Each pass clears at least the entry at the border found, so this ends; usually one pass
-     * (none when batches do not shrink). A border past any batch was the script's doing: it gets
-     * a new table rather than a clearing that long. */
+     * (none when batches do not shrink). */
     for (size_t len; !fresh && (len = lua_rawlen(L, view)) > (size_t)n;) {
         if (len > MAX_BATCH) {
             lua_createtable(L, (int)n, 0);
@@ -426,6 +464,8 @@ static int buffer_events_fill(lua_State *L)
                 lua_rawgeti(L, view, (int)i);
                 lua_rawseti(L, -2, (int)i);
             }
+            lua_pushvalue(L, meta);
+            lua_setmetatable(L, -2);
             lua_replace(L, view);
             lua_pushvalue(L, view);
             lua_rawseti(L, pool, 0);

@@ -935,19 +935,38 @@ describe("qemu", function()
         assert.same({ n = 3, len = 3, addr = 0x1002 }, core.seen)
       end)
 
-      it("is not changed by what fn did to the previous one: entries past n, a metatable", function()
-        local seen
+      it("is read-only, and nothing fn did to the previous one reaches the next", function()
+        local seen, errors = nil, {}
         qemu.tracer { fn = function(events, n)
-          seen = { n = n, len = #events, past = events[n + 1], mt = getmetatable(events),
+          seen = { n = n, len = #events, past = events[n + 1], zero = events[0], raw = events.raw,
                    emt = getmetatable(events[1]) }
-          events[n + 1], events[n + 2] = { addr = 1 }, { addr = 2 }
-          setmetatable(events, { __index = function() return "stale" end })
+          for _, k in ipairs { n + 1, 0, -1, "x" } do
+            local ok, err = pcall(function() events[k] = { addr = 1 } end)
+            errors[#errors + 1] = not ok and err
+          end
+          errors.mt = pcall(setmetatable, events, {})
           setmetatable(events[1], { __index = function() return "stale" end })
         end }
         local wrapper = core.tracers[1].wrapper
         wrapper(buffer(2), 2)
+        assert.matches("events[3] = ...: a tracer's events are read-only", errors[1], 1, true)
+        assert.matches("events[x] = ...: a tracer's events are read-only", errors[4], 1, true)
+        assert.is_false(errors.mt)
         wrapper(buffer(2), 2)
         assert.same({ n = 2, len = 2 }, seen)
+      end)
+
+      it("iterates with ipairs and pairs over exactly 1 .. n", function()
+        local got = {}
+        qemu.tracer { fn = function(events)
+          for i, e in ipairs(events) do got[#got + 1] = i .. "=" .. e.tag end
+          for k, e in pairs(events) do got[#got + 1] = k .. ":" .. e.tag end
+        end }
+        local wrapper = core.tracers[1].wrapper
+        wrapper(buffer(3), 3)
+        got = {}
+        wrapper(buffer(2), 2)
+        assert.same({ "1=0", "2=1", "1:0", "2:1" }, got)
       end)
 
       it("reuses its tables from one delivery to the next, as LuaJIT reuses its buffer", function()

@@ -718,6 +718,10 @@ qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
 
 local tracers = {} -- tracer object -> core id
 local events_t -- LuaJIT: the bounded view of a batch of records
+local function events_next(v, i) -- its iterator: records 1 .. n
+  i = i + 1
+  if i <= v.n then return i, v.p[i - 1] end
+end
 local tracer_mt = { __metatable = "qlua.tracer",
   __tostring = function(t) return "tracer " .. tracers[t] end }
 
@@ -774,7 +778,10 @@ function qemu.tracer(spec)
     -- events[i] is record i - 1 of the batch, for i from 1 to n, as in any Lua array; any other
     -- key, nil (a raw pointer would read whatever memory lies there), as under Lua 5.4. The
     -- type and whole-number checks cost nothing once compiled (measured: 4096-event loops).
-    native.cdef_once("qlua_events", "typedef struct { const qlua_event *p; int32_t n; } qlua_events;")
+    -- (const fields: a metatype's __newindex does not run for a struct's own fields, so a
+    -- writable n would let events.n = 2^31 read past the buffer)
+    native.cdef_once("qlua_events",
+      "typedef struct { const qlua_event *const p; const int32_t n; } qlua_events;")
     if not events_t then
       events_t = ffi.metatype("qlua_events", {
         __index = function(v, i)
@@ -782,17 +789,20 @@ function qemu.tracer(spec)
           return nil
         end,
         __newindex = function(_, k)
-          error(("events[%s] = ...: a tracer's events are read-only (under LuaJIT a view of the "
-            .. "native records); copy what you keep into a table of your own"):format(tostring(k)), 2)
+          error(("events[%s] = ...: a tracer's events are read-only (the batch's records are "
+            .. "reused); copy what you keep into a table of your own"):format(tostring(k)), 2)
         end,
         __len = function(v) return v.n end,
+        -- ipairs and pairs as under Lua 5.4: 1 .. n
+        __ipairs = function(v) return events_next, v, 0 end,
+        __pairs = function(v) return events_next, v, 0 end,
       })
     end
     local ptr_t, cast, view_t = ffi.typeof("const qlua_event *"), ffi.cast, events_t
     wrapper = function(p, n) return fn(view_t(cast(ptr_t, p), n), n) end
   else
-    -- C decodes the batch into tables reused from batch to batch (pool) and lists them in a new
-    -- table for each delivery (1 .. n), so the script's loop reads plain tables
+    -- C decodes the batch into tables reused from batch to batch (pool) and hands fn a
+    -- read-only view of them (1 .. n), new for each delivery
     local fill, pool = core.events_fill, {}
     wrapper = function(p, n) return fn(fill(pool, p, n), n) end
   end

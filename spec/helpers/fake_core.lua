@@ -184,13 +184,21 @@ function M.new(opts)
   core.event_size = M.EVENT_SIZE
   -- core.events_fill(pool, ptr, n) (Lua 5.4), as C does it: records 0 .. n - 1 of a fake buffer
   -- (a table whose [i] are { addr=, pc=, tag=, vcpu=, size=, kind=, flags= }) copied into
-  -- pool[1 .. n], tables kept from call to call (a metatable on one removed), listed in the view
-  -- kept at pool[0] (a new one if the script gave it a metatable), cleared past n; returns the
-  -- view. Reading a record that is not there is an error, where C would read past the buffer.
+  -- pool[1 .. n], tables kept from call to call (a metatable on one removed), listed at 1 .. n in
+  -- the view pool[0] (cleared past n), whose metatable refuses writes at keys it does not hold;
+  -- returns the view. Reading a record that is not there is an error, where C would read past
+  -- the buffer.
   local FIELDS = { "addr", "pc", "tag", "vcpu", "size", "kind", "flags" }
   core.events_fill = spy.new(function(pool, ptr, n)
     local view = pool[0]
-    if type(view) ~= "table" or getmetatable(view) ~= nil then view = {}; pool[0] = view end
+    if not view then
+      view = setmetatable({}, { __metatable = "qlua.events",
+        __newindex = function(_, k)
+          error("events[" .. tostring(k) .. "] = ...: a tracer's events are read-only (the batch's "
+            .. "records are reused); copy what you keep into a table of your own", 2)
+        end })
+      pool[0] = view
+    end
     for i = 1, n do
       local e = ptr[i - 1]
       if e == nil then error("fake core.events_fill: no record " .. tostring(i - 1), 0) end
@@ -198,10 +206,10 @@ function M.new(opts)
       pool[i] = t
       setmetatable(t, nil)
       for _, k in ipairs(FIELDS) do t[k] = e[k] end
-      view[i] = t
+      rawset(view, i, t)
     end
     while #view > n do
-      for i = n + 1, #view do view[i] = nil end
+      for i = n + 1, #view do rawset(view, i, nil) end
     end
     return view
   end)
