@@ -45,7 +45,12 @@ typedef struct {
     bool pinned; /* fed natively: kept alive for good, as translated code may name it */
     bool edges;
     bool signed_keys; /* keys read and shown as signed 64-bit numbers (syscall numbers) */
+    bool collected; /* its __gc ran (the map is freed); a finalizer may still reach it */
 } qlua_tally;
+
+#define COLLECTED_MESSAGE                                                                         \
+    "%s used after the garbage collector took it (a finalizer brought it back); keep it in a "    \
+    "variable that outlives its use"
 
 static int tally_meta, edges_meta;
 
@@ -169,9 +174,13 @@ static uint64_t tally_count(const qlua_tally *t, uint64_t key, uint64_t to, uint
     return t->counts[i];
 }
 
-/* LuaJIT's FFI entry: numbers arrive as doubles. 0: done; 1: bad key; 2: bad amount. */
+/* LuaJIT's FFI entry: numbers arrive as doubles. 0: done; 1: bad key; 2: bad amount; 3: the
+ * map was collected. */
 static int tally_add_double(qlua_tally *t, double key, double n)
 {
+    if (G_UNLIKELY(t->collected)) {
+        return 3;
+    }
     if (G_UNLIKELY(!qlua_whole_u64(key))) {
         return 1;
     }
@@ -182,14 +191,24 @@ static int tally_add_double(qlua_tally *t, double key, double n)
     return 0;
 }
 
+/* A map whose __gc has run can still be reached from a finalizer that ran in the same cycle
+ * (Lua 5.4 keeps weak keys and finalized objects reachable until then): refused, not read. */
+static qlua_tally *live_map(lua_State *L, qlua_tally *t, const char *what)
+{
+    if (G_UNLIKELY(t->collected)) {
+        luaL_error(L, COLLECTED_MESSAGE, what);
+    }
+    return t;
+}
+
 static qlua_tally *check_tally(lua_State *L, int idx)
 {
-    return qlua_meta_check(L, idx, tally_meta, "tally");
+    return live_map(L, qlua_meta_check(L, idx, tally_meta, "tally"), "tally");
 }
 
 static qlua_tally *check_edges(lua_State *L, int idx)
 {
-    return qlua_meta_check(L, idx, edges_meta, "edges");
+    return live_map(L, qlua_meta_check(L, idx, edges_meta, "edges"), "edges");
 }
 
 static qlua_tally *new_map(lua_State *L, bool edges)
@@ -220,6 +239,7 @@ static int map_gc(lua_State *L)
 {
     qlua_tally *t = lua_touserdata(L, 1);
     tally_free(t);
+    t->collected = true;
     return 0;
 }
 
@@ -277,6 +297,12 @@ static int tally_add_method(lua_State *L)
         lua_pushfstring(L, "tally:add: expected a tally from qemu.tally() as self, got %s (call "
                            "it with a colon: t:add(...))",
                         luaL_typename(L, 1));
+        lua_concat(L, 2);
+        return lua_error(L);
+    }
+    if (G_UNLIKELY(t->collected)) {
+        luaL_where(L, 1);
+        lua_pushfstring(L, "tally:add: " COLLECTED_MESSAGE, "tally");
         lua_concat(L, 2);
         return lua_error(L);
     }
@@ -439,14 +465,15 @@ static int edges_get(lua_State *L)
     return 2;
 }
 
+/* An edge as e:items() lists it, copied out of the map before any Lua table is made: making
+ * one can run a finalizer, which may reset the map (freeing its arrays) or add to it. */
 typedef struct {
-    uint64_t first;
-    size_t slot;
-} first_slot;
+    uint64_t first, from, to, count, early, vcpus;
+} edge_copy;
 
 static int by_first(const void *a, const void *b)
 {
-    uint64_t fa = ((const first_slot *)a)->first, fb = ((const first_slot *)b)->first;
+    uint64_t fa = ((const edge_copy *)a)->first, fb = ((const edge_copy *)b)->first;
     return fa < fb ? -1 : fa > fb;
 }
 
@@ -462,23 +489,24 @@ static int edges_items(lua_State *L)
 {
     qlua_tally *t = check_edges(L, 1);
     /* a Lua userdata, not g_new: an error while the table is built (memory) must not leak it */
-    first_slot *order = lua_newuserdata(L, sizeof *order * MAX(t->used, 1));
+    edge_copy *order = lua_newuserdata(L, sizeof *order * MAX(t->used, 1));
     size_t n = 0;
     for (size_t i = 0; i < ((size_t)1 << t->bits); i++) {
         if (!slot_free(t, i)) {
-            order[n++] = (first_slot){t->firsts[i], i};
+            order[n++] = (edge_copy){t->firsts[i], t->keys[i],   t->tos[i],
+                                     t->counts[i], t->earlies[i], t->vcpus[i]};
         }
     }
     qsort(order, n, sizeof *order, by_first);
     lua_createtable(L, (int)MIN(n, (size_t)INT_MAX), 0);
     for (size_t k = 0; k < n; k++) {
-        size_t i = order[k].slot;
+        const edge_copy *e = &order[k];
         lua_createtable(L, 0, 5);
-        set_u64_field(L, "from", t->keys[i]);
-        set_u64_field(L, "to", t->tos[i]);
-        set_u64_field(L, "count", t->counts[i]);
-        set_u64_field(L, "early", t->earlies[i]);
-        set_u64_field(L, "vcpus", t->vcpus[i]);
+        set_u64_field(L, "from", e->from);
+        set_u64_field(L, "to", e->to);
+        set_u64_field(L, "count", e->count);
+        set_u64_field(L, "early", e->early);
+        set_u64_field(L, "vcpus", e->vcpus);
         lua_rawseti(L, -2, (int)(k + 1));
     }
     return 1;

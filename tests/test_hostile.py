@@ -521,3 +521,56 @@ def test_finalizer_that_raises_while_qlua_pushes_arguments():
     assert_clean(r, "a raising finalizer", allowed=(0, 1))  # (Lua 5.4 only warns)
     if r.status == 1:
         assert "qlua: error in" in r.err, describe(r, "the finalizer's error reported by qlua")
+
+
+def test_a_map_a_finalizer_brings_back_after_collection_is_refused_not_read():
+    # A finalizer that runs in the same collection as a tally's or an edge map's native object
+    # can still reach it (Lua 5.4's weak keys, LuaJIT's finalizer order): the freed map must be
+    # refused with a message, never read (it was: SIGSEGV under both Luas).
+    code = ("local function finalizer(f)\n"
+            "  if newproxy then local p = newproxy(true); getmetatable(p).__gc = f; return p end\n"
+            "  return setmetatable({}, { __gc = f })\n"
+            "end\n"
+            "for order = 1, 2 do\n"
+            "  do local t, e, p\n"
+            "    local function fin() qemu.print('tally', pcall(function() t:add(1); return t:size() end))\n"
+            "      qemu.print('edges', pcall(function() e:reset(); return #e:items() end)) end\n"
+            "    if order == 1 then p = finalizer(fin); t, e = qemu.tally(), qemu.edges()\n"
+            "    else t, e = qemu.tally(), qemu.edges(); p = finalizer(fin) end\n"
+            "  end\n"
+            "  collectgarbage(); collectgarbage()\n"
+            "end\n"
+            "qemu.print('survived')\n")
+    r = lua_run(code)
+    assert_clean(r, "maps reached from finalizers")
+    assert "survived" in r.log, describe(r, "the script ran to its end")
+    for line in r.log.splitlines():
+        if line.startswith(("tally\tfalse", "edges\tfalse")):
+            assert "used after the garbage collector took it" in line, describe(r, line)
+
+
+def test_a_tracer_view_kept_past_its_batch_never_reads_a_freed_buffer():
+    # Each thread's buffers are freed when it exits: a LuaJIT view kept past fn must read as
+    # empty (it read the freed buffer and crashed QEMU); Lua 5.4's records are Lua tables. Also
+    # the view's iterator with a start a script makes up.
+    code = ("local saved, odd = {}, {}\n"
+            "local tr = qemu.tracer{ batch = 1048576, fn = function(ev, n)\n"
+            "  saved[#saved + 1] = ev\n"
+            "  local f, s = pairs(ev)\n"
+            "  for _, start in ipairs { -1, -2^40, 0.5, n, 2^53, 'x' } do\n"
+            "    local ok, k = pcall(f, s, start) -- (Lua 5.4's next refuses a key it lacks)\n"
+            "    if ok and k ~= nil then odd[#odd + 1] = tostring(start) end\n"
+            "  end\n"
+            "end }\n"
+            "qemu.on_translate(function(tb) tb:trace(tr) end)\n"
+            "qemu.on_exit(function() local sum, kept = 0, 0\n"
+            "  for _, v in ipairs(saved) do for i = 1, #v do sum = sum + v[i].addr; kept = kept + 1 end end\n"
+            "  qemu.printf('kept %d views, %d events readable; odd starts: %s\\n', #saved, kept,"
+            " table.concat(odd, ' ')) end)\n")
+    r = lua_run(code, [guest("threads"), "20"], timeout=120)
+    assert_clean(r, "views kept past their batch")
+    m = re.search(r"kept (\d+) views, (\d+) events readable; odd starts: (.*)$", r.log, re.M)
+    assert m and int(m.group(1)) > 8, describe(r, "batches delivered from several threads")
+    assert m.group(3).strip() == "", describe(r, "the iterator gives nothing for a start outside 0..n-1")
+    if "LuaJIT" in lua_run("qemu.print(qemu.info.lua)").log:
+        assert m.group(2) == "0", describe(r, "a LuaJIT view reads as empty once its fn returned")

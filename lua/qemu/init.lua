@@ -232,6 +232,10 @@ do
     and ffi.cast("int (*)(void *, double, double)", core.tally_add_ptr)
   local WHAT = { "key", "amount" }
   local function bad(rc, key, n)
+    if rc == 3 then
+      fail(3, "tally:add: tally used after the garbage collector took it (a finalizer brought it "
+        .. "back); keep it in a variable that outlives its use")
+    end
     fail(3, "tally:add: the %s must be a whole number from 0 to 2^64-1, got %s", WHAT[rc],
       tostring(rc == 1 and key or n))
   end
@@ -718,9 +722,8 @@ qemu.EVENT = { tb = 0, insn = 1, load = 2, store = 3 }
 
 local tracers = {} -- tracer object -> core id
 local events_t -- LuaJIT: the bounded view of a batch of records
-local function events_next(v, i) -- its iterator: records 1 .. n
-  i = i + 1
-  if i <= v.n then return i, v.p[i - 1] end
+local function events_next(v, i) -- its iterator: records 1 .. n, whatever i a script passes
+  if type(i) == "number" and i >= 0 and i < v.n and i % 1 == 0 then return i + 1, v.p[i] end
 end
 local tracer_mt = { __metatable = "qlua.tracer",
   __tostring = function(t) return "tracer " .. tracers[t] end }
@@ -798,8 +801,20 @@ function qemu.tracer(spec)
         __pairs = function(v) return events_next, v, 0 end,
       })
     end
+    -- When fn returns, its view is emptied (through a writable alias): a view a script kept
+    -- would otherwise read a buffer that a thread's exit or a reload frees.
+    native.cdef_once("qlua_events_rw", "typedef struct { const qlua_event *p; int32_t n; } qlua_events_rw;")
     local ptr_t, cast, view_t = ffi.typeof("const qlua_event *"), ffi.cast, events_t
-    wrapper = function(p, n) return fn(view_t(cast(ptr_t, p), n), n) end
+    local rw_t = ffi.typeof("qlua_events_rw *")
+    local function emptied(v, ...)
+      local w = cast(rw_t, v)
+      w.n, w.p = 0, nil
+      return ...
+    end
+    wrapper = function(p, n)
+      local v = view_t(cast(ptr_t, p), n)
+      return emptied(v, fn(v, n))
+    end
   else
     -- C decodes the batch into tables reused from batch to batch (pool) and hands fn a
     -- read-only view of them (1 .. n), new for each delivery
