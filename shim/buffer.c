@@ -72,6 +72,47 @@ void qlua_buffer_on_full(void (*fn)(void))
     deliver_thread = fn;
 }
 
+/* Event arrays are never given back to the allocator: under LuaJIT a record a script kept past
+ * its batch is an FFI reference into one, and must never point at freed memory (a kept record
+ * read after its thread exited crashed QEMU). An array a thread leaves at its exit, or a reload
+ * drops, waits here for the next thread that needs one of its length, so memory stays bounded
+ * by the most arrays of a length in use at once (threads x tracers), not by how many threads a
+ * guest makes. The list's links live in the spare arrays themselves. */
+typedef struct spare_array {
+    struct spare_array *next;
+    size_t n;
+} spare_array;
+G_STATIC_ASSERT(sizeof(spare_array) <= sizeof(qlua_event));
+static spare_array *spare_arrays;
+static GMutex spare_lock; /* taken last, alone */
+
+static qlua_event *array_take(size_t n)
+{
+    g_mutex_lock(&spare_lock);
+    for (spare_array **p = &spare_arrays; *p; p = &(*p)->next) {
+        if ((*p)->n == n) {
+            spare_array *found = *p;
+            *p = found->next;
+            g_mutex_unlock(&spare_lock);
+            return (qlua_event *)found;
+        }
+    }
+    g_mutex_unlock(&spare_lock);
+    return g_new(qlua_event, n);
+}
+
+static void array_give(qlua_event *events, size_t n)
+{
+    if (events == NULL) {
+        return;
+    }
+    spare_array *s = (spare_array *)events;
+    g_mutex_lock(&spare_lock);
+    *s = (spare_array){spare_arrays, n};
+    spare_arrays = s;
+    g_mutex_unlock(&spare_lock);
+}
+
 static thread_buffers *my_buffers(void)
 {
     if (G_UNLIKELY(mine == NULL)) {
@@ -173,7 +214,7 @@ void qlua_buffer_release_mine(void)
     QLUA_LIST_UNLINK(all_buffers, mine);
     g_mutex_unlock(&all_lock);
     for (int t = 0; t < MAX_TRACERS; t++) {
-        g_free(mine->events[t]);
+        array_give(mine->events[t], tracers[t].batch);
     }
     g_free(mine);
     mine = NULL;
@@ -190,7 +231,8 @@ void qlua_buffer_save(void)
     g_mutex_lock(&all_lock);
     for (thread_buffers *b = all_buffers; b; b = b->next) {
         for (int t = 0; t < MAX_TRACERS; t++) {
-            g_free(b->events[t]); /* the next script's tracers may batch differently */
+            /* the next script's tracers may batch differently */
+            array_give(b->events[t], tracers[t].batch);
             b->events[t] = NULL;
         }
     }
@@ -212,7 +254,7 @@ static inline void append_num(unsigned int vcpu, const trace_rec *r, qlua_event_
     thread_buffers *b = G_LIKELY(mine != NULL) ? mine : my_buffers();
     int t = r->tracer;
     if (G_UNLIKELY(b->events[t] == NULL)) {
-        b->events[t] = g_new(qlua_event, tracers[t].batch);
+        b->events[t] = array_take(tracers[t].batch);
     }
     qlua_event *e = &b->events[t][b->count[t]];
     e->addr = addr;

@@ -550,12 +550,13 @@ def test_a_map_a_finalizer_brings_back_after_collection_is_refused_not_read():
 
 
 def test_a_tracer_view_kept_past_its_batch_never_reads_a_freed_buffer():
-    # Each thread's buffers are freed when it exits: a LuaJIT view kept past fn must read as
-    # empty (it read the freed buffer and crashed QEMU); Lua 5.4's records are Lua tables. Also
-    # the view's iterator with a start a script makes up.
-    code = ("local saved, odd = {}, {}\n"
+    # Each thread's buffers go when it exits: a LuaJIT view kept past fn must read as empty (it
+    # read the freed buffer and crashed QEMU), and a record kept (an FFI reference into the
+    # buffer) must still point at memory qlua holds (arrays are kept for later threads, never
+    # freed); Lua 5.4's records are Lua tables. Also the view's iterator with made-up starts.
+    code = ("local saved, records, odd = {}, {}, {}\n"
             "local tr = qemu.tracer{ batch = 1048576, fn = function(ev, n)\n"
-            "  saved[#saved + 1] = ev\n"
+            "  saved[#saved + 1], records[#records + 1] = ev, ev[n]\n"
             "  local f, s = pairs(ev)\n"
             "  for _, start in ipairs { -1, -2^40, 0.5, n, 2^53, 'x' } do\n"
             "    local ok, k = pcall(f, s, start) -- (Lua 5.4's next refuses a key it lacks)\n"
@@ -565,6 +566,7 @@ def test_a_tracer_view_kept_past_its_batch_never_reads_a_freed_buffer():
             "qemu.on_translate(function(tb) tb:trace(tr) end)\n"
             "qemu.on_exit(function() local sum, kept = 0, 0\n"
             "  for _, v in ipairs(saved) do for i = 1, #v do sum = sum + v[i].addr; kept = kept + 1 end end\n"
+            "  for _, e in ipairs(records) do sum = sum + e.addr + e.size end -- whatever they hold now\n"
             "  qemu.printf('kept %d views, %d events readable; odd starts: %s\\n', #saved, kept,"
             " table.concat(odd, ' ')) end)\n")
     r = lua_run(code, [guest("threads"), "20"], timeout=120)
