@@ -7,6 +7,8 @@
  * Owns: tracers, their per-thread buffers, their records. Must not touch: queued callbacks
  * (exec.c) or how a thread's kinds of buffer are ordered (exec.c decides, through the hook). */
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "buffer.h"
 #include "arena.h"
@@ -73,16 +75,17 @@ void qlua_buffer_on_full(void (*fn)(void))
 }
 
 /* Event arrays are never given back to the allocator: under LuaJIT a record a script kept past
- * its batch is an FFI reference into one, and must never point at freed memory (a kept record
+ * its batch is an FFI reference into one, and must never point at unmapped memory (a kept record
  * read after its thread exited crashed QEMU). An array a thread leaves at its exit, or a reload
- * drops, waits here for the next thread that needs one of its length, so memory stays bounded
- * by the most arrays of a length in use at once (threads x tracers), not by how many threads a
- * guest makes. The list's links live in the spare arrays themselves. */
+ * drops, waits here for the next thread that needs one of its length, its whole pages handed
+ * back to the kernel meanwhile (they stay mapped and read as zeros), so memory stays bounded by
+ * the most arrays in use at once, not by how many threads a guest makes or how many reloads
+ * change a batch size (each reload with a new size kept 32 MiB per thread before). */
 typedef struct spare_array {
     struct spare_array *next;
+    qlua_event *events;
     size_t n;
 } spare_array;
-G_STATIC_ASSERT(sizeof(spare_array) <= sizeof(qlua_event));
 static spare_array *spare_arrays;
 static GMutex spare_lock; /* taken last, alone */
 
@@ -94,7 +97,9 @@ static qlua_event *array_take(size_t n)
             spare_array *found = *p;
             *p = found->next;
             g_mutex_unlock(&spare_lock);
-            return (qlua_event *)found;
+            qlua_event *events = found->events;
+            g_free(found);
+            return events;
         }
     }
     g_mutex_unlock(&spare_lock);
@@ -106,9 +111,16 @@ static void array_give(qlua_event *events, size_t n)
     if (events == NULL) {
         return;
     }
-    spare_array *s = (spare_array *)events;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)events + page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)(events + n)) & ~(page - 1);
+    if (to > from) { /* pages wholly inside the array: no allocator data lives there */
+        madvise((void *)from, to - from, MADV_DONTNEED);
+    }
+    spare_array *s = g_new(spare_array, 1);
+    *s = (spare_array){NULL, events, n};
     g_mutex_lock(&spare_lock);
-    *s = (spare_array){spare_arrays, n};
+    s->next = spare_arrays;
     spare_arrays = s;
     g_mutex_unlock(&spare_lock);
 }
@@ -242,10 +254,28 @@ void qlua_buffer_save(void)
     n_tracers = 0;
 }
 
+/* A version's tracers once it is gone: their functions (under Lua 5.4 with each its pool of
+ * record tables, 280 MB for batch = 1048576) are released, or every reload kept them. */
+static void free_tracers(tracer *list, int n)
+{
+    for (int t = 0; t < n; t++) {
+        luaL_unref(qlua.L, LUA_REGISTRYINDEX, list[t].fn->ref);
+        g_free(list[t].fn);
+        list[t].fn = NULL;
+    }
+}
+
 void qlua_buffer_restore(void)
 {
+    free_tracers(tracers, n_tracers); /* the failed version's */
     memcpy(tracers, saved_tracers, sizeof tracers);
     n_tracers = saved_n;
+}
+
+void qlua_buffer_drop_saved(void)
+{
+    free_tracers(saved_tracers, saved_n);
+    saved_n = 0;
 }
 
 static inline void append_num(unsigned int vcpu, const trace_rec *r, qlua_event_num addr,

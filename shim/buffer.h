@@ -16,9 +16,11 @@ void qlua_buffer_drain_all(void);
 bool qlua_buffer_pending_mine(void);
 /* At vCPU exit: delivers and frees this thread's buffers. */
 void qlua_buffer_release_mine(void);
-/* A reload starts with no tracers; restore brings back the old ones if the new script fails. */
+/* A reload starts with no tracers; restore brings back the old ones if the new script fails,
+ * drop_saved releases them once it has loaded (both under the Lua lock). */
 void qlua_buffer_save(void);
 void qlua_buffer_restore(void);
+void qlua_buffer_drop_saved(void);
 
 /* core.tracer_new, core.event, core.tb_trace, core.insn_trace, core.insn_trace_mem, and the record
  * layout for LuaJIT (core.event_cdef, core.event_size). */

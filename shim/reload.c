@@ -80,6 +80,10 @@ static void after_reset(qemu_plugin_id_t id)
         qlua_buffer_restore();
     } else {
         qlua_events_drop_handlers(previous);
+        qlua_buffer_drop_saved();
+        /* the old version is garbage now, all at once (a tracer's pool can be 280 MB): collect
+         * it before the new one builds its own, rather than whenever the collector gets there */
+        lua_gc(L, LUA_GCCOLLECT, 0);
         qlua_report("reloaded %s", qlua.script);
     }
     qlua_unlock();
