@@ -14,7 +14,7 @@ void qlua_buffer_drain_mine(void);
 void qlua_buffer_drain_all(void);
 /* Has this thread traced anything not yet delivered? */
 bool qlua_buffer_pending_mine(void);
-/* At vCPU exit: delivers and frees this thread's buffers. */
+/* At vCPU exit: delivers this thread's buffers and sets them aside for later threads. */
 void qlua_buffer_release_mine(void);
 /* A reload starts with no tracers; restore brings back the old ones if the new script fails,
  * drop_saved releases them once it has loaded (both under the Lua lock). */

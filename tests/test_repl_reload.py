@@ -108,6 +108,23 @@ def test_handlers_added_after_a_retranslation_are_registered_with_qemu():
     assert r.status == 0 and m and int(m.group(1)) > 0, f"the late handler ran\n{r}"
 
 
+def start_watched(path, program, log, err):
+    """Starts `program` under the script at `path` with watch=on, stderr into the file `err`."""
+    with open(err, "w") as errf:
+        return subprocess.Popen(user_command([[f"script={path}", "watch=on"]], program, log),
+                                stdout=subprocess.DEVNULL, stderr=errf, env=env_without_preload())
+
+
+def wait_for_stderr(proc, err, text, times=1):
+    """Waits (up to 10 s, or QEMU's end) until `text` is `times` times in the file `err`."""
+    for _ in range(500):
+        if open(err).read().count(text) >= times or proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert open(err).read().count(text) >= times, (
+        f"'{text}' not {times} times while the guest ran: {open(err).read()}")
+
+
 def reloaded_twice(version_a, version_b, program, settle=0.0):
     """Runs `program` under version_a with watch=on, writes version_b in place while the guest
     runs, waits for the reload, waits `settle` seconds, appends a syntax error (a reload that
@@ -115,16 +132,10 @@ def reloaded_twice(version_a, version_b, program, settle=0.0):
     path = lua_file(version_a)
     with tempfile.TemporaryDirectory() as tmp:
         log, err = os.path.join(tmp, "plugin.log"), os.path.join(tmp, "stderr")
-        with open(err, "w") as errf:
-            proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]], program, log),
-                                    stdout=subprocess.DEVNULL, stderr=errf, env=env_without_preload())
+        proc = start_watched(path, program, log, err)
 
         def wait_for(text):
-            for _ in range(500):
-                if text in open(err).read() or proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-            assert text in open(err).read(), f"no '{text}' while the guest ran: {open(err).read()}"
+            wait_for_stderr(proc, err, text)
 
         try:
             time.sleep(0.3)
@@ -218,10 +229,7 @@ def test_reloads_that_change_a_tracers_batch_do_not_keep_its_buffers_memory():
     path = lua_file(version)
     with tempfile.TemporaryDirectory() as tmp:
         log, err = os.path.join(tmp, "plugin.log"), os.path.join(tmp, "stderr")
-        with open(err, "w") as errf:
-            proc = subprocess.Popen(user_command([[f"script={path}", "watch=on"]],
-                                                 [guest("loop"), "100000000"], log),
-                                    stdout=subprocess.DEVNULL, stderr=errf, env=env_without_preload())
+        proc = start_watched(path, [guest("loop"), "100000000"], log, err)
 
         def rss_kib():
             with open(f"/proc/{proc.pid}/status") as f:
@@ -233,11 +241,7 @@ def test_reloads_that_change_a_tracers_batch_do_not_keep_its_buffers_memory():
                 time.sleep(0.3)
                 with open(path, "w") as f:
                     f.write(version + f"-- version {k}\n")
-                for _ in range(500):
-                    if open(err).read().count("qlua: reloaded") >= k or proc.poll() is not None:
-                        break
-                    time.sleep(0.02)
-                assert open(err).read().count("qlua: reloaded") >= k, f"reload {k}: {open(err).read()}"
+                wait_for_stderr(proc, err, "qlua: reloaded", times=k)
                 time.sleep(0.3)  # the new version's buffer fills
                 rss.append(rss_kib())
         finally:

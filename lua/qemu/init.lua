@@ -802,7 +802,7 @@ function qemu.tracer(spec)
       })
     end
     -- When fn returns, its view is emptied (through a writable alias): a view a script kept
-    -- would otherwise read a buffer that a thread's exit or a reload frees.
+    -- would otherwise go on reading a buffer that later batches, or another thread, refill.
     native.cdef_once("qlua_events_rw", "typedef struct { const qlua_event *p; int32_t n; } qlua_events_rw;")
     local ptr_t, cast, view_t = ffi.typeof("const qlua_event *"), ffi.cast, events_t
     local rw_t = ffi.typeof("qlua_events_rw *")
@@ -816,8 +816,8 @@ function qemu.tracer(spec)
       return emptied(v, fn(v, n))
     end
   else
-    -- C decodes the batch into tables reused from batch to batch (pool) and hands fn a
-    -- read-only view of them (1 .. n), new for each delivery
+    -- C decodes the batch into tables reused from batch to batch (pool) and lists them at
+    -- 1 .. n in a view, reused too, that refuses writes
     local fill, pool = core.events_fill, {}
     wrapper = function(p, n) return fn(fill(pool, p, n), n) end
   end
