@@ -227,10 +227,28 @@ static inline void add_on_vcpu(qlua_counter *c, unsigned int vcpu, uint64_t n)
     }
 }
 
-static void count_exec_cb(unsigned int vcpu, void *udata)
+static __attribute__((noinline)) void count_percpu_first(const count_rec *r, unsigned int vcpu)
 {
-    count_rec *r = udata;
-    add_on_vcpu(r->c, vcpu, r->n);
+    *slot(r->c, vcpu) += r->n;
+}
+
+/* percpu mode's add: one C call per counted execution, the whole cost of counting there (insn's
+ * callback mode with 8 threads on QEMU 7.2: 56% of the samples in the general add). The vCPU's
+ * chunk among the near ones is two loads away; a chunk not made yet or a vCPU past 63 takes the
+ * general path, out of line, so the common one needs no stack frame. No scoreboard test: a
+ * counter has one from birth, and then its counts are never callbacks. */
+static void count_percpu_cb(unsigned int vcpu, void *udata)
+{
+    const count_rec *r = udata;
+    unsigned int k = vcpu / CHUNK_VCPUS;
+    if (G_LIKELY(k < NEAR_CHUNKS)) {
+        uint64_t *chunk = __atomic_load_n(&r->c->near[k], __ATOMIC_ACQUIRE);
+        if (G_LIKELY(chunk != NULL)) {
+            chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE] += r->n;
+            return;
+        }
+    }
+    count_percpu_first(r, vcpu);
 }
 
 static void count_mem_cb(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr,
@@ -306,7 +324,7 @@ static void emit_tb(struct qemu_plugin_tb *tb, qlua_counter *c, uint64_t n)
         inline_emitted = true;
         qlua_host.register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
     } else {
-        qlua_host.register_vcpu_tb_exec_cb(tb, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
+        qlua_host.register_vcpu_tb_exec_cb(tb, count_percpu_cb, QEMU_PLUGIN_CB_NO_REGS,
                                            rec_new(c, n, QEMU_PLUGIN_MEM_RW));
     }
 }
@@ -339,7 +357,7 @@ static void emit_insn(struct qemu_plugin_insn *insn, qlua_counter *c, uint64_t n
         inline_emitted = true;
         qlua_host.register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64, slot(c, 0), n);
     } else {
-        qlua_host.register_vcpu_insn_exec_cb(insn, count_exec_cb, QEMU_PLUGIN_CB_NO_REGS,
+        qlua_host.register_vcpu_insn_exec_cb(insn, count_percpu_cb, QEMU_PLUGIN_CB_NO_REGS,
                                              rec_new(c, n, QEMU_PLUGIN_MEM_RW));
     }
 }
