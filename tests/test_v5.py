@@ -202,7 +202,11 @@ LOADER = r"""
  * loads libqlua.so as QEMU's loader does, then prints the qemu_plugin_version the constructor set. */
 #include <dlfcn.h>
 #include <stdio.h>
+#ifdef SYSTEM_FORM
+const char version_text[] = "QEMU emulator version " RELEASE " (a test stand-in)";
+#else
 const char version_text[] = "qemu-x86_64 version " RELEASE " (a test stand-in)";
+#endif
 int main(int argc, char **argv)
 {
     void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
@@ -214,16 +218,27 @@ int main(int argc, char **argv)
 """
 
 
-@pytest.mark.parametrize("release,declared,refused", [
-    ("7.2.22", 1, False), ("11.0.0", 1, False), ("11.1.0", 6, True), ("12.0.1", 6, True)])
+# form: how the stand-in carries the line: user mode's, system mode's, or user mode's linked
+# without -z separate-code (read-only data in the code's segment, which qlua scans only after the
+# read-only ones have not held it)
+@pytest.mark.parametrize("release,declared,refused,form", [
+    ("7.2.22", 1, False, "user"), ("11.0.0", 1, False, "user"), ("11.1.0", 6, True, "user"),
+    ("12.0.1", 6, True, "user"), ("11.1.0", 6, True, "system"), ("11.1.0", 6, True, "old link"),
+    ("11.0.0", 1, False, "old link")])
 def test_a_host_whose_callbacks_changed_shape_is_refused_before_the_loader_reads_the_version(
-        tmp_path, release, declared, refused):
+        tmp_path, release, declared, refused, form):
     # The stand-in exports no qemu_plugin_scoreboard_new, so below 11.1 the probe says 1.
     src = tmp_path / "loader.c"
     src.write_text(LOADER)
     exe = tmp_path / "loader"
-    subprocess.run(["cc", f'-DRELEASE="{release}"', "-o", str(exe), str(src), "-ldl"],
+    flags = {"user": [], "system": ["-DSYSTEM_FORM"], "old link": ["-Wl,-z,noseparate-code"]}[form]
+    subprocess.run(["cc", f'-DRELEASE="{release}"', *flags, "-o", str(exe), str(src), "-ldl"],
                    check=True, env=env_without_preload())
+    if form == "old link":  # the line must then be in an executable segment, or this proves nothing
+        segments = subprocess.run(["readelf", "-lW", str(exe)], capture_output=True,
+                                  text=True).stdout
+        loads = [l.split() for l in segments.splitlines() if l.split()[:1] == ["LOAD"]]
+        assert loads and not any(l[6:-1] == ["R"] for l in loads), segments
     # (the sanitizer build's LD_PRELOAD stays: the stand-in plays QEMU, into which ASan is preloaded)
     p = subprocess.run([str(exe), PLUGIN], capture_output=True, text=True)
     assert f"declared {declared} " in p.stdout, p
