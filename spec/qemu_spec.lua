@@ -357,6 +357,28 @@ describe("qemu", function()
     end)
   end)
 
+  describe("symbolize", function()
+    local function fresh_without_symbolize()
+      for _, m in ipairs({ "qemu.symbolize", "qemu.report", "qemu.u64" }) do
+        package.loaded[m] = nil
+      end
+      return load()
+    end
+
+    it("is loaded on first use, not with the qemu module (every start paid for it)", function()
+      fresh_without_symbolize()
+      assert.is_nil(package.loaded["qemu.symbolize"])
+      assert.equal("libc.so.6!main+0x8", qemu.symbolize_format("libc.so.6", "main", 8))
+      assert.is_not_nil(package.loaded["qemu.symbolize"])
+    end)
+
+    it("checks qemu.symbolize's address before the module was ever loaded", function()
+      fresh_without_symbolize()
+      local err = fake_core.error_of(qemu.symbolize, "0x10")
+      assert.matches("qemu.symbolize: expected an address %(a whole number from 0 to 2%^64%-1%), got string", err)
+    end)
+  end)
+
   describe("info", function()
     it("reports the target", function()
       assert.equal("x86_64", qemu.info.target)

@@ -420,14 +420,20 @@ qemu.binary = core.binary
 
 -- ---- qemu.symbolize: names for addresses (shim/symbols.c, lua/qemu/symbolize.lua) ----
 do
-  local symbolize = require "qemu.symbolize"
+  -- qemu.symbolize (and the u64 and report modules it needs) loads on first use: most scripts
+  -- never name an address, and loading it cost every start ~0.4 ms
+  local loaded
+  local function symbolize_module()
+    loaded = loaded or require "qemu.symbolize"
+    return loaded
+  end
 
   --- qemu.symbolize(vaddr) -> module, symbol, offset: the path of the file mapped at guest
   -- address vaddr, the function symbol covering it (nil when none does) and vaddr's offset from
   -- that symbol (without one: from the module's base). nil when nothing known is there. Tables
   -- loaded with qemu.symbolize_load come first; user mode then looks in the mapped ELF files.
   function qemu.symbolize(vaddr, ...)
-    if not symbolize.is_address(vaddr) then
+    if not (loaded or symbolize_module()).is_address(vaddr) then
       fail(2, "qemu.symbolize: expected an address (a whole number from 0 to 2^64-1), got %s",
         type(vaddr) == "number" and tostring(vaddr) or type(vaddr))
     end
@@ -447,14 +453,14 @@ do
         type(name))
     end
     if select("#", ...) > 0 then fail(2, "qemu.symbolize_load(path [, name]) takes two arguments") end
-    local n, err = core.symbolize_load(path, name or symbolize.basename(path))
+    local n, err = core.symbolize_load(path, name or symbolize_module().basename(path))
     if not n then fail(2, "qemu.symbolize_load: %s", err) end
     return n
   end
 
   --- qemu.symbolize_format(module, symbol, offset) -> "libc.so.6!__libc_start_main+0x8a" (or
   -- "libc.so.6+0x27d0a" without a symbol; nil without a module): qemu.symbolize's result as text.
-  qemu.symbolize_format = symbolize.format
+  function qemu.symbolize_format(...) return symbolize_module().format(...) end
 end
 -- ---- end of qemu.symbolize ----
 
