@@ -417,6 +417,32 @@ def test_a_rows_ratio_is_the_median_of_each_rounds_own_ratio():
     assert run.paired_ratio(q, c) != pytest.approx(statistics.median(q) / statistics.median(c))
 
 
+def test_a_start_up_rows_figure_is_the_median_of_each_rounds_own_difference():
+    # round 2 ran while the machine was slow: a ratio there would double the few ms of start-up
+    c, q = [40, 80, 41], [44, 88, 44]
+    assert run.paired_added(q, c) == pytest.approx(4)
+    assert run.paired_added(q, c) != pytest.approx(statistics.median(q) - statistics.median(c))
+
+
+def test_the_start_up_row_runs_alone_on_a_program_that_exits_and_the_inline_rows_run_long():
+    startup = next(p for p in run.PAIRS if p.added_ms)
+    inline = [p for p in run.PAIRS if p.label.startswith(("count (inline", "bb inline"))]
+    for quick in (False, True):
+        runs = list(run.mechanism_runs(run.mechanism_workloads("b", "/x", quick),
+                                       [startup] + inline, quick))
+        assert [(w.name, inp.label) for w, inp, p in runs if p is startup] == \
+            [("/bin/true", "exits at once")]
+        assert all(w.name != "/bin/true" for w, inp, p in runs if p is not startup)
+        assert len([r for r in runs if r[2] is not startup]) == (2 if quick else 10)
+    # long: start-up (a few ms) is at most ~3% of the run without a plugin, on every program
+    for w, inp, p in run.mechanism_runs(run.mechanism_workloads("b", "/x", False), inline, False):
+        assert inp.ms >= 150, (w.name, inp.label)
+    planned = run.plan([run.Variant("7.2", PLUGINS, ["/x/jit"])],
+                       {"rows": [], "pairs": [startup], "deliveries": [], "growth": False},
+                       False, 3)
+    assert len(planned["mechanisms"]) == 3 * 3 * run.STARTUP_ROUNDS  # (none, C, qlua) x rounds
+
+
 def test_hwprofile_device_lines_agree_in_any_order_but_not_with_other_counts():
     head = "Device, Address, RCPUs, Reads,  WCPUs, Writes\n"
     a = head + "ioapic, 0x0, 1, 4, 1, 2\napic-msi, 0x0, 1, 3, 0, 0\nanon80a7eee0, 0x0, 1, 9, 0, 0\n"
