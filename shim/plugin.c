@@ -142,7 +142,9 @@ static char *find_root(void)
     g_free(so_dir);
     for (int i = 0; i < n; i++) {
         if (has_file(candidates[i], "lua/qemu/init.lua")) {
-            return g_strdup(candidates[i]);
+            /* absolute: package.path is made of it, and a module loaded on first use (in a
+             * callback, after the guest's chdir) must still be found from a relative QLUA_ROOT */
+            return g_canonicalize_filename(candidates[i], NULL);
         }
     }
     return NULL;

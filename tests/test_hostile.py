@@ -576,3 +576,21 @@ def test_a_tracer_view_kept_past_its_batch_never_reads_a_freed_buffer():
     assert m.group(3).strip() == "", describe(r, "the iterator gives nothing for a start outside 0..n-1")
     if "LuaJIT" in lua_run("qemu.print(qemu.info.lua)").log:
         assert m.group(2) == "0", describe(r, "a LuaJIT view reads as empty once its fn returned")
+
+
+def test_a_relative_qlua_root_still_finds_modules_loaded_after_the_guest_changes_directory(
+        tmp_path):
+    # qemu.symbolize's module loads on first use, and scripts require modules in callbacks: with
+    # a relative QLUA_ROOT (`QLUA_ROOT=. qemu-x86_64 ...` in a checkout) both must still resolve
+    # once the guest has changed its directory (user mode: QEMU's own working directory)
+    from qemu_run import PLUGIN, QEMU, SRC
+    late = tmp_path / "late.lua"
+    late.write_text('qemu.on_exit(function()\n  local json = require "qemu.json"\n'
+                    '  qemu.printf("late: %s %s\\n", qemu.symbolize_format("libc.so.6", "main", 8),'
+                    ' json.encode(json.array { 1 }))\nend)\n')
+    os.symlink(SRC, tmp_path / "checkout")  # a relative path that "/" does not also reach
+    env = dict(os.environ, QLUA_ROOT="checkout")
+    p = subprocess.run([QEMU, "-U", "LD_PRELOAD", "-plugin", f"{PLUGIN},script={late}", "-d",
+                        "plugin", "/bin/sh", "-c", "cd /"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "late: libc.so.6!main+0x8 [1]\n" in p.stderr, p
