@@ -687,7 +687,7 @@ def mechanism_table(variants, pairs, a, tmp, out):
         cells = [w.name, inp.label, p.label, fmt_ms(m["none"]), fmt_ms(m["C"])]
         for b in v.builds:
             if p.added_ms:
-                added = paired_added(times[b], times["C"])
+                added = round(paired_added(times[b], times["C"]), 1)  # marked as shown
                 mark = "" if added <= p.added_ms else " ✗"
                 cells += [fmt_ms(m[b]), f"+{added:.1f} ms{mark}"]
             else:

@@ -6,8 +6,10 @@ local ok, ffi = pcall(require, "ffi")
 --- LuaJIT's ffi module, or nil where there is none.
 M.ffi = ok and ffi or nil
 
--- The types cdef_once declared in this Lua state, kept in the registry: a reload runs the modules
--- again in the same state, and ffi.cdef refuses a second definition of a type.
+-- The types cdef_once declared in this Lua state, kept in the registry: a watch=on reload runs the
+-- script's top level again in the same state (uftrace.lua declares its types there), and a
+-- module reloaded by hand (package.loaded cleared) starts with fresh locals; ffi.cdef refuses a
+-- second definition of a struct.
 local registry = debug.getregistry()
 local declared = registry["qlua.cdefs"] or {}
 registry["qlua.cdefs"] = declared
