@@ -27,14 +27,15 @@ describe("qemu.native.cdef_once", function()
     assert.equal(4, ffi.sizeof(name))
   end)
 
-  it("remembers across a reload, which runs the module again in the same state", function()
+  it("accepts a type it declared before the module was loaded again (package.loaded cleared)", function()
     local name = fresh()
-    native.cdef_once(name, "typedef struct { double d; } " .. name .. ";")
+    native.cdef_once(name, "typedef struct " .. name .. " { double d; } " .. name .. ";")
     package.loaded["qemu.native"] = nil
     local again = require "qemu.native"
-    assert.has_no.errors(function()
-      again.cdef_once(name, "typedef struct { double d; } " .. name .. ";")
+    assert.has_no.errors(function() -- a second body for the struct tag: ffi.cdef refuses it
+      again.cdef_once(name, "typedef struct " .. name .. " { double d; } " .. name .. ";")
     end)
+    package.loaded["qemu.native"] = native
     assert.equal(8, ffi.sizeof(name))
   end)
 

@@ -6,13 +6,11 @@ local ok, ffi = pcall(require, "ffi")
 --- LuaJIT's ffi module, or nil where there is none.
 M.ffi = ok and ffi or nil
 
--- The types cdef_once declared in this Lua state, kept in the registry: a watch=on reload runs the
--- script's top level again in the same state (uftrace.lua declares its types there), and a
--- module reloaded by hand (package.loaded cleared) starts with fresh locals; ffi.cdef refuses a
--- second definition of a struct.
-local registry = debug.getregistry()
-local declared = registry["qlua.cdefs"] or {}
-registry["qlua.cdefs"] = declared
+-- The types cdef_once declared. The module loads once per Lua state; a watch=on reload runs the
+-- script's top level again (uftrace.lua declares its types there), and ffi.cdef refuses a second
+-- definition of a struct. (Not the registry: the launcher reads scripts' declarations where the
+-- debug library is withheld.)
+local declared = {}
 
 --- Declares a C type once per Lua state. Asking ffi.typeof first would raise an error for each
 -- type not declared yet: under LuaJIT an error is a C++-style unwind, and the first one in a
