@@ -181,6 +181,10 @@ class Pair:
         self.target, self.size, self.only, self.cost = target, size, only, cost
         self.added_ms = added_ms  # the goal is this many ms over C's run, not a ratio
 
+    def rounds(self, runs):
+        """How many rounds the row runs for --runs `runs` (a start-up row: STARTUP_ROUNDS x)."""
+        return runs * (STARTUP_ROUNDS if self.added_ms else 1)
+
 
 STARTUP_ROUNDS = 5  # a start-up row's runs per round: 40 ms runs, whose few ms are the figure
 
@@ -677,7 +681,7 @@ def mechanism_table(variants, pairs, a, tmp, out):
             configs[b] = [v.qemu, "-plugin", f"{os.path.join(b, 'libqlua.so')},script="
                           f"{os.path.join(ROOT, p.script)}"] + log + program
         times = {k: [] for k in configs}
-        for _ in range(a.runs * (STARTUP_ROUNDS if p.added_ms else 1)):
+        for _ in range(p.rounds(a.runs)):
             for k, cmd in configs.items():
                 ms, status, err = run_qemu(cmd)
                 if status:
@@ -904,8 +908,8 @@ def plan(variants, sel, quick, runs):
         for _, inp, p in mechanism_runs(mechanism_workloads("build", "/nonexistent", quick),
                                         sel["pairs"], quick):
             out["mechanisms"] += ([inp.ms] + [est_ms(inp.ms, side_cost(p.cost, f))
-                                              for f in [None] + [f for _, f in builds]]) * runs \
-                * (STARTUP_ROUNDS if p.added_ms else 1)
+                                              for f in [None] + [f for _, f in builds]]) \
+                * p.rounds(runs)
         for d in sel["deliveries"]:
             for who, rounds in delivery_jobs(d, flavors, quick):
                 f = None if who is None else flavors[who]

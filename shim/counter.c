@@ -182,13 +182,19 @@ static unsigned int chunk_limit(qlua_counter *c)
     return __atomic_load_n(&c->far, __ATOMIC_ACQUIRE) ? MAX_CHUNKS : NEAR_CHUNKS;
 }
 
+/* vCPU vcpu's slot in the chunk that holds it. */
+static inline uint64_t *in_chunk(uint64_t *chunk, unsigned int vcpu)
+{
+    return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
+}
+
 /* vCPU vcpu's own slot if it was ever made, else NULL (reads need not make one). */
 static inline uint64_t *slot_peek(qlua_counter *c, unsigned int vcpu)
 {
     unsigned int k = vcpu / CHUNK_VCPUS;
     uint64_t *chunk = k < NEAR_CHUNKS ? __atomic_load_n(&c->near[k], __ATOMIC_ACQUIRE)
                                       : (k < MAX_CHUNKS ? chunk_get(c, k) : NULL);
-    return chunk ? &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE] : NULL;
+    return chunk ? in_chunk(chunk, vcpu) : NULL;
 }
 
 /* vCPU vcpu's own slot, made (zeroed) on first use. */
@@ -208,7 +214,7 @@ static inline uint64_t *slot(qlua_counter *c, unsigned int vcpu)
     if (chunk == NULL) {
         chunk = chunk_install(ref);
     }
-    return &chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE];
+    return in_chunk(chunk, vcpu);
 }
 
 static inline uint64_t slot_value(qlua_counter *c, unsigned int vcpu)
@@ -229,7 +235,7 @@ static inline void add_on_vcpu(qlua_counter *c, unsigned int vcpu, uint64_t n)
 
 static __attribute__((noinline)) void count_percpu_first(const count_rec *r, unsigned int vcpu)
 {
-    *slot(r->c, vcpu) += r->n;
+    add_on_vcpu(r->c, vcpu, r->n);
 }
 
 /* percpu mode's add: one C call per counted execution, the whole cost of counting there (insn's
@@ -244,7 +250,7 @@ static void count_percpu_cb(unsigned int vcpu, void *udata)
     if (G_LIKELY(k < NEAR_CHUNKS)) {
         uint64_t *chunk = __atomic_load_n(&r->c->near[k], __ATOMIC_ACQUIRE);
         if (G_LIKELY(chunk != NULL)) {
-            chunk[(vcpu % CHUNK_VCPUS) * SLOT_STRIDE] += r->n;
+            *in_chunk(chunk, vcpu) += r->n;
             return;
         }
     }

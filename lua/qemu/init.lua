@@ -433,7 +433,7 @@ do
   -- that symbol (without one: from the module's base). nil when nothing known is there. Tables
   -- loaded with qemu.symbolize_load come first; user mode then looks in the mapped ELF files.
   function qemu.symbolize(vaddr, ...)
-    if not (loaded or symbolize_module()).is_address(vaddr) then
+    if not symbolize_module().is_address(vaddr) then
       fail(2, "qemu.symbolize: expected an address (a whole number from 0 to 2^64-1), got %s",
         type(vaddr) == "number" and tostring(vaddr) or type(vaddr))
     end
